@@ -1,0 +1,36 @@
+"""The converter registry: one module per source format, all behind one small Protocol.
+
+``kitchen-study prepare <name>`` is built from this table, so adding a format means
+adding a module and one entry here, never an ``if`` in an entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .table import FrameTable
+
+__all__ = ["CONVERTERS", "Converter"]
+
+
+class Converter(Protocol):
+    """A source format. ``convert`` reads the raw files and returns a validated table;
+    ``command`` is its typer CLI function (options mirror ``convert``'s arguments plus
+    ``--out``)."""
+
+    NAME: str
+    VERSION: str
+
+    def convert(self, *args: Any, **kwargs: Any) -> FrameTable: ...
+
+    command: Callable[..., None]
+
+
+def _load() -> dict[str, Converter]:
+    from . import breakfast, mpii, mstcn, salads
+
+    return {m.NAME: m for m in (breakfast, salads, mpii, mstcn)}  # type: ignore[misc]
+
+
+CONVERTERS: dict[str, Converter] = _load()

@@ -1,0 +1,506 @@
+"""The canonical frame table: one Parquet file per prepared dataset, one row per frame.
+
+Columns (sorted by ``video`` then ``frame``):
+
+================  ==========================================  ===========================
+column            type                                        meaning
+================  ==========================================  ===========================
+``video``         dictionary<int32, string>                   video id
+``frame``         int32                                       0-based frame index
+``label``         int16                                       index into ``card.classes``
+``participant``   dictionary<int32, string>                   person recorded
+``activity``      dictionary<int32, string> (nullable)        recipe / dish, where known
+``view``          dictionary<int32, string> (nullable)        camera, where known
+``features``      fixed_size_list<float32>[D] (optional)      softmax or other features
+================  ==========================================  ===========================
+
+The :class:`DatasetCard` travels in the schema metadata (JSON under ``kitchen_study.card``),
+so a Parquet file alone says what its labels mean, which splits exist and where it came from.
+
+In memory a dataset is a :class:`FrameTable`: per-video metadata plus *contiguous* per-frame
+numpy arrays (``labels``, ``features``) and per-video ``offsets``. Trainables sample
+subsequences straight out of these arrays, so :func:`read_table` builds them without any
+Python loop over frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DataError
+
+__all__ = [
+    "CARD_KEY",
+    "FORMAT_VERSION",
+    "DatasetCard",
+    "FrameTable",
+    "Split",
+    "VideoLabels",
+    "atomic_output",
+    "describe",
+    "hash_inputs",
+    "read_card",
+    "read_table",
+    "summarize",
+    "write_table",
+]
+
+CARD_KEY = b"kitchen_study.card"
+FORMAT_VERSION = 1
+
+_META_COLUMNS = ("participant", "activity", "view")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/test split, by video id. Splits here are always leave-person-out."""
+
+    name: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "train": list(self.train), "test": list(self.test)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Split:
+        _check_keys(d, {"name", "train", "test"}, "split")
+        return cls(str(d["name"]), tuple(d["train"]), tuple(d["test"]))
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What a prepared dataset is: label vocabulary, splits and provenance."""
+
+    name: str
+    fps: float
+    classes: tuple[str, ...]
+    background: str | None
+    source_format: str
+    converter_version: str
+    splits: tuple[Split, ...] = ()
+    input_hash: str = ""
+    #: Description of the ``features`` column (kind, dim, and how it was made), or None.
+    features: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def background_index(self) -> int | None:
+        return None if self.background is None else self.classes.index(self.background)
+
+    def split(self, name_or_number: str | int) -> Split:
+        """A split by name (``"split1"``) or 1-based number (``1``)."""
+        key = f"split{name_or_number}" if isinstance(name_or_number, int) else name_or_number
+        for s in self.splits:
+            if s.name == key:
+                return s
+        names = ", ".join(s.name for s in self.splits) or "none"
+        raise KeyError(f"dataset {self.name!r} has no split {key!r} (it has: {names})")
+
+    def replace(self, **changes: Any) -> DatasetCard:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["classes"] = list(self.classes)
+        d["splits"] = [s.to_dict() for s in self.splits]
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DatasetCard:
+        d = json.loads(text)
+        _check_keys(d, {f.name for f in dataclasses.fields(cls)}, "dataset card")
+        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise ValueError(
+                f"dataset card format {d['format_version']} is newer than this "
+                f"kitchen-study understands ({FORMAT_VERSION}); upgrade kitchen-study"
+            )
+        d["classes"] = tuple(d["classes"])
+        d["splits"] = tuple(Split.from_dict(s) for s in d.get("splits", ()))
+        return cls(**d)
+
+
+@dataclass
+class VideoLabels:
+    """One video's frame labels as a converter produces them."""
+
+    video: str
+    labels: np.ndarray  # int, one per frame
+    participant: str
+    activity: str | None = None
+    view: str | None = None
+    features: np.ndarray | None = None  # (frames, D) float32
+
+
+@dataclass
+class FrameTable:
+    """A dataset in memory: per-video metadata and contiguous per-frame arrays.
+
+    ``labels[offsets[i]:offsets[i + 1]]`` are the frames of ``videos[i]``; videos are
+    sorted by id, as in the Parquet file.
+    """
+
+    card: DatasetCard
+    videos: list[str]
+    participant: list[str]
+    activity: list[str | None]
+    view: list[str | None]
+    offsets: np.ndarray  # int64, len(videos) + 1
+    labels: np.ndarray  # int16, contiguous
+    features: np.ndarray | None = None  # float32 (frames, D), C-contiguous
+    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_videos(
+        cls, card: DatasetCard, videos: Iterable[VideoLabels], source: str | Path | None = None
+    ) -> FrameTable:
+        """Concatenate per-video labels (sorted by video id) and validate the result."""
+        vids = sorted(videos, key=lambda v: v.video)
+        seen: set[str] = set()
+        for v in vids:
+            if v.video in seen:
+                raise DataError(f"duplicate video id {v.video!r}", source)
+            seen.add(v.video)
+        lengths = np.array([len(v.labels) for v in vids], dtype=np.int64)
+        offsets = np.zeros(len(vids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        labels = (
+            np.concatenate([np.asarray(v.labels) for v in vids])
+            if vids
+            else np.zeros(0, dtype=np.int64)
+        )
+        features = None
+        has_feat = [v.features is not None for v in vids]
+        if any(has_feat):
+            if not all(has_feat):
+                missing = next(v.video for v in vids if v.features is None)
+                raise DataError(f"video {missing!r} has no features while others do", source)
+            features = np.ascontiguousarray(
+                np.concatenate([np.asarray(v.features, dtype=np.float32) for v in vids])
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= card.num_classes):
+            raise DataError(
+                f"label index out of range 0..{card.num_classes - 1}", source
+            )
+        table = cls(
+            card=card,
+            videos=[v.video for v in vids],
+            participant=[v.participant for v in vids],
+            activity=[v.activity for v in vids],
+            view=[v.view for v in vids],
+            offsets=offsets,
+            labels=labels.astype(np.int16),
+            features=features,
+        )
+        table.validate(source)
+        return table
+
+    # -- queries -----------------------------------------------------------------------
+    @property
+    def num_videos(self) -> int:
+        return len(self.videos)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def feature_dim(self) -> int | None:
+        return None if self.features is None else int(self.features.shape[1])
+
+    def index_of(self, video: str) -> int:
+        if not self._index:
+            self._index = {v: i for i, v in enumerate(self.videos)}
+        try:
+            return self._index[video]
+        except KeyError:
+            raise KeyError(f"dataset {self.card.name!r} has no video {video!r}") from None
+
+    def video_indices(self, videos: Iterable[str]) -> np.ndarray:
+        return np.array([self.index_of(v) for v in videos], dtype=np.int64)
+
+    def split_indices(self, split: str | int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test) video indices of a split, by name or 1-based number."""
+        s = self.card.split(split)
+        return self.video_indices(s.train), self.video_indices(s.test)
+
+    def video_labels(self, i: int) -> np.ndarray:
+        return self.labels[self.offsets[i] : self.offsets[i + 1]]
+
+    def with_features(self, features: np.ndarray, description: dict[str, Any]) -> FrameTable:
+        """A copy whose ``features`` column is replaced (e.g. by simulated softmax)."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[0] != self.num_frames:
+            raise ValueError(
+                f"features must have shape ({self.num_frames}, D), got {features.shape}"
+            )
+        card = self.card.replace(features={**description, "dim": int(features.shape[1])})
+        return dataclasses.replace(self, card=card, features=features, _index={})
+
+    # -- checks ------------------------------------------------------------------------
+    def validate(self, source: str | Path | None = None) -> None:
+        """Check the invariants every converter and reader must uphold."""
+        n = self.num_videos
+        for name in ("participant", "activity", "view"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"{name} has {len(getattr(self, name))} entries for {n} videos", source)
+        if len(self.offsets) != n + 1 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) <= 0):
+            empty = [self.videos[i] for i in np.flatnonzero(np.diff(self.offsets) <= 0)[:3]]
+            raise DataError(f"videos without frames: {empty}", source)
+        if self.videos != sorted(self.videos) or len(set(self.videos)) != n:
+            raise DataError("video ids must be unique and sorted", source)
+        if self.labels.shape != (self.num_frames,):
+            raise DataError(f"{self.labels.shape[0]} labels for {self.num_frames} frames", source)
+        if self.features is not None and self.features.shape[0] != self.num_frames:
+            raise DataError(
+                f"features have {self.features.shape[0]} rows for {self.num_frames} frames", source
+            )
+        if self.card.background is not None and self.card.background not in self.card.classes:
+            raise DataError(f"background class {self.card.background!r} is not a class", source)
+        known = set(self.videos)
+        person = dict(zip(self.videos, self.participant, strict=True))
+        for s in self.card.splits:
+            for part in (s.train, s.test):
+                missing = [v for v in part if v not in known]
+                if missing:
+                    raise DataError(
+                        f"split {s.name} names {len(missing)} video(s) not in the dataset, "
+                        f"e.g. {missing[0]!r}",
+                        source,
+                    )
+            both = set(s.train) & set(s.test)
+            if both:
+                raise DataError(f"split {s.name}: video {sorted(both)[0]!r} in train and test", source)
+            shared = {person[v] for v in s.train} & {person[v] for v in s.test}
+            if shared:
+                raise DataError(
+                    f"split {s.name} is not leave-person-out: participant "
+                    f"{sorted(shared)[0]!r} is in both train and test",
+                    source,
+                )
+
+
+# -- Parquet I/O -------------------------------------------------------------------------
+
+
+def _dict_column(per_video: Sequence[str | None], video_index: np.ndarray) -> pa.Array:
+    """A per-frame dictionary column built from per-video values without a frame loop."""
+    uniq = sorted({v for v in per_video if v is not None})
+    pos = {v: i for i, v in enumerate(uniq)}
+    codes = np.array([pos.get(v, -1) if v is not None else -1 for v in per_video], dtype=np.int32)
+    frame_codes = codes[video_index]
+    mask = frame_codes < 0
+    indices = pa.array(frame_codes, mask=mask if mask.any() else None, type=pa.int32())
+    return pa.DictionaryArray.from_arrays(indices, pa.array(uniq, type=pa.string()))
+
+
+def to_arrow(table: FrameTable) -> pa.Table:
+    lengths = table.lengths
+    video_index = np.repeat(np.arange(table.num_videos, dtype=np.int32), lengths)
+    frame = np.arange(table.num_frames, dtype=np.int64) - np.repeat(table.offsets[:-1], lengths)
+    cols: dict[str, pa.Array] = {
+        "video": pa.DictionaryArray.from_arrays(
+            pa.array(video_index, type=pa.int32()), pa.array(table.videos, type=pa.string())
+        ),
+        "frame": pa.array(frame.astype(np.int32)),
+        "label": pa.array(table.labels.astype(np.int16)),
+    }
+    for name in _META_COLUMNS:
+        cols[name] = _dict_column(getattr(table, name), video_index)
+    if table.features is not None:
+        flat = pa.array(np.ascontiguousarray(table.features, dtype=np.float32).ravel())
+        cols["features"] = pa.FixedSizeListArray.from_arrays(flat, table.features.shape[1])
+    arrow = pa.table(cols)
+    return arrow.replace_schema_metadata({CARD_KEY: table.card.to_json().encode()})
+
+
+class atomic_output:
+    """Context manager yielding a temporary path beside ``path``; renamed onto it on success.
+
+    A failure (or Ctrl-C) inside the block removes the temporary file, so a reader never
+    sees a half-written output and an existing file is left as it was.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_table(table: FrameTable, path: str | Path, row_group_frames: int = 1 << 20) -> Path:
+    """Validate ``table`` and write it atomically as Parquet."""
+    table.validate()
+    arrow = to_arrow(table)
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow, tmp, row_group_size=row_group_frames, compression="zstd")
+    return path
+
+
+def read_card(path: str | Path) -> DatasetCard:
+    """The dataset card of a prepared Parquet file, without reading any rows."""
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise DataError("no such file", path) from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"not a Parquet file ({e})", path) from None
+    if CARD_KEY not in meta:
+        raise DataError("not a kitchen-study frame table (no dataset card in its metadata)", path)
+    try:
+        return DatasetCard.from_json(meta[CARD_KEY])
+    except (ValueError, TypeError, KeyError) as e:
+        raise DataError(f"bad dataset card: {e}", path) from None
+
+
+def _per_video(column: pa.ChunkedArray, starts: np.ndarray) -> list[str | None]:
+    return column.take(pa.array(starts)).to_pylist()
+
+
+def read_table(path: str | Path, features: bool = True) -> FrameTable:
+    """Load a prepared dataset into contiguous arrays (no Python loop over frames).
+
+    ``features=False`` skips the (large) features column.
+    """
+    path = Path(path)
+    card = read_card(path)
+    schema = pq.read_schema(path)
+    columns = ["video", "frame", "label", *_META_COLUMNS]
+    want_features = features and "features" in schema.names
+    if want_features:
+        columns.append("features")
+    arrow = pq.read_table(path, columns=columns)
+    n = arrow.num_rows
+
+    video = arrow.column("video").unify_dictionaries() if n else arrow.column("video")
+    chunks = video.chunks
+    dictionary = chunks[0].dictionary if chunks else pa.array([], pa.string())
+    codes = (
+        np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+        if chunks
+        else np.zeros(0, np.int32)
+    )
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts = np.concatenate([[0], change]).astype(np.int64) if n else np.zeros(0, np.int64)
+    offsets = np.append(starts, n).astype(np.int64)
+    videos = dictionary.take(pa.array(codes[starts])).to_pylist() if n else []
+
+    frame = arrow.column("frame").to_numpy()
+    expected = np.arange(n, dtype=np.int64) - np.repeat(starts, np.diff(offsets))
+    if not np.array_equal(frame, expected):
+        bad = int(np.flatnonzero(frame != expected)[0])
+        raise DataError(
+            f"frames are not contiguous from 0 per video (row {bad}, video "
+            f"{dictionary[codes[bad]].as_py()!r})",
+            path,
+        )
+    labels = np.ascontiguousarray(arrow.column("label").to_numpy(), dtype=np.int16)
+
+    feats = None
+    if want_features:
+        col = arrow.column("features")
+        dim = col.type.list_size
+        feats = np.empty((n, dim), dtype=np.float32)
+        pos = 0
+        for chunk in col.chunks:  # one iteration per row group, not per frame
+            m = len(chunk)
+            feats[pos : pos + m] = chunk.flatten().to_numpy().reshape(m, dim)
+            pos += m
+
+    table = FrameTable(
+        card=card,
+        videos=videos,
+        participant=_per_video(arrow.column("participant"), starts),
+        activity=_per_video(arrow.column("activity"), starts),
+        view=_per_video(arrow.column("view"), starts),
+        offsets=offsets,
+        labels=labels,
+        features=feats,
+    )
+    table.validate(path)
+    if labels.size and (labels.min() < 0 or labels.max() >= card.num_classes):
+        raise DataError(f"label index out of range 0..{card.num_classes - 1}", path)
+    return table
+
+
+def summarize(table: FrameTable) -> dict[str, Any]:
+    """The ``kitchen-study info --json`` object."""
+    card = table.card
+    return {
+        "name": card.name,
+        "videos": table.num_videos,
+        "frames": table.num_frames,
+        "classes": card.num_classes,
+        "background": card.background,
+        "background_index": card.background_index,
+        "participants": len(set(table.participant)),
+        "fps": card.fps,
+        "source_format": card.source_format,
+        "splits": [{"name": s.name, "train": len(s.train), "test": len(s.test)} for s in card.splits],
+        "feature_dim": table.feature_dim,
+        "features": card.features,
+        "input_hash": card.input_hash,
+    }
+
+
+def describe(table: FrameTable, path: str | Path | None = None) -> str:
+    """One human line about a table, as the converters print after writing it."""
+    where = f"wrote {path}: " if path is not None else ""
+    splits = ", ".join(f"{s.name} {len(s.train)}/{len(s.test)}" for s in table.card.splits)
+    feat = f", features dim {table.feature_dim}" if table.features is not None else ""
+    return (
+        f"{where}{table.card.name}: {table.num_videos} videos, {table.num_frames:,} frames, "
+        f"{table.card.num_classes} classes (background {table.card.background!r}), "
+        f"{len(set(table.participant))} participants{feat}; splits train/test: {splits or 'none'}"
+    )
+
+
+def hash_inputs(paths: Iterable[str | Path], root: str | Path | None = None) -> str:
+    """sha256 over the (relative names and bytes of the) input files, in sorted order."""
+    h = hashlib.sha256()
+    root = None if root is None else Path(root)
+    for p in sorted(Path(p) for p in paths):
+        name = str(p.relative_to(root)) if root is not None else p.name
+        h.update(name.encode() + b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _check_keys(d: dict[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {what}: {', '.join(unknown)}")
