@@ -1,0 +1,158 @@
+"""The canonical frame table: construction checks, Parquet round trip, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_prep.errors import DataError
+from data_prep.table import (
+    CARD_KEY,
+    DatasetCard,
+    FrameTable,
+    Split,
+    VideoLabels,
+    atomic_output,
+    read_card,
+    read_table,
+    summarize,
+    write_table,
+)
+
+
+def _card(**kw) -> DatasetCard:
+    base = dict(
+        name="toy", fps=15.0, classes=("SIL", "take", "pour"), background="SIL",
+        source_format="test", converter_version="1",
+        splits=(Split("split1", ("P1_a", "P1_b"), ("P2_a",)),), input_hash="abc",
+    )
+    base.update(kw)
+    return DatasetCard(**base)
+
+
+def _videos() -> list[VideoLabels]:
+    return [
+        VideoLabels("P2_a", np.array([0, 1, 1, 2, 0]), "P2", "tea", "cam01"),
+        VideoLabels("P1_b", np.array([2, 2]), "P1", None, None),
+        VideoLabels("P1_a", np.array([0, 1, 2]), "P1", "coffee", "cam02"),
+    ]
+
+
+def test_from_videos_sorts_and_concatenates():
+    t = FrameTable.from_videos(_card(), _videos())
+    assert t.videos == ["P1_a", "P1_b", "P2_a"]
+    np.testing.assert_array_equal(t.offsets, [0, 3, 5, 10])
+    np.testing.assert_array_equal(t.labels, [0, 1, 2, 2, 2, 0, 1, 1, 2, 0])
+    assert t.labels.dtype == np.int16 and t.labels.flags.c_contiguous
+    assert t.participant == ["P1", "P1", "P2"]
+    np.testing.assert_array_equal(t.video_labels(2), [0, 1, 1, 2, 0])
+    train, test = t.split_indices(1)
+    assert train.tolist() == [0, 1] and test.tolist() == [2]
+
+
+def test_round_trip_with_features(tmp_path):
+    t = FrameTable.from_videos(_card(), _videos())
+    feats = np.random.default_rng(0).random((t.num_frames, 3), dtype=np.float32)
+    t = t.with_features(feats, {"kind": "test"})
+    out = write_table(t, tmp_path / "toy.parquet")
+    back = read_table(out)
+    assert back.videos == t.videos and back.card == t.card
+    assert back.card.features == {"kind": "test", "dim": 3}
+    np.testing.assert_array_equal(back.labels, t.labels)
+    np.testing.assert_array_equal(back.features, feats)
+    assert back.features.flags.c_contiguous
+    assert back.activity == ["coffee", None, "tea"] and back.view == ["cam02", None, "cam01"]
+    assert read_table(out, features=False).features is None
+    s = summarize(back)
+    assert (s["videos"], s["frames"], s["classes"], s["participants"]) == (3, 10, 3, 2)
+    assert s["splits"] == [{"name": "split1", "train": 2, "test": 1}]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(splits=(Split("split1", ("P1_a",), ("P9_x",)),)), "not in the dataset"),
+        (dict(splits=(Split("split1", ("P1_a",), ("P1_b",)),)), "not leave-person-out"),
+        (dict(splits=(Split("split1", ("P1_a",), ("P1_a",)),)), "in train and test"),
+        (dict(background="none"), "background class"),
+    ],
+)
+def test_bad_cards_are_rejected(change, message):
+    with pytest.raises(DataError, match=message):
+        FrameTable.from_videos(_card(**change), _videos(), source="x.txt")
+
+
+def test_duplicate_and_out_of_range():
+    vids = _videos() + [VideoLabels("P1_a", np.array([0]), "P1")]
+    with pytest.raises(DataError, match="duplicate video id 'P1_a'"):
+        FrameTable.from_videos(_card(), vids, source="in.csv")
+    bad = [VideoLabels("P1_a", np.array([0, 3]), "P1")]
+    with pytest.raises(DataError, match="out of range"):
+        FrameTable.from_videos(_card(splits=()), bad)
+    empty = [VideoLabels("P1_a", np.array([], dtype=int), "P1")]
+    with pytest.raises(DataError, match="without frames"):
+        FrameTable.from_videos(_card(splits=()), empty)
+
+
+def test_error_names_file_and_line():
+    e = DataError("end before start", "ann/P03.txt", 7)
+    assert str(e) == "ann/P03.txt:7: end before start"
+    assert (e.path.name, e.line, e.reason) == ("P03.txt", 7, "end before start")
+
+
+def test_card_rejects_unknown_keys():
+    d = json.loads(_card().to_json())
+    d["colour"] = "blue"
+    with pytest.raises(ValueError, match="unknown key.*colour"):
+        DatasetCard.from_json(json.dumps(d))
+    assert DatasetCard.from_json(_card().to_json()) == _card()
+
+
+def test_read_rejects_foreign_and_missing_files(tmp_path):
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
+    with pytest.raises(DataError, match="plain.parquet: not a kitchen-study frame table"):
+        read_table(tmp_path / "plain.parquet")
+    with pytest.raises(DataError, match="no such file"):
+        read_card(tmp_path / "absent.parquet")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="not a Parquet file"):
+        read_card(tmp_path / "junk.parquet")
+
+
+def test_read_checks_frame_contiguity(tmp_path):
+    t = FrameTable.from_videos(_card(), _videos())
+    from data_prep.table import to_arrow
+
+    arrow = to_arrow(t)
+    frames = arrow.column("frame").to_numpy().copy()
+    frames[4] = 7  # second frame of P1_b
+    arrow = arrow.set_column(1, "frame", pa.array(frames))
+    pq.write_table(arrow, tmp_path / "gap.parquet")
+    with pytest.raises(DataError, match="not contiguous.*'P1_b'"):
+        read_table(tmp_path / "gap.parquet")
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.parquet"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+    with atomic_output(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_card_metadata_is_self_describing(tmp_path):
+    out = write_table(FrameTable.from_videos(_card(), _videos()), tmp_path / "t.parquet")
+    meta = pq.read_schema(out).metadata[CARD_KEY]
+    card = json.loads(meta)
+    assert card["classes"] == ["SIL", "take", "pour"]
+    assert card["splits"][0]["test"] == ["P2_a"]
+    assert read_card(out).background_index == 0
