@@ -12,14 +12,22 @@ The layout (Farha & Gall, MS-TCN, CVPR 2019; used by most action segmentation co
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError
 
-__all__ = ["read_bundle", "read_label_file", "read_mapping", "split_bundles"]
+__all__ = [
+    "Painted",
+    "paint_segments",
+    "read_bundle",
+    "read_label_file",
+    "read_mapping",
+    "split_bundles",
+]
 
 
 def read_mapping(path: str | Path) -> tuple[str, ...]:
@@ -45,33 +53,63 @@ def read_mapping(path: str | Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def read_label_file(path: str | Path, class_index: dict[str, int]) -> np.ndarray:
-    """Per-frame label indices (int16) from a groundTruth file: one label name per line."""
+def read_label_file(
+    path: str | Path, class_index: dict[str, int], vocabulary: str = "mapping.txt"
+) -> np.ndarray:
+    """Per-frame label indices (int16) from a groundTruth file: one label name per line.
+
+    Whitespace around a name and blank lines at the end of the file are ignored; a blank
+    line between frames, or a name not in ``class_index``, is a :class:`DataError` naming
+    the line. ``vocabulary`` names the label list in that error (e.g. for files that
+    have no ``mapping.txt``).
+    """
     path = Path(path)
-    lines = path.read_text().split()
-    if not lines:
+    data = path.read_bytes().rstrip()
+    if not data:
         raise DataError("annotation file is empty", path)
+    # Hot path (millions of lines per dataset): split the bytes once and look every line up
+    # in a bytes-keyed dict through map(), with no per-line Python frame or decode; about
+    # 1.5x faster than a generator over decoded lines. Anything unusual (stray spaces,
+    # unknown names) falls to the slow path below, which also finds the offending line.
+    lookup = {name.encode(): idx for name, idx in class_index.items()}
+    lines = data.splitlines()
     try:
-        return np.fromiter((class_index[x] for x in lines), dtype=np.int16, count=len(lines))
+        return np.fromiter(map(lookup.__getitem__, lines), dtype=np.int16, count=len(lines))
     except KeyError:
-        # Find the first offending line only on the error path, so the hot path stays lean.
-        for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
-            if raw.strip() and raw.strip() not in class_index:
-                raise DataError(f"label {raw.strip()!r} is not in mapping.txt", path, lineno) from None
-        raise
+        pass
+    out = np.empty(len(lines), dtype=np.int16)
+    for lineno, raw in enumerate(lines, start=1):
+        name = raw.strip()
+        if not name:
+            raise DataError("blank line: expected one label name per frame", path, lineno)
+        idx = lookup.get(name)
+        if idx is None:
+            label = name.decode(errors="replace")
+            raise DataError(f"label {label!r} is not in {vocabulary}", path, lineno)
+        out[lineno - 1] = idx
+    return out
 
 
 def read_bundle(path: str | Path, known_videos: Collection[str]) -> tuple[str, ...]:
-    """Video ids listed in a split bundle (``<video>.txt`` per line); every one must exist."""
+    """Video ids listed in a split bundle (``<video>.txt`` per line); every one must exist
+    and be listed once."""
     path = Path(path)
     videos: list[str] = []
+    first_line: dict[str, int] = {}
     for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
         name = raw.strip()
         if not name:
             continue
         video = name[:-4] if name.endswith(".txt") else name
         if video not in known_videos:
-            raise DataError(f"split names video {video!r}, which has no annotation file", path, lineno)
+            raise DataError(
+                f"split names video {video!r}, which has no annotation file", path, lineno
+            )
+        if video in first_line:
+            raise DataError(
+                f"video {video!r} is listed twice (first on line {first_line[video]})", path, lineno
+            )
+        first_line[video] = lineno
         videos.append(video)
     return tuple(videos)
 
@@ -92,3 +130,58 @@ def split_bundles(splits_dir: str | Path) -> dict[int, dict[str, Path]]:
             missing = ({"train", "test"} - set(parts)).pop()
             raise DataError(f"split {k} has no {missing}.split{k}.bundle", splits_dir)
     return dict(sorted(found.items()))
+
+
+# -- segments -> frames (shared by the converters of segment formats) ---------------------
+
+
+@dataclass(frozen=True)
+class Painted:
+    """Per-frame labels painted from segments, with counts of what the rules decided."""
+
+    labels: np.ndarray  # int64, one per frame
+    #: segments that start before an earlier-starting segment has ended
+    overlapping: int
+    #: frames covered by two or more segments (the later-starting one labels them)
+    contested_frames: int
+    #: frames no segment covers (labelled ``fill``)
+    uncovered_frames: int
+
+
+def paint_segments(
+    length: int,
+    starts: Sequence[int] | np.ndarray,
+    ends: Sequence[int] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    fill: int,
+) -> Painted:
+    """Frame labels from half-open 0-based segments ``[start, end)``.
+
+    The rule for overlaps: segments are painted in order of start (ties: in the given
+    order, a stable sort), each overwriting the frames it covers, so on a shared frame the
+    later-starting segment wins; a segment nested inside a longer one labels only its own
+    frames and the longer one resumes after it. Frames no segment covers get ``fill``.
+    Segments must lie inside ``0 <= start <= end <= length`` (callers clip and count first).
+    """
+    s = np.asarray(starts, dtype=np.int64)
+    e = np.asarray(ends, dtype=np.int64)
+    lab = np.asarray(labels, dtype=np.int64)
+    if s.size and (s.min() < 0 or e.max() > length or np.any(e < s)):
+        raise ValueError(f"segments must satisfy 0 <= start <= end <= {length}")
+    order = np.argsort(s, kind="stable")
+    out = np.full(length, fill, dtype=np.int64)
+    for i in order:  # one slice assignment per segment, not per frame
+        out[s[i] : e[i]] = lab[i]
+    cover = np.zeros(length + 1, dtype=np.int64)
+    np.add.at(cover, s, 1)
+    np.add.at(cover, e, -1)
+    cover = np.cumsum(cover[:-1])
+    ss, ee = s[order], e[order]
+    reach = np.maximum.accumulate(ee) if ee.size else ee
+    overlapping = int(np.sum(ss[1:] < reach[:-1])) if ss.size > 1 else 0
+    return Painted(
+        labels=out,
+        overlapping=overlapping,
+        contested_frames=int(np.sum(cover >= 2)),
+        uncovered_frames=int(np.sum(cover == 0)),
+    )

@@ -30,6 +30,7 @@ def _mount_optional() -> None:
     for module, names in (
         ("data_prep.simulate", ("simulate",)),
         ("data_prep.synth", ("synth",)),
+        ("trainables.cli", ("train",)),
     ):
         mod = importlib.import_module(module)
         for name in names:

@@ -1,0 +1,421 @@
+"""Python query API over a tracked study: which source helps which target, by how much, and
+is it real? Needs only MLflow's tracking URI (no Ray, no datasets).
+
+>>> from study import load_study
+>>> s = load_study("demo")                                 # or load_study("studies/demo.yaml")
+>>> s.results()                                            # one row per finished task run
+>>> s.transfer_matrix("frame_acc")                         # sources x targets, mean gain
+>>> s.best_transfer_pairs(target="kitchen_b", k=5)         # gain, 95 % CI, paired p-value
+>>> s.convergence("kitchen_b", wide=True)                  # iterations x accuracy per source
+>>> s.plot_transfer_heatmap().savefig("heatmap.png")
+
+Everything is fetched in bulk when the study is loaded (one paged ``search_runs`` over the
+study's experiment, filtered by study hash): no per-run calls, so hundreds of runs load in
+well under a second (``bench/bench_query.py``).
+
+Rules:
+
+* :meth:`StudyResults.results` holds FINISHED task runs (``ks.role=task``), one per task id;
+  if a task id has several FINISHED runs (it should not: the runner skips finished tasks) the
+  latest started one counts, as for resume. Metrics are in percent; MLflow's ``f1_10`` keys are
+  shown as ``f1@10``.
+* A *gain* pairs a transfer (or joint) run with the no-transfer baseline (``kind=baseline``) of
+  the same target, target split and seed: ``gain = metric(run) - metric(baseline)``; several
+  baseline runs with the same key are averaged. Runs without such a baseline have no gain and
+  are left out of every gain statistic (``gains()`` lists what was paired).
+* :meth:`StudyResults.best_transfer_pairs` treats each (source, source split, target, target
+  split, mode, arrangement) as one pair and its seeds as paired observations: mean gain, a 95 %
+  t-interval of the paired differences and ``scipy.stats.ttest_rel`` against the baselines
+  (both NaN with fewer than 2 seeds; the p-value is NaN when all differences are equal).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .tracking import DEFAULT_TRACKING_URI, RunLogger, RunRecord, StudyNotFound, _sqlite_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["METRICS", "StudyNotFound", "StudyResults", "load_study"]
+
+#: Final metrics of a task run, as columns of :meth:`StudyResults.results` (MLflow key in
+#: brackets where it differs): frame_acc, input_acc, edit, f1@10 (f1_10), f1@25, f1@50.
+METRICS = ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50")
+_KEYS = ("task_id", "kind", "mode", "source", "source_split", "target", "target_split",
+         "arrangement", "seed")
+_CURVE = "curve.frame_acc."
+_PAIR = ["source", "source_split", "target", "target_split", "mode", "arrangement"]
+_BASE_KEY = ["target", "target_split", "seed"]
+
+
+def _metric_column(metric: str) -> str:
+    """Accept ``f1@10`` or MLflow's ``f1_10``; return the results column name."""
+    name = {m.replace("@", "_"): m for m in METRICS}.get(metric, metric)
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    return name
+
+
+def _latest_finished_tasks(records: Iterable[RunRecord], include_unfinished: bool
+                           ) -> list[RunRecord]:
+    tasks = [r for r in records if r.role == "task"]
+    if include_unfinished:
+        return tasks
+    best: dict[str, RunRecord] = {}
+    for r in tasks:
+        if r.status != "FINISHED":
+            continue
+        tid = r.tags.get("ks.task_id", "")
+        cur = best.get(tid)
+        if cur is None or (r.start_time or 0) >= (cur.start_time or 0):
+            best[tid] = r
+    return list(best.values())
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+class StudyResults:
+    """Results of one study (name + content hash), loaded in bulk. See the module docstring.
+
+    Build with :func:`load_study` (MLflow) or :meth:`from_records` / :meth:`from_logger`
+    (any :class:`~study.tracking.RunLogger`, e.g. the in-memory one in tests).
+    """
+
+    def __init__(self, name: str, study_hash: str, records: Sequence[RunRecord]):
+        self.name = name
+        self.study_hash = study_hash
+        self.records = list(records)
+        self._tasks = _latest_finished_tasks(self.records, include_unfinished=False)
+        self._results = self._frame(self._tasks)
+
+    @classmethod
+    def from_records(cls, name: str, study_hash: str,
+                     records: Sequence[RunRecord]) -> StudyResults:
+        return cls(name, study_hash, records)
+
+    @classmethod
+    def from_logger(cls, logger: RunLogger, name: str,
+                    study_hash: str | None = None) -> StudyResults:
+        records = logger.study_runs(name, study_hash)
+        parents = [r for r in records if r.role == "study"]
+        return cls(name, parents[0].tags["ks.study_hash"], records)
+
+    def __repr__(self) -> str:
+        return (f"StudyResults({self.name!r}, hash={self.study_hash[:12]}, "
+                f"{len(self._results)} finished tasks, {len(self.records)} runs)")
+
+    # -- tables -------------------------------------------------------------------------------
+    @staticmethod
+    def _frame(tasks: Sequence[RunRecord]) -> pd.DataFrame:
+        rows = []
+        for r in tasks:
+            t, m = r.tags, r.metrics
+            row: dict[str, Any] = {k: t.get(f"ks.{k}", "") for k in _KEYS}
+            row["seed"] = _int_or_none(row["seed"])
+            for name in METRICS:
+                row[name] = m.get(name.replace("@", "_"), math.nan)
+            it = m.get("iteration")
+            row["iterations"] = _int_or_none(it if it is not None else r.params.get("iterations"))
+            row["run_id"] = r.run_id
+            row["status"] = r.status
+            row["node"] = t.get("ks.node", "")
+            row["error"] = t.get("ks.error", "")
+            row["duration_s"] = ((r.end_time - r.start_time)
+                                 if r.end_time is not None and r.start_time is not None
+                                 else math.nan)
+            rows.append(row)
+        cols = [*_KEYS, *METRICS, "iterations", "run_id", "status", "node", "error", "duration_s"]
+        df = pd.DataFrame(rows, columns=cols)
+        df["seed"] = df["seed"].astype("Int64")
+        df["iterations"] = df["iterations"].astype("Int64")
+        for name in (*METRICS, "duration_s"):
+            df[name] = df[name].astype(float)
+        return df.sort_values(["task_id", "run_id"], ignore_index=True)
+
+    def results(self, *, include_unfinished: bool = False) -> pd.DataFrame:
+        """Tidy table, one row per finished task run (columns: task_id, kind, mode, source,
+        source_split, target, target_split, arrangement, seed, frame_acc, input_acc, edit,
+        f1@10, f1@25, f1@50, iterations, run_id, status, node, error, duration_s).
+        ``include_unfinished``: every task run, any status (e.g. for a status view)."""
+        if include_unfinished:
+            return self._frame(_latest_finished_tasks(self.records, include_unfinished=True))
+        return self._results.copy()
+
+    def gains(self, metric: str = "frame_acc", mode: str | None = None) -> pd.DataFrame:
+        """Each transfer/joint run paired with its baseline: the ``_PAIR`` columns, seed,
+        ``value``, ``baseline``, ``gain``, run_id. ``mode`` None: both modes."""
+        col = _metric_column(metric)
+        df = self._results
+        base = (df[df["kind"] == "baseline"].groupby(_BASE_KEY, dropna=False)[col].mean()
+                .rename("baseline").reset_index())
+        runs = df[df["mode"].isin([mode] if mode else ["transfer", "joint"])]
+        runs = runs[[*_PAIR, "seed", col, "run_id"]].rename(columns={col: "value"})
+        out = runs.merge(base, on=_BASE_KEY, how="inner")
+        out["gain"] = out["value"] - out["baseline"]
+        return out.sort_values([*_PAIR, "seed"], ignore_index=True)
+
+    def transfer_matrix(self, metric: str = "frame_acc", mode: str = "transfer", *,
+                        arrangement: str | None = None, by_split: bool = False) -> pd.DataFrame:
+        """Sources (rows) x targets (columns): mean gain over the paired baseline, averaged
+        over seeds, splits and arrangements (``arrangement`` picks one). ``by_split``: rows
+        (source, source_split), columns (target, target_split). NaN where no pair ran."""
+        g = self.gains(metric, mode)
+        if arrangement is not None:
+            g = g[g["arrangement"] == arrangement]
+        rows = ["source", "source_split"] if by_split else ["source"]
+        cols = ["target", "target_split"] if by_split else ["target"]
+        if g.empty:
+            return pd.DataFrame(dtype=float)
+        m = g.pivot_table(index=rows, columns=cols, values="gain", aggfunc="mean")
+        sources = sorted(set(m.index))
+        targets = sorted(set(m.columns))
+        m = m.reindex(index=sources, columns=targets)
+        m.columns.names = cols if by_split else ["target"]
+        m.index.names = rows if by_split else ["source"]
+        return m
+
+    def best_transfer_pairs(self, target: str | None = None, metric: str = "frame_acc",
+                            k: int | None = 5, *, mode: str | None = None,
+                            target_split: str | None = None) -> pd.DataFrame:
+        """Top ``k`` (None: all) pairs by mean gain. Columns: source, source_split, target,
+        target_split, mode, arrangement, metric, mean (of the runs), baseline (mean), gain,
+        ci_low, ci_high (95 % t-interval of the per-seed differences), p_value (paired t-test,
+        ``scipy.stats.ttest_rel``), n_seeds."""
+        from scipy import stats
+
+        col = _metric_column(metric)
+        g = self.gains(col, mode)
+        if target is not None:
+            g = g[g["target"] == target]
+        if target_split is not None:
+            g = g[g["target_split"] == target_split]
+        # one paired observation per seed (several runs of one seed and pair are averaged)
+        per_seed = g.groupby([*_PAIR, "seed"], dropna=False)[["value", "baseline"]].mean()
+        rows = []
+        for key, grp in per_seed.groupby(level=list(range(len(_PAIR))), dropna=False):
+            x = grp["value"].to_numpy(float)
+            b = grp["baseline"].to_numpy(float)
+            d = x - b
+            n = len(d)
+            mean_gain = float(d.mean())
+            if n >= 2:
+                half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p = float(stats.ttest_rel(x, b).pvalue)
+            else:
+                half, p = math.nan, math.nan
+            rows.append({**dict(zip(_PAIR, key, strict=True)), "metric": col,
+                         "mean": float(x.mean()), "baseline": float(b.mean()),
+                         "gain": mean_gain, "ci_low": mean_gain - half,
+                         "ci_high": mean_gain + half, "p_value": p, "n_seeds": n})
+        cols = [*_PAIR, "metric", "mean", "baseline", "gain", "ci_low", "ci_high", "p_value",
+                "n_seeds"]
+        out = pd.DataFrame(rows, columns=cols)
+        out = out.sort_values(["gain", *_PAIR], ascending=[False] + [True] * len(_PAIR),
+                              ignore_index=True)
+        return out if k is None else out.head(k).reset_index(drop=True)
+
+    def convergence(self, target: str | None = None, *, target_split: str | None = None,
+                    mode: str = "transfer", wide: bool = False) -> pd.DataFrame:
+        """Frame accuracy over training iterations from the ``curve.frame_acc.<it>`` metrics
+        of the baselines and the ``mode`` runs into ``target`` (None: all targets).
+
+        Long (default): target, target_split, series, source, source_split, arrangement,
+        mode, seed, run_id, iteration, frame_acc. ``series`` is ``"baseline"`` or the source
+        (with the arrangement in brackets when a target has one source in several).
+        Wide: index iteration, one column per series, mean over seeds and splits (requires a
+        ``target``)."""
+        rows = []
+        for r in self._tasks:
+            t = r.tags
+            if t.get("ks.kind") != "baseline" and t.get("ks.mode") != mode:
+                continue
+            if target is not None and t.get("ks.target") != target:
+                continue
+            if target_split is not None and t.get("ks.target_split") != target_split:
+                continue
+            base = {k: t.get(f"ks.{k}", "") for k in
+                    ("target", "target_split", "source", "source_split", "arrangement", "mode")}
+            base["seed"] = _int_or_none(t.get("ks.seed"))
+            base["run_id"] = r.run_id
+            base["kind"] = t.get("ks.kind", "")
+            for key, v in r.metrics.items():
+                if key.startswith(_CURVE):
+                    rows.append({**base, "iteration": int(key[len(_CURVE):]), "frame_acc": v})
+        cols = ["target", "target_split", "series", "source", "source_split", "arrangement",
+                "mode", "seed", "run_id", "iteration", "frame_acc"]
+        if not rows:
+            long = pd.DataFrame(columns=cols)
+        else:
+            long = pd.DataFrame(rows)
+            long["series"] = _series_labels(long)
+            long = long[cols].sort_values(["target", "target_split", "series", "seed",
+                                           "iteration"], ignore_index=True)
+        long["seed"] = long["seed"].astype("Int64")
+        long["iteration"] = long["iteration"].astype("int64")
+        long["frame_acc"] = long["frame_acc"].astype(float)
+        if not wide:
+            return long
+        if target is None:
+            raise ValueError("convergence(wide=True) needs a target")
+        w = long.pivot_table(index="iteration", columns="series", values="frame_acc",
+                             aggfunc="mean")
+        order = (["baseline"] if "baseline" in w.columns else []) + sorted(
+            c for c in w.columns if c != "baseline")
+        return w.reindex(columns=order)
+
+    # -- figures ------------------------------------------------------------------------------
+    def plot_transfer_heatmap(self, metric: str = "frame_acc", mode: str = "transfer",
+                              *, arrangement: str | None = None) -> Figure:
+        """Heatmap of :meth:`transfer_matrix` (gain in points; diverging, centred at 0)."""
+        from matplotlib.figure import Figure
+
+        m = self.transfer_matrix(metric, mode, arrangement=arrangement)
+        fig = Figure(figsize=(1.6 + 1.2 * max(1, m.shape[1]), 1.4 + 0.8 * max(1, m.shape[0])),
+                     layout="constrained")
+        ax = fig.add_subplot()
+        col = _metric_column(metric)
+        title = f"{self.name}: {col} gain over baseline ({mode})"
+        if m.empty:
+            ax.text(0.5, 0.5, "no paired runs", ha="center", va="center")
+            ax.set_axis_off()
+            ax.set_title(title)
+            return fig
+        vals = m.to_numpy(float)
+        lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
+        im = ax.imshow(vals, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1)
+        ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns], rotation=30, ha="right")
+        ax.set_yticks(range(m.shape[0]), [str(i) for i in m.index])
+        ax.set_xlabel("target")
+        ax.set_ylabel("source")
+        for (i, j), v in np.ndenumerate(vals):
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center")
+        fig.colorbar(im, ax=ax, label=f"{col} gain (points)")
+        ax.set_title(title)
+        return fig
+
+    def plot_convergence(self, target: str, *, target_split: str | None = None,
+                         mode: str = "transfer") -> Figure:
+        """Frame accuracy vs iterations (log2 axis) per source and the baseline, mean over
+        seeds and splits with a min–max band (the paper's Figs 3–5)."""
+        from matplotlib.figure import Figure
+
+        long = self.convergence(target, target_split=target_split, mode=mode)
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        title = f"{target}" + (f" {target_split}" if target_split else "") + f" ({mode})"
+        if long.empty:
+            ax.text(0.5, 0.5, "no convergence curves", ha="center", va="center")
+            ax.set_axis_off()
+            ax.set_title(title)
+            return fig
+        # mean over splits per seed first, then the band is over seeds
+        per_seed = long.groupby(["series", "seed", "iteration"])["frame_acc"].mean()
+        stats = per_seed.groupby(level=["series", "iteration"]).agg(["mean", "min", "max"])
+        series = stats.index.get_level_values("series").unique()
+        ordered = (["baseline"] if "baseline" in series else []) + sorted(
+            s for s in series if s != "baseline")
+        for s in ordered:
+            st = stats.loc[s]
+            style = {"color": "black", "linestyle": "--"} if s == "baseline" else {}
+            ax.plot(st.index, st["mean"], marker="o", label=s, **style)
+            ax.fill_between(st.index, st["min"], st["max"], alpha=0.15,
+                            color=style.get("color"))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("target training iterations")
+        ax.set_ylabel("frame accuracy (%)")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+        return fig
+
+
+def _series_labels(long: pd.DataFrame) -> pd.Series:
+    """"baseline" for baselines; the source, plus "[arrangement]" when that source reaches the
+    same target in more than one arrangement."""
+    runs = long[long["kind"] != "baseline"].drop_duplicates(["target", "source", "arrangement"])
+    multi = set(runs.groupby(["target", "source"]).size().loc[lambda s: s > 1].index)
+    labels = []
+    for kind, tgt, src, arr in zip(long["kind"], long["target"], long["source"],
+                                   long["arrangement"], strict=True):
+        if kind == "baseline":
+            labels.append("baseline")
+        elif (tgt, src) in multi:
+            labels.append(f"{src} [{arr}]")
+        else:
+            labels.append(src)
+    return pd.Series(labels, index=long.index)
+
+
+def _from_spec(path: Path) -> tuple[str, list[str], str]:
+    """(name, candidate hashes, tracking URI) of a spec file. The hash needs the datasets'
+    cards; without them (e.g. querying from another machine) the latest run of the name is
+    used, with a warning."""
+    from data_prep.errors import DataError
+
+    from .spec import load_spec, open_study
+
+    try:
+        loaded = open_study(path)
+    except DataError as e:
+        spec = load_spec(path)  # schema errors still raise
+        warnings.warn(f"{path}: cannot compute the study hash ({e}); using the latest run of "
+                      f"study {spec.name!r}", stacklevel=3)
+        return spec.name, [], spec.tracking_uri
+    return loaded.spec.name, [loaded.hash, loaded.short_hash], loaded.spec.tracking_uri
+
+
+def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | None = None,
+               *, study_hash: str | None = None) -> StudyResults:
+    """Load a study's results from MLflow in bulk.
+
+    ``name_or_spec_path``: a study name, or a spec file (``.yaml``/``.yml``) whose name,
+    content hash and ``tracking_uri`` are used. ``tracking_uri``: overrides; default the
+    spec's, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` (relative to the
+    working directory). ``study_hash``: which version of the study; default the spec's hash,
+    or for a bare name the most recently started one.
+
+    Raises :class:`StudyNotFound` when the store, the study or the hash does not exist (a
+    missing SQLite file is never created by a query).
+    """
+    from .tracking import MlflowRunLogger
+
+    arg = str(name_or_spec_path)
+    hashes: list[str] = [study_hash] if study_hash else []
+    spec_uri = None
+    if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
+        name, spec_hashes, spec_uri = _from_spec(Path(arg))
+        hashes = hashes or spec_hashes
+    else:
+        name = arg
+    uri = tracking_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+        DEFAULT_TRACKING_URI
+    db = _sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise StudyNotFound(f"no MLflow database at {db} (tracking URI {uri})")
+    logger = MlflowRunLogger(uri)
+    if not hashes:
+        return StudyResults.from_logger(logger, name)
+    for i, h in enumerate(hashes):
+        try:
+            return StudyResults.from_logger(logger, name, h)
+        except StudyNotFound:
+            if i == len(hashes) - 1:
+                raise
+    raise AssertionError("unreachable")

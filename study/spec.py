@@ -1,0 +1,658 @@
+"""The study spec: one YAML file declaring a whole study, validated before any trial starts.
+
+A spec names the prepared datasets (Parquet frame tables, paths relative to the spec file)
+and which of their splits to use, the LSTM's default configuration, the experiments
+(no-transfer baselines, transfer / joint edges between datasets, seeds, iterations,
+evaluation points), an optional Optuna search, and how to run it (resources per trial,
+tracking URI, Ray address). Example (``studies/demo.yaml`` is a complete one)::
+
+    name: demo
+    datasets:
+      kitchen_a: {path: ../work/kitchen_a.parquet, splits: [split1]}
+      kitchen_b: {path: ../work/kitchen_b.parquet, splits: [1]}      # 1 means split1
+    model: {history: 64, hidden: 32, batch_size: 16}                 # LSTMConfig fields
+    experiments:
+      seeds: [0, 1]
+      iterations: 400            # target training (baseline, fine-tune, joint)
+      pretrain_iterations: 400   # source pre-training
+      eval_at: [100, 200, 400]
+      baselines: true            # every dataset, every split (or a list of dataset names)
+      all_pairs: {mode: transfer, arrangement: concat}   # or `all_pairs: true`
+      edges:
+        - {source: kitchen_a, target: kitchen_b, mode: joint, arrangement: concat, ratio: 5:3}
+    search: {space: small, target: kitchen_a, num_samples: 6, max_concurrent: 2}
+    resources: {cpu: 1, gpu: 0}
+
+Rules (stated here because the planner and the hash depend on them):
+
+* Unknown keys and wrong types are errors naming the key path
+  (``experiments.edges[1].mode[0]: Input should be 'transfer' or 'joint'``); the CLI prints
+  ``error: studies/x.yaml: <key path>: message`` and exits 2. Every problem found is
+  reported, not only the first.
+* Scalars where lists are allowed (``mode``, ``arrangement``, ``splits``, ``seeds``) are
+  one-element lists; an integer split ``n`` means ``"split<n>"``; ``ratio`` is ``[5, 3]``
+  or ``"5:3"`` (target:source).
+* An edge's source is trained on ``source_split`` (default: the source dataset's first
+  declared split) and its targets are all declared splits of the target dataset unless
+  ``target_splits`` is given. An edge from a dataset to itself is an error.
+* ``baselines: true`` means every dataset on every declared split; ``false`` none; a list
+  names datasets. ``all_pairs`` adds an edge for every ordered pair of distinct datasets
+  (optionally restricted to ``all_pairs.datasets``).
+* ``model`` holds LSTM config fields (``trainables.engine.LSTMConfig``); study-level keys
+  (paths, modes, iterations) are not allowed there.
+* **Content hash** (:func:`content_hash`): sha256 of the canonical JSON of the validated
+  spec *without* the execution settings in :data:`EXECUTION_FIELDS` (where and how it runs
+  does not change what it computes) and without dataset paths, plus each dataset's card
+  identity (name, input hash, converter version, feature description). Changing a
+  dataset's content, an iteration count or an edge changes the hash; moving the data or
+  running the study on a cluster does not.
+
+:func:`check_spec` does the checks that need the data: files exist and are frame tables,
+declared splits exist in their cards, tables carry a ``features`` column, each edge's
+label arrangement is one the two label spaces support, and ``model`` is a valid LSTM config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from data_prep.errors import DataError
+from data_prep.table import DatasetCard, read_card
+
+__all__ = [
+    "ARRANGEMENT_KINDS",
+    "EXECUTION_FIELDS",
+    "AllPairsSpec",
+    "AshaSpec",
+    "DatasetSpec",
+    "EdgeSpec",
+    "ExperimentsSpec",
+    "LoadedStudy",
+    "ResourcesSpec",
+    "SearchSpec",
+    "SpecError",
+    "StudySpec",
+    "check_spec",
+    "content_hash",
+    "load_spec",
+    "open_study",
+    "parse_spec",
+]
+
+Mode = Literal["transfer", "joint"]
+ArrangementKind = Literal["merged", "random", "multiple_random", "concat"]
+ARRANGEMENT_KINDS: tuple[str, ...] = ("merged", "random", "multiple_random", "concat")
+Metric = Literal["frame_acc", "edit", "f1@10", "f1@25", "f1@50"]
+
+#: Top-level keys that say how/where a study runs, not what it computes: left out of the
+#: content hash, so e.g. moving a study from this laptop to a cluster keeps its results.
+EXECUTION_FIELDS: tuple[str, ...] = (
+    "description",
+    "tracking_uri",
+    "ray_address",
+    "resources",
+    "storage_path",
+    "max_failures",
+    "iterations_per_step",
+)
+
+#: Config keys the planner sets per task; a spec's ``model`` block may not set them.
+TASK_KEYS: frozenset[str] = frozenset(
+    {
+        "target_path",
+        "target_split",
+        "source_path",
+        "source_split",
+        "mode",
+        "arrangement",
+        "init_checkpoint",
+        "iterations",
+        "iterations_per_step",
+        "eval_at",
+        "seed",
+    }
+)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class SpecError(DataError):
+    """A bad study spec: one or more ``(key path, message)`` problems in one file.
+
+    A :class:`~data_prep.errors.DataError`, so the CLI prints it as
+    ``error: FILE: key.path: message`` and exits 2 like any other bad input.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], path: str | Path | None = None):
+        self.problems = list(problems)
+        lines = [f"{k}: {m}" if k else m for k, m in self.problems]
+        message = lines[0] + "".join(f"\n  also: {line}" for line in lines[1:])
+        super().__init__(message, path)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(v: Any) -> Any:
+    return v if isinstance(v, list | tuple) else [v]
+
+
+def _split_name(v: Any) -> Any:
+    # bool is an int subclass: `splits: [true]` stays a type error rather than "splitTrue"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"split{v}"
+    return v
+
+
+def _split_names(v: Any) -> Any:
+    return [_split_name(x) for x in _as_list(v)]
+
+
+def _ratio(v: Any) -> Any:
+    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", v):
+        return [int(x) for x in v.split(":")]
+    return v
+
+
+class DatasetSpec(_Model):
+    """A prepared frame table and the splits of it the study uses."""
+
+    path: str = Field(description="Parquet frame table, relative to the spec file")
+    splits: list[str] = Field(min_length=1)
+
+    _split_list = field_validator("splits", mode="before")(_split_names)
+
+    @field_validator("splits")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("splits are listed twice")
+        return v
+
+
+class _EdgeOptions(_Model):
+    mode: list[Mode] = Field(default=["transfer"], min_length=1)
+    arrangement: list[ArrangementKind] = Field(default=["concat"], min_length=1)
+    ratio: tuple[PositiveInt, PositiveInt] = (5, 3)
+    k: PositiveInt = Field(default=3, description="number of maps for multiple_random")
+
+    _lists = field_validator("mode", "arrangement", mode="before")(_as_list)
+    _ratio = field_validator("ratio", mode="before")(_ratio)
+
+
+class EdgeSpec(_EdgeOptions):
+    """Source → target, in one or more modes and arrangements (their product)."""
+
+    source: str
+    target: str
+    source_split: str | None = None
+    target_splits: list[str] | None = None
+
+    _ssplit = field_validator("source_split", mode="before")(_split_name)
+    _tsplits = field_validator("target_splits", mode="before")(
+        lambda v: None if v is None else _split_names(v)
+    )
+
+
+class AllPairsSpec(_EdgeOptions):
+    """An edge for every ordered pair of distinct datasets (all datasets unless listed)."""
+
+    datasets: list[str] | None = None
+
+
+class ExperimentsSpec(_Model):
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    iterations: PositiveInt
+    pretrain_iterations: PositiveInt | None = None
+    eval_at: list[PositiveInt] = []
+    baselines: list[str] = Field(default=["*"], description='["*"] = every dataset')
+    all_pairs: AllPairsSpec | None = None
+    edges: list[EdgeSpec] = []
+
+    _seeds = field_validator("seeds", mode="before")(_as_list)
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _baselines(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return ["*"] if v else []
+        return v
+
+    @field_validator("all_pairs", mode="before")
+    @classmethod
+    def _all_pairs(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {} if v else None
+        return v
+
+    @field_validator("seeds", "eval_at")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("values are listed twice")
+        return sorted(v)
+
+    @property
+    def source_iterations(self) -> int:
+        return self.pretrain_iterations or self.iterations
+
+
+class AshaSpec(_Model):
+    """Asynchronous successive halving over training iterations (Ray Tune's ASHA)."""
+
+    grace_period: PositiveInt = Field(description="iterations before the first cut")
+    reduction_factor: float = Field(default=3.0, gt=1)
+
+
+class SearchSpec(_Model):
+    """An Optuna search (seeded TPE through Ray Tune's OptunaSearch) on one target split.
+
+    The objective is ``metric`` on the target split's *test* videos at the end of training
+    (the paper's protocol has no validation split), so a search's best score is optimistic;
+    use it to pick configurations, not to report them.
+    """
+
+    space: str
+    space_args: dict[str, Any] = {}
+    target: str
+    split: str | None = None
+    source: str | None = None
+    source_split: str | None = None
+    mode: Literal["none", "joint"] = "none"
+    arrangement: ArrangementKind = "concat"
+    num_samples: PositiveInt
+    max_concurrent: PositiveInt = 2
+    iterations: PositiveInt | None = None
+    metric: Metric = "frame_acc"
+    seed: int = 0
+    asha: AshaSpec | None = None
+    storage: str | None = Field(default=None, description="Optuna RDB URL, e.g. sqlite:///optuna.db")
+
+    _split = field_validator("split", "source_split", mode="before")(_split_name)
+
+
+class ResourcesSpec(_Model):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class StudySpec(_Model):
+    """A whole study. Build with :func:`load_spec` (file) or :func:`parse_spec` (mapping)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    model: dict[str, Any] = {}
+    experiments: ExperimentsSpec
+    search: SearchSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking_uri: str = "sqlite:///mlflow.db"
+    ray_address: str | None = None
+    storage_path: str | None = None
+    max_failures: int = Field(default=2, ge=0)
+    iterations_per_step: PositiveInt = 100
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: Path | None = PrivateAttr(default=None)
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """Directory that dataset paths are relative to (the spec file's)."""
+        return self._base_dir
+
+    @property
+    def source(self) -> Path | None:
+        """The spec file, when loaded from one."""
+        return self._source
+
+    def dataset_path(self, name: str) -> Path:
+        """Absolute path of a dataset's Parquet file."""
+        p = Path(self.datasets[name].path).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    def baseline_datasets(self) -> list[str]:
+        b = self.experiments.baselines
+        return list(self.datasets) if "*" in b else list(b)
+
+    def edges(self) -> list[tuple[str, EdgeSpec]]:
+        """Every declared edge with its key path, ``all_pairs`` expanded (sorted pairs)."""
+        out: list[tuple[str, EdgeSpec]] = []
+        ap = self.experiments.all_pairs
+        if ap is not None:
+            names = ap.datasets if ap.datasets is not None else list(self.datasets)
+            opts = ap.model_dump(exclude={"datasets"})
+            for s in sorted(names):
+                for t in sorted(names):
+                    if s != t:
+                        out.append(
+                            ("experiments.all_pairs", EdgeSpec(source=s, target=t, **opts))
+                        )
+        for i, e in enumerate(self.experiments.edges):
+            out.append((f"experiments.edges[{i}]", e))
+        return out
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The part of the spec that defines what the study computes (see module doc):
+        no execution settings, and datasets by their splits only (their content enters the
+        hash through the cards, so moving a file does not change the study)."""
+        d = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        for ds in d["datasets"].values():
+            del ds["path"]
+        return d
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def _key_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in e.errors():
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append((_key_path(err["loc"]), msg))
+    return problems
+
+
+def parse_spec(data: Any, path: str | Path | None = None, base_dir: str | Path | None = None) -> StudySpec:
+    """Validate a mapping (as read from YAML) into a :class:`StudySpec`.
+
+    Schema errors and cross-references (unknown datasets or splits, self-edges, eval
+    points past the iterations, unknown search space) are checked here, without reading
+    any data; :func:`check_spec` does the checks that need the datasets' cards.
+    """
+    if not isinstance(data, dict):
+        raise SpecError([("", "a study spec must be a YAML mapping at the top level")], path)
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_pydantic_problems(e), path) from None
+    if base_dir is not None:
+        spec._base_dir = Path(base_dir).resolve()
+    if path is not None:
+        spec._source = Path(path)
+    problems = _reference_problems(spec)
+    if problems:
+        raise SpecError(problems, path)
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a YAML study spec (see :func:`parse_spec`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError("no such file", path) from None
+    except OSError as e:
+        raise DataError(f"cannot read ({e.strerror})", path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise DataError(f"not valid YAML: {problem}", path, line) from None
+    return parse_spec(data, path=path, base_dir=path.resolve().parent)
+
+
+def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
+    """Cross-reference checks that need no data files."""
+    problems: list[tuple[str, str]] = []
+    names = list(spec.datasets)
+    known = ", ".join(names)
+
+    def dataset(key: str, name: str | None) -> bool:
+        if name is not None and name not in spec.datasets:
+            problems.append((key, f"unknown dataset {name!r} (known: {known})"))
+            return False
+        return name is not None
+
+    def split(key: str, name: str, s: str | None) -> None:
+        if s is not None and s not in spec.datasets[name].splits:
+            declared = ", ".join(spec.datasets[name].splits)
+            problems.append((key, f"split {s!r} is not declared for dataset {name!r} ({declared})"))
+
+    ex = spec.experiments
+    for i, b in enumerate(ex.baselines):
+        if b != "*":
+            dataset(f"experiments.baselines[{i}]", b)
+    if ex.all_pairs is not None and ex.all_pairs.datasets is not None:
+        for i, d in enumerate(ex.all_pairs.datasets):
+            dataset(f"experiments.all_pairs.datasets[{i}]", d)
+    for i, e in enumerate(ex.edges):
+        key = f"experiments.edges[{i}]"
+        ok_s = dataset(f"{key}.source", e.source)
+        ok_t = dataset(f"{key}.target", e.target)
+        if e.source == e.target:
+            problems.append((key, f"an edge from a dataset to itself ({e.source} -> {e.target})"))
+        if ok_s:
+            split(f"{key}.source_split", e.source, e.source_split)
+        if ok_t:
+            for j, ts in enumerate(e.target_splits or ()):
+                split(f"{key}.target_splits[{j}]", e.target, ts)
+    last = ex.iterations
+    for i, p in enumerate(ex.eval_at):
+        if p > last:
+            problems.append(
+                (f"experiments.eval_at[{i}]", f"{p} is past experiments.iterations ({last})")
+            )
+    bad_model = sorted(set(spec.model) & TASK_KEYS)
+    for k in bad_model:
+        problems.append((f"model.{k}", "set per task by the study, not in model defaults"))
+    s = spec.search
+    if s is not None:
+        from search_spaces import SPACES
+
+        if s.space not in SPACES:
+            problems.append(
+                ("search.space", f"unknown search space {s.space!r} (known: {', '.join(SPACES)})")
+            )
+        else:
+            problems += [(f"search.space_args.{k}", m) for k, m in _space_arg_problems(s)]
+        if dataset("search.target", s.target):
+            split("search.split", s.target, s.split)
+        if s.mode == "joint":
+            if s.source is None:
+                problems.append(("search.source", "a joint search needs a source dataset"))
+            elif dataset("search.source", s.source):
+                split("search.source_split", s.source, s.source_split)
+                if s.source == s.target:
+                    problems.append(("search.source", "source and target are the same dataset"))
+        elif s.source is not None:
+            problems.append(("search.source", "only a joint search (mode: joint) has a source"))
+        its = s.iterations or ex.iterations
+        if s.asha is not None and s.asha.grace_period > its:
+            problems.append(
+                ("search.asha.grace_period", f"{s.asha.grace_period} is past the search's {its} iterations")
+            )
+    return problems
+
+
+def _space_arg_problems(s: SearchSpec) -> list[tuple[str, str]]:
+    from search_spaces import SPACES
+
+    params = inspect.signature(SPACES[s.space]).parameters
+    allowed = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return [(k, f"unknown argument of space {s.space!r}") for k in s.space_args if k not in allowed]
+
+
+# -- checks against the data --------------------------------------------------------------
+
+
+def _feature_dim(card: DatasetCard) -> int | None:
+    return None if card.features is None else int(card.features.get("dim", 0)) or None
+
+
+def _is_label_softmax(card: DatasetCard) -> bool:
+    """Features are a score per class of the card (what label arrangements can remap)."""
+    return _feature_dim(card) == card.num_classes
+
+
+def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
+    """Check the spec against its data (no rows are read, only cards); return the cards.
+
+    Raises :class:`SpecError` listing every problem: a missing or unreadable file, a split
+    not in the card, a table without features, a ``model`` that is not a valid LSTM config,
+    and an edge whose arrangement the two datasets cannot support (see
+    :func:`arrangement_problem`).
+    """
+    problems: list[tuple[str, str]] = []
+    cards: dict[str, DatasetCard] = {}
+    for name, ds in spec.datasets.items():
+        key = f"datasets.{name}.path"
+        p = spec.dataset_path(name)
+        if not p.is_file():
+            problems.append((key, f"no such file: {p}"))
+            continue
+        try:
+            card = read_card(p)
+        except DataError as e:
+            problems.append((key, e.reason + f" ({p})"))
+            continue
+        cards[name] = card
+        have = [s.name for s in card.splits]
+        for i, s in enumerate(ds.splits):
+            if s not in have:
+                problems.append(
+                    (f"datasets.{name}.splits[{i}]",
+                     f"{p.name} has no split {s!r} (it has: {', '.join(have) or 'none'})")
+                )
+        if card.features is None:
+            problems.append(
+                (key, f"{p.name} has no features column; add one, e.g. `kitchen-study simulate`")
+            )
+    problems += _model_problems(spec.model)
+    for key, e in spec.edges():
+        if e.source in cards and e.target in cards:
+            for j, kind in enumerate(e.arrangement):
+                msg = arrangement_problem(kind, cards[e.target], cards[e.source], k=e.k)
+                if msg:
+                    at = f"{key}.arrangement[{j}]" if key != "experiments.all_pairs" else key
+                    problems.append((at, f"{e.source} -> {e.target}: {msg}"))
+    s = spec.search
+    if s is not None and s.mode == "joint" and s.source in cards and s.target in cards:
+        msg = arrangement_problem(s.arrangement, cards[s.target], cards[s.source])
+        if msg:
+            problems.append(("search.arrangement", msg))
+    if problems:
+        raise SpecError(problems, spec.source)
+    return cards
+
+
+def arrangement_problem(kind: str, target: DatasetCard, source: DatasetCard, k: int = 3) -> str | None:
+    """Why ``kind`` cannot arrange ``source`` into ``target``'s space, or None if it can.
+
+    The trainer's input rule (``trainables.engine``): features whose dim equals the class
+    count are class scores and are remapped like the labels; other features pass through
+    unchanged, so two such datasets need equal dims, and mixing the two kinds is an error.
+    """
+    ts, ss = _is_label_softmax(target), _is_label_softmax(source)
+    td, sd = _feature_dim(target), _feature_dim(source)
+    if ts != ss:
+        scores, raw = (target, source) if ts else (source, target)
+        return (
+            f"arrangement {kind!r} cannot mix class-score features ({scores.name}: dim "
+            f"{_feature_dim(scores)} = its classes) with other features ({raw.name}: dim "
+            f"{_feature_dim(raw)} for {raw.num_classes} classes)"
+        )
+    if not ts and td != sd:
+        return (
+            f"arrangement {kind!r}: features that are not class scores pass through unchanged, "
+            f"so both datasets need the same feature dim ({target.name}: {td}, "
+            f"{source.name}: {sd})"
+        )
+    from trainables.arrangements import LabelSpace, make_arrangement
+
+    try:
+        make_arrangement(kind, LabelSpace.from_card(target), LabelSpace.from_card(source), seed=0, k=k)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """``model`` against the LSTM config schema (each problem at ``model.<key>``)."""
+    from trainables.engine import LSTMConfig
+
+    try:
+        LSTMConfig.model_validate(model)
+    except ValidationError as e:
+        return [("model." + k if k else "model", m) for k, m in _pydantic_problems(e)]
+    return []
+
+
+# -- identity ------------------------------------------------------------------------------
+
+
+def card_identity(card: DatasetCard) -> dict[str, Any]:
+    """What identifies a prepared dataset's content for the study hash."""
+    return {
+        "name": card.name,
+        "input_hash": card.input_hash,
+        "converter_version": card.converter_version,
+        "source_format": card.source_format,
+        "features": card.features,
+        "classes": len(card.classes),
+    }
+
+
+def content_hash(spec: StudySpec, cards: dict[str, DatasetCard]) -> str:
+    """Stable sha256 (hex) of what the study computes (see the module docstring)."""
+    doc = {
+        "spec": spec.hashed_dict(),
+        "datasets": {n: card_identity(cards[n]) for n in sorted(cards)},
+    }
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedStudy:
+    """A checked spec with its cards and content hash: what the runner and CLI work on."""
+
+    spec: StudySpec
+    cards: dict[str, DatasetCard]
+    hash: str
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+
+def open_study(path: str | Path) -> LoadedStudy:
+    """:func:`load_spec` + :func:`check_spec` + :func:`content_hash`."""
+    spec = load_spec(path)
+    cards = check_spec(spec)
+    return LoadedStudy(spec, cards, content_hash(spec, cards))

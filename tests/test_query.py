@@ -1,0 +1,259 @@
+"""The query API and the report on a real MLflow SQLite store populated with known numbers
+through the tracking API; every expected number is computed by hand in the comments."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from study.query import StudyNotFound, StudyResults, load_study
+from study.report import write_report
+from study.tracking import InMemoryRunLogger, MlflowRunLogger, TaskMeta, log_result
+from tests.test_tracking import empty_mlflow_db
+
+matplotlib.use("Agg")
+
+# (kind, mode, source, source_split, target, target_split, arrangement, seed, frame_acc,
+#  curve {iteration: frame_acc} or None)
+S1, S2 = "split1", "split2"
+RUNS = [
+    # no-transfer baselines
+    ("baseline", "none", "", "", "b", S1, "", 0, 50.0, {512: 30.0, 1024: 40.0}),
+    ("baseline", "none", "", "", "b", S1, "", 1, 52.0, {512: 31.0, 1024: 41.0}),
+    ("baseline", "none", "", "", "b", S1, "", 2, 54.0, {512: 32.0, 1024: 42.0}),
+    ("baseline", "none", "", "", "b", S2, "", 0, 60.0, {512: 20.0, 1024: 60.0}),
+    ("baseline", "none", "", "", "c", S1, "", 0, 40.0, None),
+    ("baseline", "none", "", "", "c", S1, "", 1, 41.0, None),
+    # pre-training (not a baseline, not a transfer)
+    ("pretrain", "none", "", "", "a", S1, "", 0, 70.0, None),
+    ("pretrain", "none", "", "", "b", S1, "", 0, 71.0, None),
+    ("pretrain", "none", "", "", "c", S1, "", 0, 72.0, None),
+    # a -> b transfer, concat: diffs on split1 5, 4, 6; on split2 -2
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 0, 55.0, {512: 45.0, 1024: 50.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 1, 56.0, {512: 46.0, 1024: 51.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 2, 60.0, {512: 47.0, 1024: 52.0}),
+    ("finetune", "transfer", "a", S1, "b", S2, "concat", 0, 58.0, {512: 44.0, 1024: 58.0}),
+    # a -> b transfer, merged, one seed: diff 7
+    ("finetune", "transfer", "a", S1, "b", S1, "merged", 0, 57.0, {512: 47.0, 1024: 57.0}),
+    # c -> b transfer: diffs -1, 1, -1
+    ("finetune", "transfer", "c", S1, "b", S1, "concat", 0, 49.0, None),
+    ("finetune", "transfer", "c", S1, "b", S1, "concat", 1, 53.0, None),
+    ("finetune", "transfer", "c", S1, "b", S1, "concat", 2, 53.0, None),
+    # a -> c transfer: diffs 5, 2
+    ("finetune", "transfer", "a", S1, "c", S1, "concat", 0, 45.0, None),
+    ("finetune", "transfer", "a", S1, "c", S1, "concat", 1, 43.0, None),
+    # b -> c transfer: seed 0 diff 2; seed 5 has no baseline (no gain)
+    ("finetune", "transfer", "b", S1, "c", S1, "concat", 0, 42.0, None),
+    ("finetune", "transfer", "b", S1, "c", S1, "concat", 5, 99.0, None),
+    # a -> b joint: diffs 1, 1, 1 (zero variance)
+    ("joint", "joint", "a", S1, "b", S1, "concat", 0, 51.0, None),
+    ("joint", "joint", "a", S1, "b", S1, "concat", 1, 53.0, None),
+    ("joint", "joint", "a", S1, "b", S1, "concat", 2, 55.0, None),
+]
+N_FINISHED = len(RUNS)  # 24
+
+
+def task_id(run) -> str:
+    kind, mode, src, ssplit, tgt, tsplit, arr, seed = run[:8]
+    return f"{kind}/{src}:{ssplit}>{tgt}:{tsplit}/{arr}/s{seed}"
+
+
+def populate(logger, name: str, study_hash: str = "hq") -> str:
+    sid = logger.start_study(name, study_hash)
+    for run in RUNS:
+        kind, mode, src, ssplit, tgt, tsplit, arr, seed, acc, curve = run
+        meta = TaskMeta(task_id(run), kind, mode, tgt, tsplit, src, ssplit, arr, seed)
+        rid = logger.start_task(sid, meta, params={"iterations": 1024, "lr": 0.001})
+        log_result(logger, rid, {"iteration": 1024, "frame_acc": acc, "input_acc": acc - 20,
+                                 "edit": acc - 5, "f1@10": acc - 10, "f1@25": acc - 15,
+                                 "f1@50": acc - 30, "curve": curve or {}})
+        logger.end_task(rid)
+    # a failed attempt with an absurd number: must not count anywhere
+    bad = logger.start_task(sid, TaskMeta("finetune/bad", "finetune", "transfer", "b", S1,
+                                          "a", S1, "concat", 3))
+    logger.log_metrics(bad, {"frame_acc": 99.0}, step=10)
+    logger.end_task(bad, "FAILED", reason="boom")
+    logger.end_study(sid, plots=False)
+    return sid
+
+
+@pytest.fixture(scope="module")
+def store(request, tmp_path_factory):
+    db = empty_mlflow_db(request.config, tmp_path_factory.mktemp("q") / "mlflow.db")
+    uri = f"sqlite:///{db}"
+    name = f"q{uuid.uuid4().hex[:8]}"
+    populate(MlflowRunLogger(uri), name)
+    return uri, name
+
+
+@pytest.fixture(scope="module")
+def study(store) -> StudyResults:
+    uri, name = store
+    return load_study(name, uri)
+
+
+def test_results_table(study):
+    df = study.results()
+    assert len(df) == N_FINISHED  # the FAILED attempt is not a result
+    assert set(df["status"]) == {"FINISHED"}
+    assert list(df.columns[:15]) == ["task_id", "kind", "mode", "source", "source_split",
+                                     "target", "target_split", "arrangement", "seed",
+                                     "frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50"]
+    assert {"iterations", "run_id", "status"} <= set(df.columns)
+    row = df[df["task_id"] == task_id(RUNS[9])].iloc[0]  # a->b concat seed 0, acc 55
+    assert (row["source"], row["target"], row["seed"], row["arrangement"]) == ("a", "b", 0,
+                                                                              "concat")
+    assert (row["frame_acc"], row["input_acc"], row["edit"]) == (55.0, 35.0, 50.0)
+    assert (row["f1@10"], row["f1@25"], row["f1@50"]) == (45.0, 40.0, 25.0)
+    assert row["iterations"] == 1024
+    assert len(study.results(include_unfinished=True)) == N_FINISHED + 1
+
+
+def test_gains_pair_with_the_same_target_split_and_seed(study):
+    g = study.gains(mode="transfer")
+    # 12 transfer runs; b->c seed 5 has no baseline of (c, split1, 5) -> 11 gains
+    assert len(g) == 11
+    a_b = g[(g["source"] == "a") & (g["target"] == "b") & (g["arrangement"] == "concat")]
+    assert sorted(a_b["gain"]) == [-2.0, 4.0, 5.0, 6.0]  # 58-60 (split2), 56-52, 55-50, 60-54
+
+
+def test_transfer_matrix(study):
+    m = study.transfer_matrix("frame_acc")
+    assert list(m.index) == ["a", "b", "c"] and list(m.columns) == ["b", "c"]
+    # a->b: gains 5, 4, 6 (split1 concat), -2 (split2), 7 (merged) -> 20 / 5 = 4.0
+    assert m.loc["a", "b"] == pytest.approx(4.0)
+    assert m.loc["a", "c"] == pytest.approx(3.5)  # (5 + 2) / 2
+    assert m.loc["b", "c"] == pytest.approx(2.0)  # 42 - 40; seed 5 unpaired
+    assert m.loc["c", "b"] == pytest.approx(-1 / 3)  # (-1 + 1 - 1) / 3
+    assert math.isnan(m.loc["b", "b"]) and math.isnan(m.loc["c", "c"])
+    assert study.transfer_matrix(arrangement="concat").loc["a", "b"] == pytest.approx(13 / 4)
+    by_split = study.transfer_matrix(by_split=True)
+    assert by_split.loc[("a", S1), ("b", S2)] == pytest.approx(-2.0)
+    assert by_split.loc[("a", S1), ("b", S1)] == pytest.approx((5 + 4 + 6 + 7) / 4)
+    joint = study.transfer_matrix(mode="joint")
+    assert joint.shape == (1, 1) and joint.loc["a", "b"] == pytest.approx(1.0)
+    # another metric: edit = frame_acc - 5 everywhere, so the gains are the same
+    assert study.transfer_matrix("edit").loc["a", "b"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="unknown metric"):
+        study.transfer_matrix("accuracy")
+
+
+def test_best_transfer_pairs_gain_ci_and_p_value(study):
+    best = study.best_transfer_pairs(k=None)
+    order = [(r.source, r.target, r.target_split, r.mode, r.arrangement)
+             for r in best.itertuples()]
+    assert order == [("a", "b", S1, "transfer", "merged"),   # +7, one seed
+                     ("a", "b", S1, "transfer", "concat"),   # +5
+                     ("a", "c", S1, "transfer", "concat"),   # +3.5
+                     ("b", "c", S1, "transfer", "concat"),   # +2
+                     ("a", "b", S1, "joint", "concat"),      # +1
+                     ("c", "b", S1, "transfer", "concat"),   # -1/3
+                     ("a", "b", S2, "transfer", "concat")]   # -2
+
+    top = best.iloc[1]  # a->b split1 concat: d = 5, 4, 6
+    # mean 5, sd 1, half = t(0.975, df=2) * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    assert top["n_seeds"] == 3
+    assert (top["mean"], top["baseline"], top["gain"]) == pytest.approx((57.0, 52.0, 5.0))
+    assert top["ci_low"] == pytest.approx(5 - 2.484138, abs=1e-5)
+    assert top["ci_high"] == pytest.approx(5 + 2.484138, abs=1e-5)
+    # t = 5 / (1 / sqrt 3) = 8.660254; for df = 2, p = 1 - |t| / sqrt(t^2 + 2) = 0.013072
+    t = 5 * math.sqrt(3)
+    assert top["p_value"] == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-6)
+
+    ac = best.iloc[2]  # a->c: d = 5, 2: mean 3.5, sd = 3 / sqrt 2, se = 1.5
+    # half = t(0.975, df=1) * 1.5 = 12.706205 * 1.5 = 19.059307; df=1: p = 1 - 2/pi atan|t|
+    assert ac["n_seeds"] == 2
+    assert (ac["ci_low"], ac["ci_high"]) == pytest.approx((3.5 - 19.059307, 3.5 + 19.059307),
+                                                          abs=1e-5)
+    assert ac["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(3.5 / 1.5), rel=1e-6)
+
+    joint = best.iloc[4]  # d = 1, 1, 1: zero width interval, p undefined
+    assert (joint["ci_low"], joint["ci_high"]) == (1.0, 1.0)
+    assert math.isnan(joint["p_value"])
+    for single in (best.iloc[0], best.iloc[3], best.iloc[6]):  # one seed: no interval, no test
+        assert single["n_seeds"] == 1
+        assert math.isnan(single["ci_low"]) and math.isnan(single["p_value"])
+
+    only_b = study.best_transfer_pairs(target="b", k=2)
+    assert len(only_b) == 2 and list(only_b["gain"]) == [7.0, 5.0]
+    assert list(study.best_transfer_pairs(target="b", mode="joint")["gain"]) == [1.0]
+    assert study.best_transfer_pairs(target="nope").empty
+
+
+def test_convergence_long_and_wide(study):
+    long = study.convergence("b")
+    # baselines b: 3 seeds split1 + 1 split2, transfers a->b with curves: 4 concat + 1 merged
+    assert len(long) == (4 + 5) * 2
+    assert set(long["series"]) == {"baseline", "a [concat]", "a [merged]"}
+    wide = study.convergence("b", wide=True)
+    assert list(wide.index) == [512, 1024]
+    assert list(wide.columns) == ["baseline", "a [concat]", "a [merged]"]
+    # baseline 512: (30 + 31 + 32 + 20) / 4; 1024: (40 + 41 + 42 + 60) / 4
+    assert wide.loc[512, "baseline"] == pytest.approx(28.25)
+    assert wide.loc[1024, "baseline"] == pytest.approx(45.75)
+    # a [concat] 512: (45 + 46 + 47 + 44) / 4; 1024: (50 + 51 + 52 + 58) / 4
+    assert wide.loc[512, "a [concat]"] == pytest.approx(45.5)
+    assert wide.loc[1024, "a [concat]"] == pytest.approx(52.75)
+    assert wide.loc[1024, "a [merged]"] == 57.0
+    split1 = study.convergence("b", target_split=S1, wide=True)
+    assert split1.loc[512, "baseline"] == pytest.approx(31.0)
+    assert study.convergence("c").empty
+    with pytest.raises(ValueError, match="target"):
+        study.convergence(wide=True)
+
+
+def test_plots_are_figures(study):
+    from matplotlib.figure import Figure
+
+    heat = study.plot_transfer_heatmap()
+    assert isinstance(heat, Figure)
+    texts = {t.get_text() for t in heat.axes[0].texts}
+    assert {"+4.0", "+3.5", "+2.0", "-0.3", "-"} <= texts
+    conv = study.plot_convergence("b")
+    assert isinstance(conv, Figure)
+    labels = [line.get_label() for line in conv.axes[0].get_lines()]
+    assert labels == ["baseline", "a [concat]", "a [merged]"]
+    assert conv.axes[0].get_xscale() == "log"
+
+
+def test_in_memory_logger_gives_the_same_answers(study):
+    mem = InMemoryRunLogger()
+    populate(mem, "same")
+    other = StudyResults.from_logger(mem, "same")
+    cols = ["task_id", "frame_acc", "edit", "f1@50", "seed", "iterations"]
+    pd.testing.assert_frame_equal(other.results()[cols], study.results()[cols])
+    pd.testing.assert_frame_equal(other.best_transfer_pairs(k=None),
+                                  study.best_transfer_pairs(k=None))
+
+
+def test_hash_selection_and_missing_studies(store, tmp_path):
+    uri, name = store
+    assert load_study(name, uri, study_hash="hq").study_hash == "hq"
+    with pytest.raises(StudyNotFound):
+        load_study(name, uri, study_hash="other")
+    with pytest.raises(StudyNotFound):
+        load_study(f"{name}-nope", uri)
+    missing = tmp_path / "none.db"
+    with pytest.raises(StudyNotFound, match="no MLflow database"):
+        load_study(name, f"sqlite:///{missing}")
+    assert not missing.exists()  # a query never creates a store
+
+
+def test_report(study, tmp_path):
+    out = tmp_path / "report"
+    write_report(study, out)
+    md = (out / "report.md").read_text()
+    assert "## Baselines" in md and "## Transfer into b" in md and "## Convergence" in md
+    # Table-5-like arrangement x mode for a -> b split1: concat transfer mean 57, joint 53
+    assert "| concat | 53.00 (+1.00) | 57.00 (+5.00) |" in md
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "transfer_heatmap.png" in pngs and "convergence_b.png" in pngs
+    # writing again replaces the report as a whole (no stale files, no temp dirs left)
+    (out / "stale.txt").write_text("x")
+    write_report(study, out)
+    assert not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]

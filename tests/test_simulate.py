@@ -1,0 +1,326 @@
+"""The simulated frame classifier: calibrated accuracy, errors correlated in time, confusions
+structured by shared words, determinism, and the `kitchen-study simulate` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from data_prep.errors import DataError
+from data_prep.layout import read_label_file, read_mapping
+from data_prep.simulate import (
+    _ar1_noise,
+    class_similarity,
+    default_accuracy,
+    simulate,
+    simulate_softmax,
+)
+from data_prep.table import DatasetCard, FrameTable, VideoLabels, read_table, write_table
+
+CLASSES = (
+    "SIL",
+    "pour_milk",
+    "pour_coffee",
+    "pour_cereals",
+    "take_cup",
+    "take_bowl",
+    "take_plate",
+    "stir_milk",
+    "stir_coffee",
+    "cut_bread",
+    "fry_egg",
+    "smear_butter",
+)
+
+
+def _segment_table(seed: int = 0, videos: int = 30, fps: float = 15.0) -> FrameTable:
+    """Videos of random segments (20-120 frames) of random classes, background between."""
+    rng = np.random.default_rng(seed)
+    made = []
+    for i in range(videos):
+        n = int(rng.integers(6, 14))
+        labels = rng.integers(0, len(CLASSES), size=n)
+        lengths = rng.integers(20, 121, size=n)
+        made.append(VideoLabels(f"v{i:03d}", np.repeat(labels, lengths), f"p{i % 6}"))
+    card = DatasetCard("toy", fps, CLASSES, "SIL", "test", "0")
+    return FrameTable.from_videos(card, made)
+
+
+@pytest.fixture(scope="module")
+def table() -> FrameTable:
+    return _segment_table()
+
+
+@pytest.fixture(scope="module")
+def breakfast(real_data: Path) -> FrameTable:
+    """Real Breakfast cam01 labels (a subset of 150 videos, ~300k frames), read with the
+    layout readers, so these tests need no converter."""
+    root = real_data / "breakfast"
+    classes = read_mapping(root / "mapping.txt")
+    index = {c: i for i, c in enumerate(classes)}
+    files = sorted((root / "groundTruth").glob("*_cam01_*.txt"))[:150]
+    made = [VideoLabels(f.stem, read_label_file(f, index), f.stem.split("_")[0]) for f in files]
+    card = DatasetCard("breakfast", 15.0, classes, "SIL", "mstcn", "test")
+    return FrameTable.from_videos(card, made)
+
+
+def _accuracy(features: np.ndarray, labels: np.ndarray) -> float:
+    return 100.0 * float(np.mean(features.argmax(axis=1) == labels))
+
+
+def _not_first(t: FrameTable) -> np.ndarray:
+    """Mask of frames that have a predecessor in the same video."""
+    m = np.ones(t.num_frames, dtype=bool)
+    m[t.offsets[:-1]] = False
+    return m
+
+
+def _lag1_correct(features: np.ndarray, t: FrameTable) -> float:
+    ok = (features.argmax(axis=1) == t.labels).astype(float)
+    m = _not_first(t)[1:]
+    return float(np.corrcoef(ok[:-1][m], ok[1:][m])[0, 1])
+
+
+def _mean_error_run(features: np.ndarray, t: FrameTable) -> float:
+    """Mean length of runs of frames wrongly given the same class."""
+    pred = features.argmax(axis=1)
+    wrong = pred != t.labels
+    start = ~_not_first(t)
+    start[1:] |= (pred[1:] != pred[:-1]) | (wrong[1:] != wrong[:-1])
+    run = np.cumsum(start) - 1
+    lengths = np.bincount(run)
+    return float(lengths[wrong[start]].mean())
+
+
+# -- accuracy and shape ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [8.0, 20.6, 37.5, 60.0, 90.0])
+def test_accuracy_within_one_point(table, target):
+    f = simulate_softmax(table, target, seed=1)
+    assert abs(_accuracy(f, table.labels) - target) <= 1.0
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("target", [20.6, 36.1])
+def test_accuracy_within_one_point_on_real_breakfast(breakfast, target):
+    f = simulate_softmax(breakfast, target, seed=3)
+    assert abs(_accuracy(f, breakfast.labels) - target) <= 1.0
+    # and the accuracy is not just a global average hiding a broken split: it holds on
+    # the videos of every participant group to within sampling noise
+    for half in (slice(0, 75), slice(75, 150)):
+        lo, hi = breakfast.offsets[half.start], breakfast.offsets[half.stop]
+        assert abs(_accuracy(f[lo:hi], breakfast.labels[lo:hi]) - target) < 5.0
+
+
+def test_rows_are_probability_vectors(table):
+    f = simulate_softmax(table, 30.0, seed=0)
+    assert f.dtype == np.float32 and f.shape == (table.num_frames, len(CLASSES))
+    assert f.flags.c_contiguous
+    assert np.all(f >= 0)
+    np.testing.assert_allclose(f.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_confidence_calibrated_by_default_and_temperature_keeps_argmax(table):
+    f = simulate_softmax(table, 40.0, seed=0)
+    assert abs(float(f.max(axis=1).mean()) - 0.40) < 0.02
+    hot = simulate_softmax(table, 40.0, seed=0, temperature=0.1)
+    cold = simulate_softmax(table, 40.0, seed=0, temperature=10.0)
+    np.testing.assert_array_equal(hot.argmax(axis=1), cold.argmax(axis=1))
+    assert hot.max(axis=1).mean() > 0.9 > 0.2 > cold.max(axis=1).mean()
+
+
+def test_deterministic_for_a_seed(table):
+    a = simulate_softmax(table, 25.0, seed=7)
+    b = simulate_softmax(table, 25.0, seed=7)
+    c = simulate_softmax(table, 25.0, seed=8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a.argmax(axis=1), c.argmax(axis=1))
+
+
+# -- temporal correlation ----------------------------------------------------------------
+
+
+def test_errors_are_correlated_in_time(table):
+    corr = simulate_softmax(table, 30.0, seed=2, correlation_s=1.0)
+    iid = simulate_softmax(table, 30.0, seed=2, correlation_s=0.0)
+    assert _lag1_correct(corr, table) > 0.4
+    assert abs(_lag1_correct(iid, table)) < 0.05
+    assert _mean_error_run(corr, table) > 1.8 * _mean_error_run(iid, table)
+    # a longer correlation time makes confusions persist longer still
+    longer = simulate_softmax(table, 30.0, seed=2, correlation_s=4.0)
+    assert _mean_error_run(longer, table) > _mean_error_run(corr, table)
+
+
+@pytest.mark.realdata
+def test_errors_correlated_on_real_breakfast(breakfast):
+    f = simulate_softmax(breakfast, 20.6, seed=0, correlation_s=1.0)
+    assert _lag1_correct(f, breakfast) > 0.4
+
+
+def test_ar1_noise_resets_at_video_starts():
+    """The closed-form reset equals filtering every video on its own, from the same draws."""
+    offsets = np.array([0, 5, 6, 40, 41, 300])
+    rho = 0.9
+    got = _ar1_noise(np.random.default_rng(0), offsets, 3, rho)
+    eps = np.random.default_rng(0).standard_normal((3, 300), dtype=np.float32).T
+    want = np.empty_like(eps)
+    c = np.sqrt(1 - rho**2)
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        want[a] = eps[a]
+        for t in range(a + 1, b):
+            want[t] = rho * want[t - 1] + c * eps[t]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_ar1_noise_is_stationary_with_the_requested_correlation():
+    offsets = np.array([0, 50_000, 100_000])
+    y = _ar1_noise(np.random.default_rng(1), offsets, 4, 0.8)
+    assert abs(float(y.std()) - 1.0) < 0.03
+    lag1 = np.mean([np.corrcoef(y[:-1, j], y[1:, j])[0, 1] for j in range(4)])
+    assert abs(lag1 - 0.8) < 0.02
+    # the first frame of each video has unit variance too (no warm-up transient)
+    first = _ar1_noise(np.random.default_rng(2), np.arange(0, 20_001, 10), 1, 0.95)[::10]
+    assert abs(float(first.std()) - 1.0) < 0.05
+
+
+# -- structured confusions ---------------------------------------------------------------
+
+
+def test_class_similarity_from_shared_words():
+    s = class_similarity(("SIL", "pour_milk", "pour_coffee", "Pour Milk", "take_cup"), "SIL")
+    assert s[1, 2] == pytest.approx(1 / 3)
+    assert s[1, 3] == pytest.approx(1.0)  # same words, whatever the separators and case
+    assert s[1, 4] == 0.0
+    np.testing.assert_array_equal(s, s.T)
+    assert np.all(np.diag(s) == 0) and np.all(s[0] == 0) and np.all(s[:, 0] == 0)
+
+
+def _confusion_rates(f: np.ndarray, t: FrameTable) -> tuple[float, float]:
+    """Mean rate of true class i predicted as j, over word-sharing pairs and over the other
+    (non-background) pairs."""
+    k = t.card.num_classes
+    conf = np.zeros((k, k))
+    np.add.at(conf, (t.labels.astype(int), f.argmax(axis=1)), 1)
+    conf /= np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    sim = class_similarity(t.card.classes, t.card.background)
+    off = ~np.eye(k, dtype=bool)
+    off[t.card.background_index] = False
+    off[:, t.card.background_index] = False
+    return float(conf[off & (sim > 0)].mean()), float(conf[off & (sim == 0)].mean())
+
+
+def test_confusions_structured_by_shared_words(table):
+    shared, other = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.6), table)
+    assert shared > 2.0 * other
+    # and it is the similarity term that does it: without it the two are alike
+    shared0, other0 = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.0), table)
+    assert shared0 < 1.3 * other0
+
+
+@pytest.mark.realdata
+def test_confusions_structured_on_real_breakfast(breakfast):
+    shared, other = _confusion_rates(simulate_softmax(breakfast, 20.6, seed=0), breakfast)
+    assert shared > 1.5 * other
+
+
+# -- parameters, defaults, card ----------------------------------------------------------
+
+
+def test_default_accuracy_table():
+    assert default_accuracy("breakfast") == 20.6
+    assert default_accuracy("50salads") == 37.5
+    assert default_accuracy("50salads_mid") == 37.5  # longest prefix
+    assert default_accuracy("mpii_cooking") == 36.1
+    with pytest.raises(KeyError, match="no default accuracy for dataset 'toy'"):
+        default_accuracy("toy")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"accuracy": 0.206}, "percentage"),
+        ({"accuracy": 100.0}, "percentage"),
+        ({"accuracy": 30.0, "confusion": 1.0}, "confusion"),
+        ({"accuracy": 30.0, "correlation_s": -1.0}, "correlation_s"),
+        ({"accuracy": 30.0, "temperature": 0.0}, "temperature"),
+        ({"accuracy": 2.0}, "below what pure noise gives"),
+    ],
+)
+def test_bad_parameters(table, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulate_softmax(table, seed=0, **kwargs)
+
+
+def test_card_records_how_features_were_made(table):
+    out = simulate(table, 33.0, seed=5, correlation_s=0.5, confusion=0.25)
+    d = out.card.features
+    assert d["kind"] == "simulated" and d["version"]
+    assert d["accuracy_target"] == 33.0
+    assert d["accuracy_achieved"] == pytest.approx(_accuracy(out.features, out.labels), abs=1e-3)
+    assert (d["seed"], d["correlation_s"], d["confusion"], d["dim"]) == (5, 0.5, 0.25, 12)
+    assert 0 < d["rho"] < 1 and d["temperature"] > 0
+    np.testing.assert_array_equal(out.labels, table.labels)  # labels untouched
+
+
+def test_simulate_without_accuracy_needs_a_known_dataset(table):
+    with pytest.raises(KeyError, match="pass --accuracy"):
+        simulate(table, None, seed=0)
+    known = FrameTable.from_videos(
+        table.card.replace(name="breakfast"),
+        [VideoLabels(v, table.video_labels(i), p) for i, (v, p) in
+         enumerate(zip(table.videos, table.participant, strict=True))],
+    )
+    assert simulate(known, None, seed=0).card.features["accuracy_target"] == 20.6
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_end_to_end(table, tmp_path):
+    from study.cli import app
+
+    src = write_table(table, tmp_path / "toy.parquet")
+    out = tmp_path / "sim" / "toy.parquet"
+    args = ["simulate", str(src), "--out", str(out), "--accuracy", "20.6", "--seed", "3",
+            "--correlation-s", "0.5", "--confusion", "0.3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "simulated accuracy 20.60%" in res.output
+    back = read_table(out)
+    assert back.card.features["accuracy_target"] == 20.6
+    assert abs(_accuracy(back.features, back.labels) - 20.6) <= 1.0
+    np.testing.assert_array_equal(
+        back.features, simulate_softmax(table, 20.6, 3, correlation_s=0.5, confusion=0.3)
+    )
+
+
+def test_cli_errors_are_data_errors_and_write_nothing(table, tmp_path):
+    from study.cli import app
+
+    src = write_table(table, tmp_path / "toy.parquet")
+    out = tmp_path / "out.parquet"
+    runner = CliRunner()
+    res = runner.invoke(app, ["simulate", str(src), "--out", str(out)])
+    assert isinstance(res.exception, DataError)
+    assert "no default accuracy for dataset 'toy'" in str(res.exception)
+    assert str(src) in str(res.exception)
+    res = runner.invoke(app, ["simulate", str(src), "--out", str(out), "--accuracy", "0.5"])
+    assert isinstance(res.exception, DataError) and "percentage" in str(res.exception)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.parquet"]
+
+
+def test_main_prints_error_and_exits_2(table, tmp_path, monkeypatch, capsys):
+    from study import cli
+
+    src = write_table(table, tmp_path / "toy.parquet")
+    monkeypatch.setattr("sys.argv", ["kitchen-study", "simulate", str(src), "--out",
+                                     str(tmp_path / "o.parquet"), "--accuracy", "150"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")

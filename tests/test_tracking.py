@@ -1,0 +1,282 @@
+"""One contract suite over both RunLogger implementations (like Optuna's storage tests).
+
+The MLflow implementation runs against a real SQLite store in a temporary directory (one
+store for the module: creating MLflow's tables takes seconds); every test uses its own study
+name so tests do not see each other's runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from study.tracking import (
+    CHECKPOINT_ARTIFACT,
+    MAX_PARAM_VALUE,
+    InMemoryRunLogger,
+    MlflowRunLogger,
+    ParamConflict,
+    RunLogger,
+    StudyNotFound,
+    TaskMeta,
+    code_version,
+    fetch_checkpoint,
+    flatten_params,
+    log_checkpoint,
+    log_result,
+    metrics_from_result,
+)
+
+
+def empty_mlflow_db(config: pytest.Config, dst: Path) -> Path:
+    """A fresh, empty MLflow SQLite store at ``dst``.
+
+    Creating MLflow's tables runs its schema migrations (seconds, tens on a busy machine), so
+    an empty store is built once per MLflow version in pytest's cache directory and copied.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    cache = config.cache.mkdir(f"mlflow-empty-db-{mlflow.__version__}")
+    template = cache / "mlflow.db"
+    if not template.is_file():
+        building = cache / f"building-{uuid.uuid4().hex}.db"
+        MlflowClient(f"sqlite:///{building}").search_experiments()  # creates the tables
+        building.replace(template)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(request, tmp_path_factory) -> Path:
+    return empty_mlflow_db(request.config, tmp_path_factory.mktemp("mlflow") / "mlflow.db")
+
+
+@pytest.fixture(params=["memory", "mlflow"])
+def logger(request) -> RunLogger:
+    if request.param == "memory":
+        return InMemoryRunLogger()
+    return MlflowRunLogger(f"sqlite:///{request.getfixturevalue('mlflow_store')}")
+
+
+@pytest.fixture
+def name() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def history(logger, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of a metric, from either implementation."""
+    if isinstance(logger, InMemoryRunLogger):
+        return logger.metric_history(run_id, key)
+    hist = logger.client.get_metric_history(run_id, key)
+    return [(m.step, m.value) for m in sorted(hist, key=lambda m: (m.timestamp, m.step))]
+
+
+def meta(task_id: str = "finetune/a>b/s0", **kw) -> TaskMeta:
+    fields = dict(kind="finetune", mode="transfer", target="b", target_split="split1",
+                  source="a", source_split="split1", arrangement="concat", seed=0)
+    fields.update(kw)
+    return TaskMeta(task_id=task_id, **fields)
+
+
+# -- pure helpers ---------------------------------------------------------------------------
+
+
+def test_flatten_params_rules():
+    flat = flatten_params({"lr": 0.001, "model": {"hidden": 128, "cell": "lstm"},
+                           "eval_at": [512, 1024], "init_checkpoint": None, "empty": {}})
+    assert flat == {"lr": "0.001", "model.hidden": "128", "model.cell": "lstm",
+                    "eval_at": "[512, 1024]", "init_checkpoint": "None", "empty": "{}"}
+    long = flatten_params({"x": "a" * (MAX_PARAM_VALUE + 10)})["x"]
+    assert len(long) == MAX_PARAM_VALUE
+    assert long.startswith("aaaa")
+    assert f"[truncated {MAX_PARAM_VALUE + 10} chars, sha256 " in long
+    # deterministic: a resumed task logs the identical truncated value
+    assert flatten_params({"x": "a" * (MAX_PARAM_VALUE + 10)})["x"] == long
+
+
+def test_metrics_from_result_keeps_study_metrics_only():
+    m = metrics_from_result({"iteration": 512, "loss": 1.5, "frame_acc": 40.0, "f1@10": 30.0,
+                             "done": True, "hostname": "x", "edit": None,
+                             "curve": {256: 20.0, 512: 40.0}})
+    assert m == {"loss": 1.5, "frame_acc": 40.0, "f1_10": 30.0,
+                 "curve.frame_acc.256": 20.0, "curve.frame_acc.512": 40.0}
+
+
+def test_task_meta_rejects_unknown_role():
+    with pytest.raises(ValueError, match="role"):
+        meta(role="worker").to_tags()
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+
+def test_study_run_is_resumed_not_duplicated(logger, name):
+    rid = logger.start_study(name, "h1")
+    logger.end_study(rid, "KILLED", reason="Ctrl-C", plots=False)
+    assert logger.get_run(rid).tags["ks.error"] == "Ctrl-C"
+    again = logger.start_study(name, "h1")
+    assert again == rid
+    rec = logger.get_run(rid)
+    assert rec.status == "RUNNING"
+    assert "ks.error" not in rec.tags  # the resumed run has not failed (yet)
+    assert rec.tags["ks.role"] == "study"
+    assert rec.tags["ks.study"] == name and rec.tags["ks.study_hash"] == "h1"
+    assert rec.tags["ks.code_version"] == code_version() != ""
+    other = logger.start_study(name, "h2")  # a changed spec is a new parent run
+    assert other != rid
+    for r in (rid, other):
+        logger.end_study(r, plots=False)
+    assert {r.run_id for r in logger.study_runs(name, "h1")} == {rid}
+
+
+def test_task_and_trial_tags(logger, name):
+    sid = logger.start_study(name, "h")
+    tid = logger.start_task(sid, meta(node="10.0.0.2"), params={"lr": 0.01})
+    rec = logger.get_run(tid)
+    assert rec.parent_run_id == sid
+    assert rec.status == "RUNNING"
+    expected = {"ks.role": "task", "ks.study": name, "ks.study_hash": "h",
+                "ks.task_id": "finetune/a>b/s0", "ks.kind": "finetune", "ks.mode": "transfer",
+                "ks.target": "b", "ks.target_split": "split1", "ks.source": "a",
+                "ks.source_split": "split1", "ks.arrangement": "concat", "ks.seed": "0",
+                "ks.node": "10.0.0.2", "ks.code_version": code_version()}
+    assert {k: rec.tags[k] for k in expected} == expected
+    assert rec.params == {"lr": "0.01"}
+
+    search = logger.start_task(sid, meta("search/b", kind="search", mode="none", source="",
+                                         source_split="", arrangement=""))
+    trial = logger.start_task(sid, meta("search/b/trial0", kind="search", mode="none",
+                                        role="trial"), parent_run_id=search)
+    assert logger.get_run(search).tags["ks.source"] == ""
+    trec = logger.get_run(trial)
+    assert trec.parent_run_id == search and trec.role == "trial"
+    logger.set_tags(trial, {"ks.node": "n2"})
+    assert logger.get_run(trial).tags["ks.node"] == "n2"
+
+
+def test_params_are_immutable_but_relogging_is_a_noop(logger, name):
+    sid = logger.start_study(name, "h")
+    tid = logger.start_task(sid, meta(), params={"lr": 0.01, "model": {"hidden": 128}})
+    logger.log_params(tid, {"lr": 0.01, "model": {"hidden": 128}, "batch": 64})  # resume
+    with pytest.raises(ParamConflict, match=r"model\.hidden: '128' -> '64'"):
+        logger.log_params(tid, {"model": {"hidden": 64}, "depth": 2})
+    # the conflicting call logged nothing, not even its new key
+    assert logger.get_run(tid).params == {"lr": "0.01", "model.hidden": "128", "batch": "64"}
+
+
+def test_metrics_with_steps_and_latest_value(logger, name):
+    sid = logger.start_study(name, "h")
+    tid = logger.start_task(sid, meta())
+    log_result(logger, tid, {"iteration": 100, "loss": 2.0, "frame_acc": 10.0,
+                             "curve": {100: 10.0}})
+    log_result(logger, tid, {"iteration": 200, "loss": 1.0, "frame_acc": 30.0, "edit": 25.0,
+                             "f1@50": 12.5, "curve": {100: 10.0, 200: 30.0}})
+    m = logger.get_run(tid).metrics
+    assert m["frame_acc"] == 30.0 and m["loss"] == 1.0 and m["edit"] == 25.0
+    assert m["f1_50"] == 12.5 and m["iteration"] == 200.0
+    assert m["curve.frame_acc.100"] == 10.0 and m["curve.frame_acc.200"] == 30.0
+    assert history(logger, tid, "frame_acc") == [(100, 10.0), (200, 30.0)]
+    assert history(logger, tid, "loss") == [(100, 2.0), (200, 1.0)]
+
+
+def test_checkpoint_round_trip(logger, name, tmp_path):
+    sid = logger.start_study(name, "h")
+    tid = logger.start_task(sid, meta("pretrain/a/s0", kind="pretrain", mode="none"))
+    ckpt = tmp_path / "trial" / "weights.bin"  # any name: stored as checkpoint/lstm.pt
+    ckpt.parent.mkdir()
+    payload = bytes(range(256)) * 40
+    ckpt.write_bytes(payload)
+    log_checkpoint(logger, tid, ckpt)
+    got = fetch_checkpoint(logger, tid, tmp_path / "dl")
+    assert got.name == Path(CHECKPOINT_ARTIFACT).name and got.is_relative_to(tmp_path / "dl")
+    assert got.read_bytes() == payload
+    with pytest.raises(FileNotFoundError):
+        logger.download_artifact(tid, "checkpoint/missing.pt", tmp_path / "dl2")
+    with pytest.raises(FileNotFoundError):
+        log_checkpoint(logger, tid, tmp_path / "nope.pt")
+
+
+def test_end_status_and_reason(logger, name):
+    sid = logger.start_study(name, "h")
+    ok = logger.start_task(sid, meta("a"))
+    bad = logger.start_task(sid, meta("b"))
+    logger.end_task(ok)
+    logger.end_task(bad, "FAILED", reason="RuntimeError: boom")
+    assert logger.get_run(ok).status == "FINISHED" and "ks.error" not in logger.get_run(ok).tags
+    assert logger.get_run(bad).status == "FAILED"
+    assert logger.get_run(bad).tags["ks.error"] == "RuntimeError: boom"
+    with pytest.raises(ValueError, match="end status"):
+        logger.end_task(ok, "DONE")
+    r = logger.get_run(ok)
+    assert r.end_time is not None and r.start_time is not None and r.end_time >= r.start_time
+
+
+def test_finished_tasks_and_close_running(logger, name):
+    sid = logger.start_study(name, "hx")
+    first = logger.start_task(sid, meta("t1"))
+    logger.end_task(first, "FAILED", reason="worker died")
+    retry = logger.start_task(sid, meta("t1"))  # a second attempt of the same task
+    logger.end_task(retry)
+    running = logger.start_task(sid, meta("t2"))
+    search = logger.start_task(sid, meta("s", kind="search"))
+    trial = logger.start_task(sid, meta("s/0", role="trial"), parent_run_id=search)
+    logger.end_task(trial)  # a finished trial is not a finished task
+    # another study hash must not leak in
+    other = logger.start_study(name, "hy")
+    logger.end_task(logger.start_task(other, meta("t1")))
+
+    assert logger.finished_tasks("hx") == {"t1": retry}
+    closed = logger.close_running("hx", "KILLED", reason="driver crashed")
+    assert sorted(closed) == sorted([running, search])
+    for rid in (running, search):
+        rec = logger.get_run(rid)
+        assert rec.status == "KILLED" and rec.tags["ks.error"] == "driver crashed"
+    assert logger.get_run(sid).status == "RUNNING"  # the parent is resumed, not closed
+    assert logger.close_running("hx") == []
+    runs = logger.study_runs(name, "hx")
+    assert not [r for r in runs if r.role != "study" and r.status == "RUNNING"]
+    assert len(runs) == 1 + 5  # parent, 2 attempts of t1, t2, search, trial
+    assert logger.get_run(first).status == "FAILED"  # failed attempts stay as records
+
+
+def test_study_runs_selects_latest_hash_and_reports_missing(logger, name):
+    old = logger.start_study(name, "old")
+    logger.end_task(logger.start_task(old, meta("t")))
+    new = logger.start_study(name, "new")
+    assert {r.run_id for r in logger.study_runs(name)} == {new}
+    assert len(logger.study_runs(name, "old")) == 2
+    with pytest.raises(StudyNotFound):
+        logger.study_runs(name, "nope")
+    with pytest.raises(StudyNotFound):
+        logger.study_runs(f"{name}-absent")
+    with pytest.raises(ValueError, match="hash"):
+        logger.finished_tasks("x' OR '1'='1")
+
+
+def test_end_study_logs_a_convergence_plot_per_target(logger, name, tmp_path):
+    sid = logger.start_study(name, "h")
+    for target, source in (("b", "a"), ("c", "a")):
+        for kind, mode, src in (("baseline", "none", ""), ("finetune", "transfer", source)):
+            tid = logger.start_task(sid, meta(f"{kind}/{target}", kind=kind, mode=mode,
+                                              target=target, source=src))
+            log_result(logger, tid, {"iteration": 4, "frame_acc": 50.0,
+                                     "curve": {2: 30.0, 4: 50.0}})
+            logger.end_task(tid)
+    logger.end_study(sid)
+    assert logger.get_run(sid).status == "FINISHED"
+    for target in ("b", "c"):
+        png = logger.download_artifact(sid, f"plots/convergence_{target}.png", tmp_path)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mlflow_artifacts_live_beside_the_database(mlflow_store, name):
+    logger = MlflowRunLogger(f"sqlite:///{mlflow_store}")
+    sid = logger.start_study(name, "h")
+    uri = logger.client.get_run(sid).info.artifact_uri
+    assert uri.startswith((mlflow_store.parent / "mlartifacts").as_uri())
+    logger.end_study(sid, plots=False)

@@ -1,0 +1,161 @@
+"""``kitchen-study train``: train one frame-wise LSTM outside any study.
+
+Examples::
+
+    kitchen-study train data/synth/synth_breakfast.parquet --split 1 --iterations 1024 --json
+    kitchen-study train T.parquet --split 1 --source S.parquet --source-split 1 \\
+        --mode transfer --arrangement merged --pretrain-iterations 2048 --eval-at 512,1024
+
+Prints one JSON object (``--json``) with the final ``frame_acc, input_acc, edit, f1@10,
+f1@25, f1@50, iterations, frames_per_s`` and, with ``--eval-at``, the ``curve``
+(``{iteration: frame_acc}``); otherwise a short human summary. Progress goes to stderr.
+A bad config (unknown ``--set`` key, bad value, missing split, ``--source`` without a mode,
+...) or bad input file prints ``error: ...`` and exits 2. torch is imported inside the
+command so that ``kitchen-study --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["command", "train"]
+
+
+def _split(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _ratio(value: str) -> tuple[int, int]:
+    parts = value.replace("/", ":").split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"joint ratio must look like 5:3, got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def train(
+    data: Path = typer.Argument(..., help="Target frame table (.parquet) with features."),
+    split: str = typer.Option("1", "--split", help="Target split: number or name."),
+    source: Path | None = typer.Option(None, "--source", help="Source frame table (.parquet)."),
+    source_split: str = typer.Option("1", "--source-split", help="Source split."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="none | joint | transfer | pretrain (required with --source)."
+    ),
+    arrangement: str | None = typer.Option(
+        None, "--arrangement", help="merged | random | multiple_random | concat (default merged)."
+    ),
+    init: Path | None = typer.Option(None, "--init", help="Checkpoint to start from."),
+    iterations: int = typer.Option(4096, "--iterations", help="Training iterations."),
+    pretrain_iterations: int | None = typer.Option(
+        None, "--pretrain-iterations", help="Source pre-training iterations (transfer)."
+    ),
+    eval_at: str = typer.Option("", "--eval-at", help="Evaluate at these iterations: 512,1024"),
+    history: int = typer.Option(300, "--history", help="Frames per training subsequence."),
+    depth: int = typer.Option(1, "--depth", help="Stacked LSTM layers."),
+    hidden: int = typer.Option(128, "--hidden", help="Hidden units."),
+    batch: int = typer.Option(128, "--batch", help="Subsequences per batch."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    cell: str = typer.Option("cudnn", "--cell", help="cudnn | peephole"),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    clip: float | None = typer.Option(None, "--clip", help="Max gradient norm."),
+    joint_ratio: str = typer.Option("5:3", "--joint-ratio", help="Target:source per batch."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: auto)."),
+    settings: list[str] = typer.Option(
+        [], "--set", help="Any other config key: --set KEY=VALUE (e.g. eval_reset=true)."
+    ),
+    save: Path | None = typer.Option(None, "--save", help="Write the final checkpoint here."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Train (and evaluate) one frame-wise LSTM on a prepared dataset."""
+    from data_prep.errors import DataError
+
+    from .engine import CheckpointMismatch, ConfigError, TrainRun
+
+    if source is not None and mode is None:
+        _fail("--source needs --mode joint, transfer or pretrain")
+    try:
+        config: dict[str, Any] = {
+            "target_path": str(data),
+            "target_split": _split(split),
+            "mode": mode or "none",
+            "iterations": iterations,
+            "eval_at": eval_at,
+            "history": history,
+            "depth": depth,
+            "hidden": hidden,
+            "batch_size": batch,
+            "lr": lr,
+            "cell": cell,
+            "seed": seed,
+            "joint_ratio": _ratio(joint_ratio),
+        }
+        optional = {
+            "source_path": None if source is None else str(source),
+            "source_split": _split(source_split) if source is not None else None,
+            "arrangement": arrangement,
+            "init_checkpoint": None if init is None else str(init),
+            "pretrain_iterations": pretrain_iterations,
+            "clip": clip,
+            "device": device,
+        }
+        config.update({k: v for k, v in optional.items() if v is not None})
+        for item in settings:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            config[key.strip()] = json.loads(value) if _is_json(value) else value
+        run = TrainRun.create(config)
+
+        def progress(result: dict[str, Any]) -> None:
+            line = f"iteration {result['iteration']}: loss {_num(result['loss'])}"
+            if "frame_acc" in result:
+                line += f", frame_acc {result['frame_acc']:.2f}%"
+            typer.echo(line, err=True)
+
+        result = run.run(progress if not json_out else None)
+        if save is not None:
+            run.save(save)
+    except (ConfigError, CheckpointMismatch, DataError, ValueError) as e:
+        _fail(str(e))
+        return
+    result.pop("done", None)
+    result.pop("iteration", None)
+    if save is not None:
+        result["checkpoint"] = str(save)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(
+        f"{run.spec.mode} on {data} ({run.trainer.eval_data.describe()}): "
+        f"{result['iterations']} iterations at {result['frames_per_s']:,.0f} frames/s"
+    )
+    for key in ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50"):
+        typer.echo(f"  {key:<10} {_num(result.get(key))}")
+    if save is not None:
+        typer.echo(f"  checkpoint {save}")
+    sys.stdout.flush()
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+#: the typer command function ``study.cli`` mounts as ``kitchen-study train``
+command = train

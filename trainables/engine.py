@@ -1,0 +1,900 @@
+"""Training and evaluation of the frame-wise LSTM in plain PyTorch (no Ray, no MLflow).
+
+Layers, from the inside out:
+
+- :class:`LSTMConfig`: the model and optimisation hyperparameters (paper defaults: history
+  300, depth 1, hidden 128, batch 128, Adam at lr 0.001). :class:`TrainSpec` adds what one
+  training job needs (data, split, mode, arrangement, iterations, evaluation points) and is
+  the config of :class:`trainables.lstm.LSTMTrainable` and of ``kitchen-study train``.
+  Both are validated: an unknown key or a bad value raises :class:`ConfigError` naming it.
+- :class:`SplitData`: a frame table and one of its splits, resident on the training device.
+- :class:`Trainer`: a model, its optimiser and sampler in one label arrangement;
+  ``train(n)``, ``evaluate()``, ``state_dict()`` / ``restore(checkpoint)`` /
+  ``init_from(checkpoint)`` (weight transfer).
+- :class:`TrainRun`: one job as the CLI and the Trainable run it — (pre-training,) training
+  in steps that stop exactly at the requested evaluation points, evaluation, checkpoints.
+
+**Inputs.** A dataset whose feature dimension equals its class count is taken to hold class
+scores (a CNN's or simulated softmax): its features are mapped into the run's joint label
+space with the arrangement's maps, exactly like its labels. Any other features (e.g. I3D)
+pass through unchanged; a run mixing datasets then needs the same feature dimension on both
+sides, and mixing a class-score dataset with a non-class-score one is an error.
+
+**Modes.** ``none``: train on the target from a random init, in the target's own space.
+``joint``: every batch mixes target and source subsequences at ``joint_ratio`` (5:3 by
+default) in the arrangement's joint space. ``transfer``: fine-tune on the target in the joint
+space starting from a checkpoint (``init_checkpoint``), or from a pre-training on the source
+run first (``pretrain_iterations``). ``pretrain``: the pre-training alone, on the source
+(``source_path``), saved for later ``transfer`` runs: in the source's own label space
+(reusable for every target), except for ``multiple_random``, which pre-trains in the joint
+space with its k maps (one per subsequence) and so belongs to that target.
+
+**Weight transfer** (:meth:`Trainer.init_from`). A checkpoint in the run's own arrangement
+loads wholesale. A checkpoint in the source's own space is copied in through
+``source_maps[0]``: the layer-0 input columns (when features are mapped) and the head's output
+rows of source class j go to joint index ``source_maps[0][j]``, the recurrent weights as they
+are; every other row and column keeps the fresh initialisation. Anything else raises
+:class:`CheckpointMismatch`. Fine-tuning starts a fresh Adam at the same learning rate
+(as the paper does).
+
+**Evaluation** is streaming and causal: the LSTM runs over each whole test video with its
+state carried (in chunks, batched over videos sorted by length; a video leaves the batch when
+it ends), optionally resetting the state every ``history`` frames (``eval_reset``). It predicts
+among the evaluated dataset's own classes only (argmax over ``restrict(logits, its map)``).
+Metrics are :func:`trainables.metrics.evaluate`'s, in percent, with MS-TCN's background
+convention for edit and F1 (:func:`trainables.metrics.mstcn_background`: only a class named
+exactly ``background`` is left out, so Breakfast's ``SIL`` segments count, as in the published
+MS-TCN numbers); ``input_acc`` is the frame
+accuracy of the argmax of the input features alone (the paper's "CNN" column), or None when
+the features are not class scores.
+
+**Checkpoints** are one ``torch.save`` file of tensors, plain numbers and a JSON string
+(config, arrangement with both label spaces, model shape, iteration, run state): model and
+Adam state, and the CPU generator that draws the batches. They load with
+``torch.load(weights_only=True)`` (no arbitrary unpickling). Restoring one reproduces the
+uninterrupted run exactly on a CPU (same config, seed and thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from data_prep.errors import DataError
+from data_prep.table import FrameTable, atomic_output, read_card, read_table
+
+from .arrangements import ARRANGEMENTS, Arrangement, LabelSpace, make_arrangement, restrict
+from .metrics import evaluate as evaluate_metrics
+from .metrics import frame_accuracy, mstcn_background
+from .model import FramewiseLSTM
+from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "CheckpointMismatch",
+    "ConfigError",
+    "LSTMConfig",
+    "SplitData",
+    "TrainRun",
+    "TrainSpec",
+    "Trainer",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "kitchen-study.lstm/1"
+METRIC_KEYS = ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50")
+PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
+#: frames per evaluation chunk when the state is not reset (results do not depend on it)
+EVAL_CHUNK = 1024
+
+
+class ConfigError(ValueError):
+    """A training config that cannot run: unknown key, bad value, inconsistent options."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that does not fit the run: other label space, arrangement or model shape."""
+
+
+def _format_validation(e: ValidationError, what: str) -> str:
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(x) for x in err["loc"]) or what
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {msg}" if err["loc"] else msg)
+    return f"bad {what}: " + "; ".join(parts)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any] | BaseModel):
+        """Validate ``config`` (a mapping or an instance); :class:`ConfigError` if it is bad."""
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        try:
+            return cls.model_validate(dict(config))
+        except ValidationError as e:
+            raise ConfigError(_format_validation(e, cls.__name__)) from None
+
+
+class LSTMConfig(_Strict):
+    """Model and optimisation hyperparameters (defaults: the paper's, §4.2)."""
+
+    history: int = Field(300, ge=1, description="frames per training subsequence")
+    depth: int = Field(1, ge=1, description="stacked LSTM layers")
+    hidden: int = Field(128, ge=1, description="LSTM hidden units")
+    batch_size: int = Field(128, ge=1, description="subsequences per batch")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    cell: Literal["cudnn", "peephole"] = "cudnn"
+    seed: int = Field(0, ge=0)
+    clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clipping")
+    joint_ratio: tuple[int, int] = Field((5, 3), description="target:source per joint batch")
+    eval_reset: bool = Field(False, description="reset the state every `history` test frames")
+    eval_batch: int = Field(64, ge=1, description="test videos per evaluation batch")
+
+    @field_validator("joint_ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 0 or sum(v) <= 0:
+            raise ValueError(f"must be two non-negative integers with a positive sum, got {v}")
+        return v
+
+    def lstm_config(self) -> LSTMConfig:
+        return LSTMConfig.model_validate(self.model_dump(include=set(LSTMConfig.model_fields)))
+
+
+MODES = ("none", "joint", "transfer", "pretrain")
+
+
+class TrainSpec(LSTMConfig):
+    """One training job: :class:`LSTMConfig` plus data, mode and schedule.
+
+    Paths should be absolute when the job runs under Ray Tune (trials run in their own
+    directory; relative paths are resolved against the driver's working directory).
+    """
+
+    target_path: str
+    target_split: int | str = 1
+    source_path: str | None = None
+    source_split: int | str = 1
+    mode: Literal["none", "joint", "transfer", "pretrain"] = "none"
+    arrangement: str | None = Field(None, description="default: merged when there is a source")
+    arrangement_k: int = Field(3, ge=1, description="maps of multiple_random")
+    arrangement_seed: int = Field(0, ge=0)
+    init_checkpoint: str | None = None
+    iterations: int = Field(4096, ge=0)
+    pretrain_iterations: int | None = Field(None, ge=1)
+    iterations_per_step: int = Field(256, ge=1)
+    eval_at: tuple[int, ...] = ()
+    device: str | None = Field(None, description="cpu, cuda, cuda:N; None: cuda if available")
+    num_cpus: float = Field(1, gt=0, description="Ray Tune CPUs per trial (and torch threads)")
+    num_gpus: float = Field(0, ge=0, description="Ray Tune GPUs per trial (fractions allowed)")
+
+    @field_validator("eval_at", mode="before")
+    @classmethod
+    def _eval_at(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return tuple(int(x) for x in v.split(",") if x.strip())
+            except ValueError:
+                raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
+        return v
+
+    @field_validator("arrangement")
+    @classmethod
+    def _arrangement(cls, v: str | None) -> str | None:
+        if v is not None and v not in ARRANGEMENTS:
+            raise ValueError(f"unknown arrangement {v!r} (choose from {', '.join(ARRANGEMENTS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSpec:
+        has_source = self.source_path is not None
+        if self.mode == "none":
+            if has_source:
+                raise ValueError(
+                    "source_path is set but mode is 'none': choose mode joint, transfer or pretrain"
+                )
+            if self.arrangement not in (None, "identity"):
+                raise ValueError(
+                    f"arrangement {self.arrangement!r} needs a source (mode is 'none')"
+                )
+        else:
+            if self.arrangement == "identity":
+                raise ValueError(
+                    f"mode {self.mode!r} needs a two-dataset arrangement, not identity"
+                )
+            if self.mode in ("joint", "pretrain") and not has_source:
+                raise ValueError(f"mode {self.mode!r} needs source_path")
+            if self.mode == "transfer" and not has_source and self.init_checkpoint is None:
+                raise ValueError(
+                    "mode 'transfer' needs init_checkpoint or source_path to pre-train on"
+                )
+        if self.pretrain_iterations is not None and (
+            self.mode != "transfer" or self.init_checkpoint is not None
+        ):
+            raise ValueError(
+                "pretrain_iterations applies only to mode 'transfer' without init_checkpoint"
+            )
+        if self.init_checkpoint is not None and self.mode in ("joint", "pretrain"):
+            raise ValueError(f"init_checkpoint does not apply to mode {self.mode!r}")
+        bad = [i for i in self.eval_at if not 1 <= i <= self.iterations]
+        if bad:
+            raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({self.iterations})")
+        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        return self
+
+    @property
+    def arrangement_kind(self) -> str:
+        if self.mode == "none":
+            return "identity"
+        return self.arrangement or "merged"
+
+
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """``None`` → CUDA when available, else CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available")
+    return device
+
+
+# -- data on the device --------------------------------------------------------------------
+
+
+@dataclass
+class SplitData:
+    """A frame table and one split of it, with features and labels on ``device``."""
+
+    table: FrameTable
+    split: str
+    train: np.ndarray
+    test: np.ndarray
+    space: LabelSpace
+    features: torch.Tensor
+    labels: torch.Tensor
+    path: Path | None = None
+
+    @classmethod
+    def load(
+        cls,
+        table: FrameTable | str | Path,
+        split: int | str,
+        device: torch.device | str = "cpu",
+    ) -> SplitData:
+        path = None
+        if not isinstance(table, FrameTable):
+            path = Path(table)
+            table = read_table(path)
+        if table.features is None:
+            raise DataError(
+                "the table has no features column (the LSTM's input); add simulated softmax "
+                "with `kitchen-study simulate` or a CNN's with `kitchen-study cnn export`",
+                path,
+            )
+        key: int | str = int(split) if isinstance(split, str) and split.isdigit() else split
+        try:
+            train, test = table.split_indices(key)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
+        name = table.card.split(key).name
+        if len(train) == 0 or len(test) == 0:
+            raise DataError(f"split {name} has no training or no test videos", path)
+        device = torch.device(device)
+        return cls(
+            table=table,
+            split=name,
+            train=train,
+            test=test,
+            space=LabelSpace.from_card(table.card),
+            features=torch.as_tensor(table.features).to(device),
+            labels=torch.as_tensor(table.labels.astype(np.int64)).to(device),
+            path=path,
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def mapped(self) -> bool:
+        """Features are class scores over this dataset's classes (mapped like the labels)."""
+        return self.feature_dim == self.space.size
+
+    def describe(self) -> str:
+        return f"{self.space.name} {self.split}"
+
+
+def _same_space(a: LabelSpace | None, b: LabelSpace | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return tuple(a.classes) == tuple(b.classes) and a.background == b.background
+
+
+def _space_str(s: LabelSpace | None) -> str:
+    return "none" if s is None else f"{s.name!r} ({s.size} classes)"
+
+
+def _arrangement_key(a: Arrangement) -> str:
+    return json.dumps(a.to_dict(), sort_keys=True)
+
+
+def _arrangement_str(a: Arrangement) -> str:
+    src = f" + source {_space_str(a.source)}" if a.source is not None else ""
+    return f"{a.kind} arrangement of target {_space_str(a.target)}{src}, dim {a.dim}"
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: ``meta`` (JSON-able description) and ``state`` (tensors)."""
+
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def arrangement(self) -> Arrangement:
+        return Arrangement.from_dict(self.meta["arrangement"])
+
+    @property
+    def config(self) -> LSTMConfig:
+        return LSTMConfig.parse(self.meta["config"])
+
+    @property
+    def iteration(self) -> int:
+        return int(self.meta["iteration"])
+
+    @property
+    def space(self) -> LabelSpace:
+        """The label space the model's outputs live in when it is a single-dataset model."""
+        return self.arrangement.target
+
+    def where(self) -> str:
+        return f"checkpoint {self.path}" if self.path is not None else "checkpoint"
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(checkpoint.meta), **checkpoint.state}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such checkpoint file", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise DataError(f"not a loadable checkpoint ({str(e).splitlines()[0]})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"not a kitchen-study LSTM checkpoint (format {CHECKPOINT_FORMAT})", path)
+    meta = json.loads(payload.pop("meta"))
+    payload.pop("format")
+    return Checkpoint(meta=meta, state=payload, path=path)
+
+
+# -- the trainer ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainStats:
+    iterations: int
+    loss: float | None
+    frames: int
+    seconds: float
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Trainer:
+    """A frame-wise LSTM, its Adam optimiser and batch sampler in one label arrangement.
+
+    ``mode``: ``"none"`` trains on ``target`` (in ``arrangement``'s space, through
+    ``target_map``); ``"joint"`` on ``target`` and ``source`` mixed at
+    ``config.joint_ratio``; ``"source"`` on ``source`` alone through all of its
+    ``source_maps`` (multiple_random pre-training). Evaluation is on the trained dataset's
+    test split (``target``'s, or ``source``'s in mode ``"source"``, through map 0).
+    """
+
+    def __init__(
+        self,
+        config: LSTMConfig,
+        arrangement: Arrangement,
+        target: SplitData | None,
+        source: SplitData | None = None,
+        *,
+        mode: str = "none",
+        device: torch.device | str | None = None,
+    ):
+        self.config = LSTMConfig.parse(config).lstm_config()
+        self.arrangement = arrangement
+        self.mode = mode
+        self.device = resolve_device(device) if device is not None else (
+            (target or source).features.device  # type: ignore[union-attr]
+        )
+        a = arrangement
+        if mode not in ("none", "joint", "source"):
+            raise ValueError(f"unknown trainer mode {mode!r}")
+        if mode in ("none", "joint"):
+            if target is None:
+                raise ValueError(f"trainer mode {mode!r} needs target data")
+            if not _same_space(target.space, a.target):
+                raise ConfigError(
+                    f"target data {target.describe()} is not the arrangement's target "
+                    f"({_arrangement_str(a)})"
+                )
+        if mode in ("joint", "source"):
+            if source is None or a.source is None:
+                raise ValueError(f"trainer mode {mode!r} needs source data and arrangement")
+            if not _same_space(source.space, a.source):
+                raise ConfigError(
+                    f"source data {source.describe()} is not the arrangement's source "
+                    f"({_arrangement_str(a)})"
+                )
+        used = [d for d in ((target if mode != "source" else None),
+                            (source if mode != "none" else None)) if d is not None]
+        if len({d.mapped for d in used}) > 1:
+            raise ConfigError(
+                "one dataset's features are class scores (dim == classes) and the other's are "
+                "not: " + ", ".join(f"{d.describe()} dim {d.feature_dim}" for d in used)
+            )
+        if len({d.feature_dim for d in used if not d.mapped}) > 1:
+            raise ConfigError(
+                "features that are not class scores pass through unchanged, so both datasets "
+                "need the same feature dimension: "
+                + ", ".join(f"{d.describe()} dim {d.feature_dim}" for d in used)
+            )
+        self.feature_mapped = used[0].mapped
+        self.input_dim = a.dim if self.feature_mapped else used[0].feature_dim
+        self.num_classes = a.dim
+
+        def part(data: SplitData, maps: np.ndarray) -> SamplerPart:
+            maps = np.atleast_2d(maps)
+            return SamplerPart(
+                features=data.features, labels=data.labels, offsets=data.table.offsets,
+                videos=data.train, label_maps=maps,
+                feature_maps=maps if self.feature_mapped else None,
+            )
+
+        if mode == "none":
+            parts, counts = [part(target, a.target_map)], [self.config.batch_size]
+        elif mode == "joint":
+            parts = [part(target, a.target_map), part(source, a.source_maps)]
+            counts = split_batch(self.config.batch_size, self.config.joint_ratio)
+        else:
+            parts, counts = [part(source, a.source_maps)], [self.config.batch_size]
+        self.eval_data = target if mode != "source" else source
+        self.eval_map = np.asarray(a.target_map if mode != "source" else a.source_maps[0])
+
+        init_seed, sample_seed = np.random.SeedSequence(self.config.seed).generate_state(2)
+        # a private RNG for the init, so constructing a trainer never disturbs global state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(init_seed))
+            self.model = FramewiseLSTM(
+                self.input_dim, self.num_classes, self.config.hidden, self.config.depth,
+                self.config.cell,
+            )
+        self.model.to(self.device)
+        self.generator = torch.Generator().manual_seed(int(sample_seed))
+        self.sampler = SubsequenceSampler(
+            parts, counts, self.config.history, a.dim, self.generator
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.iteration = 0
+        self._input_acc: float | None | bool = False  # False: not computed yet
+
+    # -- training ----------------------------------------------------------------------
+    def train(self, iterations: int) -> TrainStats:
+        """Run ``iterations`` optimiser steps; the mean loss over them and the throughput."""
+        model, opt, cfg = self.model, self.optimizer, self.config
+        model.train()
+        total = torch.zeros((), device=self.device)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            batch = self.sampler.sample()
+            logits, _ = model(batch.x)
+            # mean over every real (unmasked) frame of every subsequence, not the last frame
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1), ignore_index=IGNORE
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            total += loss.detach()
+            self.iteration += 1
+        mean = total.item() / iterations if iterations else None  # the one host sync
+        seconds = time.perf_counter() - start
+        return TrainStats(iterations, mean, iterations * cfg.batch_size * cfg.history, seconds)
+
+    # -- evaluation --------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: SplitData | None = None, videos: np.ndarray | None = None,
+                label_map: np.ndarray | None = None) -> list[np.ndarray]:
+        """Streaming, causal predictions (in ``data``'s own class indices) per video.
+
+        Defaults: the evaluated dataset's test videos through its map.
+        """
+        data = self.eval_data if data is None else data
+        videos = data.test if videos is None else np.asarray(videos, dtype=np.int64)
+        label_map = self.eval_map if label_map is None else np.asarray(label_map)
+        cfg, model, dev = self.config, self.model, self.device
+        model.eval()
+        fmap = torch.as_tensor(np.array(label_map, dtype=np.int64), device=dev)
+        from .arrangements import map_features  # local: only evaluation of mapped inputs
+
+        identity = self.feature_mapped and len(label_map) == self.num_classes and bool(
+            np.array_equal(label_map, np.arange(self.num_classes))
+        )
+        offsets = data.table.offsets
+        lengths = np.diff(offsets)[videos]
+        order = np.argsort(-lengths, kind="stable")  # longest first: active videos = a prefix
+        width = cfg.history if cfg.eval_reset else EVAL_CHUNK
+        pred_flat = torch.zeros(data.table.num_frames, dtype=torch.int64, device=dev)
+        for lo in range(0, len(order), cfg.eval_batch):
+            sel = videos[order[lo : lo + cfg.eval_batch]]
+            lens = np.diff(offsets)[sel]
+            first_d = torch.as_tensor(offsets[:-1][sel], device=dev)
+            lens_d = torch.as_tensor(lens, device=dev)
+            state = None
+            for t0 in range(0, int(lens[0]), width):
+                active = int(np.count_nonzero(lens > t0))
+                if cfg.eval_reset or state is None:
+                    state = None
+                elif active < state[0].shape[1]:
+                    state = (state[0][:, :active].contiguous(), state[1][:, :active].contiguous())
+                idx, valid = window_index(first_d[:active], lens_d[:active], t0, width)
+                x = data.features[idx]
+                if self.feature_mapped and not identity:
+                    x = map_features(x, fmap, self.num_classes)
+                logits, state = model(x, state)
+                pred = restrict(logits, fmap).argmax(-1)
+                pred_flat[idx[valid]] = pred[valid]
+        flat = pred_flat.cpu().numpy()
+        return [flat[offsets[v] : offsets[v + 1]] for v in videos]
+
+    def input_accuracy(self) -> float | None:
+        """Frame accuracy (%) of the input features' argmax on the test split; None when the
+        features are not class scores."""
+        if self._input_acc is False:
+            data = self.eval_data
+            if not data.mapped:
+                self._input_acc = None
+            else:
+                feats = data.table.features
+                rows = np.concatenate(
+                    [np.arange(data.table.offsets[v], data.table.offsets[v + 1]) for v in data.test]
+                )
+                pred = feats[rows].argmax(axis=1)
+                gt = data.table.labels[rows].astype(np.int64)
+                self._input_acc = float(frame_accuracy(pred, gt))
+        return self._input_acc  # type: ignore[return-value]
+
+    def evaluate(self) -> dict[str, float | None]:
+        """``frame_acc, edit, f1@10, f1@25, f1@50`` (percent) and ``input_acc``."""
+        data = self.eval_data
+        preds = self.predict()
+        gts = [data.table.video_labels(v).astype(np.int64) for v in data.test]
+        metrics = evaluate_metrics(preds, gts, background=mstcn_background(data.space.classes))
+        out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()}
+        out["input_acc"] = self.input_accuracy()
+        return out
+
+    # -- state -------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able half of a checkpoint."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "arrangement": self.arrangement.to_dict(),
+            "trainer_mode": self.mode,
+            "input_dim": self.input_dim,
+            "num_classes": self.num_classes,
+            "feature_mapped": self.feature_mapped,
+            "iteration": self.iteration,
+            "torch": torch.__version__,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "generator": self.generator.get_state(),
+        }
+
+    def checkpoint(self, **extra: Any) -> Checkpoint:
+        meta = self.describe()
+        meta.update(extra)
+        return Checkpoint(meta=meta, state=self.state_dict())
+
+    def _check_shape(self, ckpt: Checkpoint) -> None:
+        theirs, ours = ckpt.config, self.config
+        diffs = [
+            f"{k} {getattr(theirs, k)!r} vs {getattr(ours, k)!r}"
+            for k in ("cell", "depth", "hidden")
+            if getattr(theirs, k) != getattr(ours, k)
+        ]
+        if bool(ckpt.meta["feature_mapped"]) != self.feature_mapped:
+            diffs.append("inputs are class scores in one and raw features in the other")
+        if diffs:
+            raise CheckpointMismatch(
+                f"{ckpt.where()} has another model shape (checkpoint vs this run): "
+                + "; ".join(diffs)
+            )
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Resume exactly: model, optimiser, sampler RNG and iteration from ``ckpt``."""
+        self._check_shape(ckpt)
+        if _arrangement_key(ckpt.arrangement) != _arrangement_key(self.arrangement) or (
+            int(ckpt.meta["input_dim"]) != self.input_dim
+        ):
+            raise CheckpointMismatch(
+                f"{ckpt.where()} was trained in the {_arrangement_str(ckpt.arrangement)} with "
+                f"input dim {ckpt.meta['input_dim']}; this run uses the "
+                f"{_arrangement_str(self.arrangement)} with input dim {self.input_dim}"
+            )
+        self.model.load_state_dict(ckpt.state["model"])
+        self.optimizer.load_state_dict(ckpt.state["optimizer"])
+        self.generator.set_state(ckpt.state["generator"])
+        self.iteration = ckpt.iteration
+
+    def init_from(self, ckpt: Checkpoint) -> str:
+        """Initialise the weights from a (pre-trained) checkpoint; see the module docstring.
+
+        Returns how: ``"same-space"`` or ``"source-map"``. The optimiser, sampler and
+        iteration count are left as they are (fine-tuning starts fresh)."""
+        self._check_shape(ckpt)
+        theirs = ckpt.state["model"]
+        a = self.arrangement
+        if _arrangement_key(ckpt.arrangement) == _arrangement_key(a):
+            if int(ckpt.meta["input_dim"]) != self.input_dim:
+                raise CheckpointMismatch(
+                    f"{ckpt.where()} has input dim {ckpt.meta['input_dim']}, this run "
+                    f"{self.input_dim}"
+                )
+            self.model.load_state_dict(theirs)
+            return "same-space"
+        single = ckpt.arrangement.source is None
+        if not (single and a.source is not None and _same_space(ckpt.space, a.source)):
+            expected = (
+                f"the same arrangement or the source's own space {_space_str(a.source)}"
+                if a.source is not None
+                else f"the same label space {_space_str(a.target)}"
+            )
+            raise CheckpointMismatch(
+                f"{ckpt.where()} was trained in the {_arrangement_str(ckpt.arrangement)}; "
+                f"this run ({_arrangement_str(a)}) can load only {expected}"
+            )
+        smap = torch.as_tensor(np.array(a.source_maps[0], dtype=np.int64))
+        ours = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+        for key, value in theirs.items():
+            if key == "lstm.weight_ih_l0" and self.feature_mapped:
+                ours[key][:, smap] = value  # source input column j -> joint column smap[j]
+            elif key in ("head.weight", "head.bias"):
+                ours[key][smap] = value  # source class j -> joint class smap[j]
+            elif ours[key].shape != value.shape:
+                raise CheckpointMismatch(
+                    f"{ckpt.where()}: parameter {key} has shape {tuple(value.shape)}, this run "
+                    f"needs {tuple(ours[key].shape)}"
+                )
+            else:
+                ours[key] = value
+        self.model.load_state_dict(ours)
+        return "source-map"
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+# -- one job -------------------------------------------------------------------------------
+
+
+def _resolve(path: str) -> Path:
+    """Relative paths are the driver's: Ray Tune runs a trial in its own directory and keeps
+    the original one in ``TUNE_ORIG_WORKING_DIR``."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and "TUNE_ORIG_WORKING_DIR" in os.environ:
+        p = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / p
+    return p
+
+
+@dataclass
+class TrainRun:
+    """One training job (see the module docstring): ``step()`` until ``done``.
+
+    Each step trains up to ``iterations_per_step`` iterations, stopping exactly at the next
+    ``eval_at`` point or the end, and returns ``iteration, loss, frames_per_s, done``; at an
+    evaluation point and at the end also ``frame_acc, input_acc, edit, f1@10, f1@25, f1@50``
+    and ``curve`` (``{str(iteration): frame_acc}`` of every evaluation so far). The first
+    step of a transfer run without ``init_checkpoint`` pre-trains first and adds
+    ``pretrain_iterations, pretrain_loss, pretrain_seconds``.
+    """
+
+    spec: TrainSpec
+    device: torch.device
+    trainer: Trainer
+    target: SplitData | None
+    source: SplitData | None
+    init: Checkpoint | None = None
+    curve: dict[str, float] = field(default_factory=dict)
+    started: bool = False
+    init_how: str | None = None
+    train_frames: int = 0
+    train_seconds: float = 0.0
+
+    @classmethod
+    def create(cls, spec: TrainSpec | Mapping[str, Any], device: str | torch.device | None = None
+               ) -> TrainRun:
+        spec = TrainSpec.parse(spec)
+        device = resolve_device(spec.device if spec.device is not None else device)
+        mode, kind = spec.mode, spec.arrangement_kind
+        init = load_checkpoint(_resolve(spec.init_checkpoint)) if spec.init_checkpoint else None
+        source = (
+            SplitData.load(_resolve(spec.source_path), spec.source_split, device)
+            if spec.source_path is not None
+            else None
+        )
+        if mode == "pretrain":
+            target_space = LabelSpace.from_card(read_card(_resolve(spec.target_path)))
+            target = None
+        else:
+            target = SplitData.load(_resolve(spec.target_path), spec.target_split, device)
+            target_space = target.space
+        cfg = spec.lstm_config()
+        assert mode == "none" or source is not None or init is not None
+        if mode == "none":
+            trainer = Trainer(cfg, make_arrangement("identity", target_space), target)
+        else:
+            if source is not None:
+                source_space = source.space
+            else:  # transfer from a checkpoint alone: its source space comes from the checkpoint
+                ca = init.arrangement  # type: ignore[union-attr]
+                source_space = ca.target if ca.source is None else ca.source
+            arr = make_arrangement(
+                kind, target_space, source_space, seed=spec.arrangement_seed, k=spec.arrangement_k
+            )
+            if mode == "joint":
+                trainer = Trainer(cfg, arr, target, source, mode="joint")
+            elif mode == "transfer":
+                trainer = Trainer(cfg, arr, target)
+            elif kind == "multiple_random":  # pretrain in the joint space with the k maps
+                trainer = Trainer(cfg, arr, None, source, mode="source")
+            else:  # pretrain in the source's own space: reusable for every target
+                trainer = Trainer(cfg, make_arrangement("identity", source_space), source)
+        return cls(spec=spec, device=device, trainer=trainer, target=target, source=source,
+                   init=init)
+
+    @property
+    def iteration(self) -> int:
+        return self.trainer.iteration
+
+    @property
+    def done(self) -> bool:
+        return self.started and self.trainer.iteration >= self.spec.iterations
+
+    def _start(self) -> dict[str, Any]:
+        """Initialise from ``init_checkpoint`` or by pre-training (transfer); once."""
+        out: dict[str, Any] = {}
+        spec = self.spec
+        if self.init is not None:
+            self.init_how = self.trainer.init_from(self.init)
+        elif spec.mode == "transfer":
+            kind = spec.arrangement_kind
+            cfg = spec.lstm_config()
+            a = self.trainer.arrangement
+            if kind == "multiple_random":
+                pre = Trainer(cfg, a, None, self.source, mode="source")
+            else:
+                pre = Trainer(cfg, make_arrangement("identity", a.source), self.source)
+            n = spec.pretrain_iterations or spec.iterations
+            stats = pre.train(n)
+            self.init_how = self.trainer.init_from(pre.checkpoint())
+            out = dict(zip(PRETRAIN_KEYS, (n, stats.loss, stats.seconds), strict=True))
+        self.started = True
+        return out
+
+    def next_stop(self) -> int:
+        it, spec = self.trainer.iteration, self.spec
+        later = [e for e in spec.eval_at if e > it]
+        return min([it + spec.iterations_per_step, spec.iterations, *later[:1]])
+
+    def step(self) -> dict[str, Any]:
+        result = {} if self.started else self._start()
+        stop = self.next_stop()
+        stats = self.trainer.train(max(stop - self.trainer.iteration, 0))
+        self.train_frames += stats.frames
+        self.train_seconds += stats.seconds
+        it = self.trainer.iteration
+        done = it >= self.spec.iterations
+        result.update(
+            iteration=it, loss=stats.loss, frames_per_s=stats.frames_per_s, done=done,
+        )
+        if it in self.spec.eval_at or done:
+            metrics = self.trainer.evaluate()
+            self.curve[str(it)] = metrics["frame_acc"]  # type: ignore[assignment]
+            result.update(metrics)
+            result["curve"] = dict(self.curve)
+        return result
+
+    def run(self, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Step until done and return the final result: the last step's keys plus
+        ``iterations`` and ``frames_per_s`` over all training of this run (pre-training
+        excluded). ``callback(result)`` sees every step's result."""
+        result: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        while not self.done:
+            result = self.step()
+            extra.update({k: result[k] for k in PRETRAIN_KEYS if k in result})
+            if callback is not None:
+                callback(result)
+        if "frame_acc" not in result:  # restored from a finished run: evaluate again
+            result = {"iteration": self.iteration, "done": True, **self.trainer.evaluate(),
+                      "curve": dict(self.curve)}
+        result = {**extra, **result}
+        result["iterations"] = self.trainer.iteration
+        result["frames_per_s"] = (
+            self.train_frames / self.train_seconds if self.train_seconds > 0 else 0.0
+        )
+        return result
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        return self.trainer.checkpoint(
+            run={"spec": self.spec.model_dump(mode="json"), "curve": self.curve,
+                 "started": self.started, "init_how": self.init_how}
+        )
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, self.checkpoint())
+
+    def load(self, path_or_ckpt: str | Path | Checkpoint) -> None:
+        """Resume from a checkpoint this run (or an identical one) saved."""
+        ckpt = (
+            path_or_ckpt if isinstance(path_or_ckpt, Checkpoint) else load_checkpoint(path_or_ckpt)
+        )
+        self.trainer.restore(ckpt)
+        run = ckpt.meta.get("run") or {}
+        self.curve = {str(k): float(v) for k, v in run.get("curve", {}).items()}
+        self.init_how = run.get("init_how")
+        self.started = True
+
