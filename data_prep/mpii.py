@@ -15,8 +15,8 @@ Commands and the counts they give on the real annotations::
     # 12 participants, 4 leave-person-out splits (train/test videos 31/13, 31/13, 34/10,
     # 36/8); notes: 525 rows overlap an earlier-starting row (524 of them the row just
     # before; 649 frames shared), 18,299 frames covered by no row (1426 gaps) are background
-    kitchen-study prepare mpii --csv mpii2/detectionGroundtruth-2-0.csv --out mpii2.parquet \\
-        --name mpii_cooking2     # MPII Cooking 2: the same command, 88 classes
+    kitchen-study prepare mpii --csv PATH/TO/MPII_COOKING_2.csv --out mpii2.parquet \\
+        --name mpii_cooking2     # MPII Cooking 2 (not in ../shared/data): 88 classes
 
 The CSV: no header, one row per annotated segment, columns ``subject, file_name,
 start_frame, end_frame, activity_category_id, activity_category_name``; frames 1-based and

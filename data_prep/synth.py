@@ -7,10 +7,10 @@ transfer. Each kitchen is made from its row of :data:`KITCHENS`:
 * **Vocabulary**: the background class ``background`` at index 0, then, sorted, the
   :data:`SHARED_ACTIONS` every kitchen has (``take_bowl``, ``pour_milk``, ...) and the
   kitchen's own actions (some of which also appear in one other kitchen, e.g. ``add_salt``).
-* **Recipes** (the ``activity`` column): ``recipes`` dishes per kitchen, each a partially
-  ordered action list: 6-10 actions drawn from the vocabulary, cut into stages of 1-2
-  actions; stages happen in order, the actions inside a stage in random order, and each
-  action is skipped with probability 0.1.
+* **Recipes** (the ``activity`` column): one per dish of the kitchen, each a partially
+  ordered action list: 6-10 actions drawn from the vocabulary, cut into stages of one
+  action or (with probability 0.35) two; stages happen in order, the actions inside a
+  stage in random order, and each action is skipped with probability 0.1.
 * **Durations**: each action has a mean duration (3-8 s) per kitchen; an occurrence lasts
   a Gamma(shape 8) draw around it times the participant's speed (0.8-1.25). Background
   fills 1-2 s at both ends and, with probability 0.3, 0.3-1.5 s between actions.
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .simulate import simulate
+from .simulate import DEFAULT_CONFUSION, simulate
 from .splits import person_folds
 from .table import DatasetCard, FrameTable, VideoLabels, describe, write_table
 
@@ -103,6 +103,7 @@ KITCHENS: tuple[Kitchen, ...] = (
 )
 
 _FPS = 15.0
+_PAIR_P = 0.35  # chance that a stage holds two actions (in either order) rather than one
 _SKIP_P = 0.1
 _GAP_P = 0.3
 _DURATION_SHAPE = 8.0  # Gamma shape: coefficient of variation 1/sqrt(8) ~ 0.35
@@ -117,7 +118,7 @@ def _recipes(rng: np.random.Generator, vocab: list[str], dishes: int) -> list[li
         stages: list[list[int]] = []
         i = 0
         while i < n:
-            size = int(rng.integers(1, 3))
+            size = 2 if rng.random() < _PAIR_P else 1
             stages.append(actions[i : i + size])
             i += size
         out.append(stages)
@@ -154,7 +155,7 @@ def make_kitchen(
     participants: int = 8,
     accuracy: float | None = None,
     correlation_s: float = 0.5,
-    confusion: float = 0.5,
+    confusion: float = DEFAULT_CONFUSION,
     fps: float = _FPS,
 ) -> FrameTable:
     """Kitchen ``k`` (index into :data:`KITCHENS`) with simulated softmax features.
@@ -214,7 +215,7 @@ def make_kitchens(
     participants: int = 8,
     accuracy: float | None = None,
     correlation_s: float = 0.5,
-    confusion: float = 0.5,
+    confusion: float = DEFAULT_CONFUSION,
 ) -> dict[str, FrameTable]:
     """The first ``kitchens`` synthetic datasets by name (see the module docstring)."""
     if not 1 <= kitchens <= len(KITCHENS):

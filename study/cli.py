@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(prepare_app, name="prepare")
 app.command("info")(info)
+from trainables.cnn_cli import cnn_app  # noqa: E402 - light: torch loads inside its commands
+
+app.add_typer(cnn_app, name="cnn")
 
 
 def _mount_optional() -> None:

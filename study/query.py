@@ -26,7 +26,9 @@ Rules:
 * :meth:`StudyResults.best_transfer_pairs` treats each (source, source split, target, target
   split, mode, arrangement) as one pair and its seeds as paired observations: mean gain, a 95 %
   t-interval of the paired differences and ``scipy.stats.ttest_rel`` against the baselines
-  (both NaN with fewer than 2 seeds; the p-value is NaN when all differences are equal).
+  (both NaN with fewer than 2 seeds). Differences without spread give a zero-width interval
+  and scipy's p-value: 0 when they are all the same non-zero number (t = ±inf), NaN when
+  they are all 0.
 """
 
 from __future__ import annotations
@@ -291,7 +293,7 @@ class StudyResults:
                      layout="constrained")
         ax = fig.add_subplot()
         col = _metric_column(metric)
-        title = f"{self.name}: {col} gain over baseline ({mode})"
+        title = f"{self.name}\n{col} gain over baseline ({mode})"
         if m.empty:
             ax.text(0.5, 0.5, "no paired runs", ha="center", va="center")
             ax.set_axis_off()
@@ -305,15 +307,18 @@ class StudyResults:
         ax.set_xlabel("target")
         ax.set_ylabel("source")
         for (i, j), v in np.ndenumerate(vals):
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center")
+            dark = bool(np.isfinite(v) and abs(v) > 0.6 * lim)  # white text on dark cells
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center",
+                    color="white" if dark else "black")
         fig.colorbar(im, ax=ax, label=f"{col} gain (points)")
         ax.set_title(title)
         return fig
 
     def plot_convergence(self, target: str, *, target_split: str | None = None,
                          mode: str = "transfer") -> Figure:
-        """Frame accuracy vs iterations (log2 axis) per source and the baseline, mean over
-        seeds and splits with a min–max band (the paper's Figs 3–5)."""
+        """Frame accuracy vs iterations (log2 axis) per source and the baseline: the mean of
+        :meth:`convergence` ``(wide=True)`` with a min-max band over the runs (seeds, splits),
+        like the paper's Figs 3-5."""
         from matplotlib.figure import Figure
 
         long = self.convergence(target, target_split=target_split, mode=mode)
@@ -325,9 +330,8 @@ class StudyResults:
             ax.set_axis_off()
             ax.set_title(title)
             return fig
-        # mean over splits per seed first, then the band is over seeds
-        per_seed = long.groupby(["series", "seed", "iteration"])["frame_acc"].mean()
-        stats = per_seed.groupby(level=["series", "iteration"]).agg(["mean", "min", "max"])
+        # the mean is convergence(wide=True)'s (every run counts once); the band spans the runs
+        stats = long.groupby(["series", "iteration"])["frame_acc"].agg(["mean", "min", "max"])
         series = stats.index.get_level_values("series").unique()
         ordered = (["baseline"] if "baseline" in series else []) + sorted(
             s for s in series if s != "baseline")

@@ -127,6 +127,15 @@ class TaskMeta:
     node: str = ""
     role: str = "task"
 
+    @classmethod
+    def from_task(cls, task: Any, *, node: str = "", role: str = "task") -> TaskMeta:
+        """From a planner task (``study.plan.Task``: ``id, kind, mode, target, target_split,
+        source, source_split, arrangement, seed``; None source fields become "")."""
+        return cls(task_id=task.id, kind=task.kind, mode=task.mode, target=task.target,
+                   target_split=task.target_split, source=task.source or "",
+                   source_split=task.source_split or "", arrangement=task.arrangement or "",
+                   seed=int(task.seed), node=node, role=role)
+
     def to_tags(self) -> dict[str, str]:
         if self.role not in _ROLES:
             raise ValueError(f"TaskMeta.role must be one of {_ROLES}, got {self.role!r}")

@@ -91,7 +91,7 @@ def pairs(draw):
     return pred, gt
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pair=pairs(), bg=st.sampled_from([(), (0,), (0, 3)]))
 def test_matches_mstcn_reference(pair, bg):
     pred, gt = pair

@@ -171,9 +171,9 @@ def test_best_transfer_pairs_gain_ci_and_p_value(study):
                                                           abs=1e-5)
     assert ac["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(3.5 / 1.5), rel=1e-6)
 
-    joint = best.iloc[4]  # d = 1, 1, 1: zero width interval, p undefined
+    joint = best.iloc[4]  # d = 1, 1, 1: zero-width interval, t = +inf, p = 0 (scipy's rule)
     assert (joint["ci_low"], joint["ci_high"]) == (1.0, 1.0)
-    assert math.isnan(joint["p_value"])
+    assert joint["p_value"] == 0.0
     for single in (best.iloc[0], best.iloc[3], best.iloc[6]):  # one seed: no interval, no test
         assert single["n_seeds"] == 1
         assert math.isnan(single["ci_low"]) and math.isnan(single["p_value"])

@@ -316,3 +316,10 @@ def test_real_raw_agrees_with_derived(real_data):
     assert agreement >= 0.99, agreement
     assert any("not converted: 08-1, 08-2, 12-1, 12-2" in n for n in notes)
     assert len(raw.card.splits) == 4
+
+
+def test_timestamp_file_blank_line_is_an_error(root):
+    ts = root / "timestamps" / "timestamps-01-1.txt"
+    _edit_line(ts, 5, "   ")
+    with pytest.raises(DataError, match=r"timestamps-01-1.txt:5: blank line"):
+        salads.convert(root, source="raw", alignment=root / "timestamps")

@@ -56,15 +56,21 @@ def table() -> FrameTable:
 
 @pytest.fixture(scope="module")
 def breakfast(real_data: Path) -> FrameTable:
-    """Real Breakfast cam01 labels (a subset of 150 videos, ~300k frames), read with the
+    """Real Breakfast cam01 labels (a subset of 100 videos, ~200k frames), read with the
     layout readers, so these tests need no converter."""
     root = real_data / "breakfast"
     classes = read_mapping(root / "mapping.txt")
     index = {c: i for i, c in enumerate(classes)}
-    files = sorted((root / "groundTruth").glob("*_cam01_*.txt"))[:150]
+    files = sorted((root / "groundTruth").glob("*_cam01_*.txt"))[:100]
     made = [VideoLabels(f.stem, read_label_file(f, index), f.stem.split("_")[0]) for f in files]
     card = DatasetCard("breakfast", 15.0, classes, "SIL", "mstcn", "test")
     return FrameTable.from_videos(card, made)
+
+
+@pytest.fixture(scope="module")
+def breakfast_sim(breakfast) -> np.ndarray:
+    """The paper's setting: 20.6 % accuracy, errors correlated over 1 s."""
+    return simulate_softmax(breakfast, 20.6, seed=0, correlation_s=1.0)
 
 
 def _accuracy(features: np.ndarray, labels: np.ndarray) -> float:
@@ -98,22 +104,22 @@ def _mean_error_run(features: np.ndarray, t: FrameTable) -> float:
 # -- accuracy and shape ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", [8.0, 20.6, 37.5, 60.0, 90.0])
+@pytest.mark.parametrize("target", [12.0, 20.6, 37.5, 60.0, 90.0])
 def test_accuracy_within_one_point(table, target):
     f = simulate_softmax(table, target, seed=1)
     assert abs(_accuracy(f, table.labels) - target) <= 1.0
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("target", [20.6, 36.1])
-def test_accuracy_within_one_point_on_real_breakfast(breakfast, target):
-    f = simulate_softmax(breakfast, target, seed=3)
-    assert abs(_accuracy(f, breakfast.labels) - target) <= 1.0
-    # and the accuracy is not just a global average hiding a broken split: it holds on
-    # the videos of every participant group to within sampling noise
-    for half in (slice(0, 75), slice(75, 150)):
-        lo, hi = breakfast.offsets[half.start], breakfast.offsets[half.stop]
-        assert abs(_accuracy(f[lo:hi], breakfast.labels[lo:hi]) - target) < 5.0
+def test_accuracy_within_one_point_on_real_breakfast(breakfast, breakfast_sim):
+    assert abs(_accuracy(breakfast_sim, breakfast.labels) - 20.6) <= 1.0
+    # not a global average hiding a lopsided model: it holds on each half of the videos
+    # (different participants) to within sampling noise
+    for a, b in ((0, 50), (50, 100)):
+        lo, hi = breakfast.offsets[a], breakfast.offsets[b]
+        assert abs(_accuracy(breakfast_sim[lo:hi], breakfast.labels[lo:hi]) - 20.6) < 5.0
+    f = simulate_softmax(breakfast, 36.1, seed=3)
+    assert abs(_accuracy(f, breakfast.labels) - 36.1) <= 1.0
 
 
 def test_rows_are_probability_vectors(table):
@@ -156,9 +162,8 @@ def test_errors_are_correlated_in_time(table):
 
 
 @pytest.mark.realdata
-def test_errors_correlated_on_real_breakfast(breakfast):
-    f = simulate_softmax(breakfast, 20.6, seed=0, correlation_s=1.0)
-    assert _lag1_correct(f, breakfast) > 0.4
+def test_errors_correlated_on_real_breakfast(breakfast, breakfast_sim):
+    assert _lag1_correct(breakfast_sim, breakfast) > 0.4
 
 
 def test_ar1_noise_resets_at_video_starts():
@@ -192,7 +197,7 @@ def test_ar1_noise_is_stationary_with_the_requested_correlation():
 
 def test_class_similarity_from_shared_words():
     s = class_similarity(("SIL", "pour_milk", "pour_coffee", "Pour Milk", "take_cup"), "SIL")
-    assert s[1, 2] == pytest.approx(1 / 3)
+    assert s[1, 2] == pytest.approx(1 / 2)
     assert s[1, 3] == pytest.approx(1.0)  # same words, whatever the separators and case
     assert s[1, 4] == 0.0
     np.testing.assert_array_equal(s, s.T)
@@ -214,17 +219,17 @@ def _confusion_rates(f: np.ndarray, t: FrameTable) -> tuple[float, float]:
 
 
 def test_confusions_structured_by_shared_words(table):
-    shared, other = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.6), table)
-    assert shared > 2.0 * other
+    shared, other = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.7), table)
+    assert shared > 1.5 * other
     # and it is the similarity term that does it: without it the two are alike
     shared0, other0 = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.0), table)
     assert shared0 < 1.3 * other0
 
 
 @pytest.mark.realdata
-def test_confusions_structured_on_real_breakfast(breakfast):
-    shared, other = _confusion_rates(simulate_softmax(breakfast, 20.6, seed=0), breakfast)
-    assert shared > 1.5 * other
+def test_confusions_structured_on_real_breakfast(breakfast, breakfast_sim):
+    shared, other = _confusion_rates(breakfast_sim, breakfast)
+    assert shared > 1.8 * other
 
 
 # -- parameters, defaults, card ----------------------------------------------------------

@@ -3,6 +3,7 @@ the content hash is stable and ignores execution settings."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,8 +214,12 @@ def test_hash_stable_and_ignores_execution_settings(data_dir):
     assert a.hash == b.hash and len(a.hash) == 64
     moved = _spec(tracking_uri="http://head:5000", ray_address="ray://x:10001",
                   resources={"cpu": 2, "gpu": 0.5}, max_failures=5, iterations_per_step=7,
-                  description="on the cluster")
+                  description="on the cluster", storage_path="s3://bucket/ray")
     assert set(EXECUTION_FIELDS) <= set(moved)
+    # the data moved elsewhere: same content, same study
+    (data_dir / "moved").mkdir(exist_ok=True)
+    shutil.copy(data_dir / "data" / f"{A}.parquet", data_dir / "moved" / f"{A}.parquet")
+    moved["datasets"][A]["path"] = f"moved/{A}.parquet"
     assert open_study(_write(data_dir, moved, "c.yaml")).hash == a.hash
     changed = _spec()
     changed["experiments"]["iterations"] = 21
@@ -233,10 +238,14 @@ def test_hash_follows_dataset_content(tmp_path):
 
 def test_hash_is_the_same_in_another_process(data_dir):
     path = _write(data_dir, _spec(), "p.yaml")
-    out = subprocess.run(
-        [sys.executable, "-c", f"from study.spec import open_study; print(open_study({str(path)!r}).hash)"],
-        capture_output=True, text=True, check=True,
+    # cards read directly (check_spec would import torch: slow, and not what is tested)
+    code = (
+        "from data_prep.table import read_card; from study.spec import load_spec, content_hash; "
+        f"s = load_spec({str(path)!r}); "
+        "print(content_hash(s, {n: read_card(s.dataset_path(n)) for n in s.datasets}))"
     )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "99", "PATH": ""})
     assert out.stdout.strip() == open_study(path).hash
 
 

@@ -280,3 +280,19 @@ def test_mlflow_artifacts_live_beside_the_database(mlflow_store, name):
     uri = logger.client.get_run(sid).info.artifact_uri
     assert uri.startswith((mlflow_store.parent / "mlartifacts").as_uri())
     logger.end_study(sid, plots=False)
+
+
+def test_task_meta_from_a_planner_task():
+    from study.plan import Task
+
+    task = Task(id="finetune:a.split1>b.split2:concat:s3", kind="finetune", mode="transfer",
+                target="b", target_split="split2", seed=3, config={}, source="a",
+                source_split="split1", arrangement="concat")
+    tags = TaskMeta.from_task(task, node="n1").to_tags()
+    assert (tags["ks.task_id"], tags["ks.seed"], tags["ks.source"], tags["ks.node"]) == (
+        task.id, "3", "a", "n1")
+    base = Task(id="baseline:b.split1:s0", kind="baseline", mode="none", target="b",
+                target_split="split1", seed=0, config={})
+    tags = TaskMeta.from_task(base).to_tags()
+    assert (tags["ks.source"], tags["ks.source_split"], tags["ks.arrangement"]) == (
+        "", "", "identity")

@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -57,20 +57,25 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
+from .engine import CheckpointMismatch, ConfigError
 from .frames import FrameSource, read_frames
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "CHECKPOINT_FORMAT",
     "CNNConfig",
+    "CNNRun",
+    "CNNSpec",
     "CNNTrainer",
     "CheckpointMismatch",
+    "ConfigError",
     "FrameClassifier",
     "build_model",
     "export_features",
@@ -82,6 +87,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "kitchen-study.cnn/1"
+CHECKPOINT_FILE = "cnn.pt"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Constructor arguments some torchvision models need to be built without their auxiliary
@@ -94,14 +100,34 @@ _MODEL_KWARGS: dict[str, dict[str, Any]] = {
 _AUX_PREFIXES = ("AuxLogits.", "aux1.", "aux2.")
 
 
-class CheckpointMismatch(ValueError):
-    """A CNN checkpoint does not fit the table (other classes) or is not a CNN checkpoint."""
+def _format_validation(e: ValidationError, what: str) -> str:
+    parts = []
+    for err in e.errors():
+        key = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {msg}" if key else msg)
+    return f"bad {what}: " + "; ".join(parts)
 
 
 class CNNConfig(BaseModel):
     """Model and training settings (unknown keys and wrong types are errors naming the key)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any] | BaseModel):
+        """Validate ``config`` (a mapping or an instance); :class:`ConfigError` if it is bad."""
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        try:
+            return cls.model_validate(dict(config))
+        except ValidationError as e:
+            raise ConfigError(_format_validation(e, cls.__name__)) from None
 
     model: str = "inception_v3"
     weights: str | None = None
@@ -146,8 +172,9 @@ class FrameClassifier(nn.Module):
         self.backbone = backbone
         self.name = name
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = torch.tensor(_IMAGENET_MEAN), torch.tensor(_IMAGENET_STD)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -234,7 +261,11 @@ def build_model(name: str, num_classes: int, weights: str | Path | None = None) 
 
 
 def _replace_head(net: nn.Module, name: str, num_classes: int) -> None:
-    heads = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear) and m.out_features == 1000]
+    heads = [
+        (n, m)
+        for n, m in net.named_modules()
+        if isinstance(m, nn.Linear) and m.out_features == 1000
+    ]
     if not heads:
         raise ValueError(f"model {name!r} has no 1000-way nn.Linear head to replace; not supported")
     path, old = heads[-1]
@@ -343,13 +374,14 @@ def _random_resized_crop(
         cw_ = round(math.sqrt(target * ratio))
         ch_ = round(math.sqrt(target / ratio))
         if 0 < cw_ <= w and 0 < ch_ <= h:
-            top, left, ch, cw = int(rng.integers(h - ch_ + 1)), int(rng.integers(w - cw_ + 1)), ch_, cw_
+            top, left = int(rng.integers(h - ch_ + 1)), int(rng.integers(w - cw_ + 1))
+            ch, cw = ch_, cw_
             break
     else:  # fall back to the central square-ish crop, as torchvision does
         ch = cw = min(h, w)
         top, left = (h - ch) // 2, (w - cw) // 2
-    t = torch.from_numpy(np.ascontiguousarray(img[top : top + ch, left : left + cw])).permute(2, 0, 1)
-    return TF.resize(t.contiguous(), [size, size], antialias=True)
+    t = torch.from_numpy(np.ascontiguousarray(img[top : top + ch, left : left + cw]))
+    return TF.resize(t.permute(2, 0, 1).contiguous(), [size, size], antialias=True)
 
 
 def _center_crop(img: np.ndarray, size: int) -> torch.Tensor:
@@ -395,8 +427,9 @@ class _TrainFrames(IterableDataset):
         try:
             while True:
                 plan_rng = np.random.default_rng([cfg.seed, epoch, 0])
+                balanced = cfg.sampling == "balanced"
                 plan = plan_epoch(
-                    vids.offsets, vids.labels, self.train, cfg.stride, cfg.sampling == "balanced", plan_rng
+                    vids.offsets, vids.labels, self.train, cfg.stride, balanced, plan_rng
                 )[wid::nw]
                 for frame, label in self._interleaved(source, plan, aug):
                     x = _random_resized_crop(frame, aug, self.size, cfg.crop_scale)
@@ -547,9 +580,8 @@ class CNNTrainer:
         self.amp = cfg.amp and self.cuda
         self.channels_last = cfg.channels_last and self.cuda
         cpus = cpus or torch.get_num_threads()
-        self.workers = (
-            cfg.workers if cfg.workers is not None else (min(8, max(0, cpus - 1)) if self.cuda else 0)
-        )
+        auto_workers = min(8, max(0, cpus - 1)) if self.cuda else 0
+        self.workers = cfg.workers if cfg.workers is not None else auto_workers
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, table.card.num_classes, cfg.weights).to(self.device)
         if self.channels_last:
@@ -645,7 +677,9 @@ class CNNTrainer:
         )
 
     # -- checkpoints ---------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, run: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The checkpoint: tensors plus a JSON ``meta`` string (config, classes, split,
+        iteration, image sizes and ``run``: whatever the caller's loop needs to resume)."""
         meta = {
             "config": self.cfg.model_dump(mode="json"),
             "dataset": self.table.card.name,
@@ -654,6 +688,7 @@ class CNNTrainer:
             "iteration": self.iteration,
             "image_size": self.size,
             "resize": self.resize,
+            "run": run or {},
         }
         return {
             "format": CHECKPOINT_FORMAT,
@@ -663,16 +698,18 @@ class CNNTrainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, run: dict[str, Any] | None = None) -> Path:
+        """Write the checkpoint atomically (loadable with ``torch.load(weights_only=True)``)."""
         from data_prep.table import atomic_output
 
         path = Path(path)
         with atomic_output(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+            torch.save(self.state_dict(run), tmp)
         return path
 
-    def load(self, path: str | Path) -> None:
-        """Restore weights, optimiser, iteration and RNG; the data stream restarts."""
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Restore weights, optimiser, iteration and RNG (the data stream restarts at an
+        epoch seeded by the iteration); returns the checkpoint's metadata."""
         ckpt, meta = _read_checkpoint(path)
         _check_classes(meta, self.table, path)
         if meta["config"]["model"] != self.cfg.model:
@@ -685,6 +722,7 @@ class CNNTrainer:
         torch.set_rng_state(ckpt["torch_rng"])
         self.iteration = int(meta["iteration"])
         self.close()
+        return meta
 
     def close(self) -> None:
         """Stop the data-loader workers (a new stream starts on the next ``train``)."""
@@ -937,3 +975,181 @@ def svm_baseline(
         "train_frames": int(rows.size),
         "test_frames": int(test_rows.size),
     }
+
+
+# -- one job (what the CLI and the Ray Tune trainable run) ---------------------------------
+
+
+def _resolve(path: str) -> Path:
+    """Relative paths are the driver's: Ray Tune runs a trial in its own directory and keeps
+    the original one in ``TUNE_ORIG_WORKING_DIR``."""
+    import os
+
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and "TUNE_ORIG_WORKING_DIR" in os.environ:
+        p = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / p
+    return p
+
+
+class CNNSpec(CNNConfig):
+    """One CNN job: :class:`CNNConfig` plus data, frames, schedule and export.
+
+    ``frames_*`` build the :class:`~trainables.frames.FrameSource`; ``table_fps`` overrides
+    the card's frame rate. ``eval_at``: iterations at which to measure test frame accuracy
+    on every ``eval_stride``-th test frame. At the end, with ``export_path``, the softmax of
+    every frame goes to that new table and the final ``frame_acc`` is the export's (all test
+    frames); without it, a last evaluation at ``eval_stride``. ``num_cpus`` / ``num_gpus``
+    are the Ray Tune request (and the thread count outside Tune).
+    """
+
+    table_path: str
+    split: int | str = 1
+    frames_root: str
+    frames_kind: Literal["auto", "video", "folder"] = "auto"
+    frames_pattern: str | None = None
+    source_fps: float | None = Field(None, gt=0)
+    table_fps: float | None = Field(None, gt=0)
+    tail_tolerance: int = Field(5, ge=0)
+    iterations: int = Field(1000, ge=0)
+    iterations_per_step: int = Field(100, ge=1)
+    eval_at: tuple[int, ...] = ()
+    eval_stride: int = Field(1, ge=1)
+    export_path: str | None = None
+    export_batch: int = Field(64, ge=1)
+    device: str | None = Field(None, description="cpu, cuda, cuda:N; None: cuda if available")
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+
+    @field_validator("eval_at", mode="before")
+    @classmethod
+    def _eval_at(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return tuple(int(x) for x in v.split(",") if x.strip())
+            except ValueError:
+                raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _schedule(self) -> CNNSpec:
+        bad = [i for i in self.eval_at if not 1 <= i <= self.iterations]
+        if bad:
+            raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({self.iterations})")
+        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        if self.frames_pattern is not None:
+            FrameSource(Path("."), pattern=self.frames_pattern)  # checks the template
+        return self
+
+    def cnn_config(self) -> CNNConfig:
+        return CNNConfig.model_validate(self.model_dump(include=set(CNNConfig.model_fields)))
+
+    def frame_source(self) -> FrameSource:
+        return FrameSource(
+            _resolve(self.frames_root), self.frames_kind, self.frames_pattern, self.source_fps,
+            self.tail_tolerance,
+        )
+
+
+class CNNRun:
+    """One CNN job: ``step()`` until ``done`` (or ``run()``), ``save`` / ``load`` to resume.
+
+    Each step trains up to ``iterations_per_step`` iterations, stopping exactly at the next
+    ``eval_at`` point or the end, and returns ``iteration, loss, frames_per_s, data_wait,
+    done``; at evaluation points and at the end also ``frame_acc`` (percent) and ``curve``
+    (``{str(iteration): frame_acc}``); at the end with ``export_path`` also ``export`` (the
+    :func:`export_features` summary).
+    """
+
+    def __init__(self, spec: CNNSpec, trainer: CNNTrainer):
+        self.spec, self.trainer = spec, trainer
+        self.curve: dict[str, float] = {}
+        self.train_frames = 0
+        self.train_seconds = 0.0
+        self.exported: dict[str, Any] | None = None
+
+    @classmethod
+    def create(
+        cls, spec: CNNSpec | Mapping[str, Any], device: str | torch.device | None = None,
+        cpus: int | None = None,
+    ) -> CNNRun:
+        spec = CNNSpec.parse(spec)
+        from data_prep.table import read_table
+
+        table = read_table(_resolve(spec.table_path), features=False)
+        try:
+            table.card.split(spec.split if isinstance(spec.split, str) else int(spec.split))
+        except KeyError as e:
+            raise ConfigError(str(e.args[0])) from None
+        trainer = CNNTrainer(
+            spec.cnn_config(), table, spec.split, spec.frame_source(),
+            device=spec.device or device or "auto", table_fps=spec.table_fps,
+            cpus=cpus or max(1, int(spec.num_cpus)),
+        )
+        return cls(spec, trainer)
+
+    @property
+    def iteration(self) -> int:
+        return self.trainer.iteration
+
+    @property
+    def done(self) -> bool:
+        return self.trainer.iteration >= self.spec.iterations and (
+            self.spec.export_path is None or self.exported is not None
+        )
+
+    def next_stop(self) -> int:
+        it, spec = self.trainer.iteration, self.spec
+        later = [e for e in spec.eval_at if e > it]
+        return min([it + spec.iterations_per_step, spec.iterations, *later[:1]])
+
+    def step(self) -> dict[str, Any]:
+        n = max(self.next_stop() - self.trainer.iteration, 0)
+        t0 = time.perf_counter()
+        stats = self.trainer.train(n) if n else {"loss": float("nan"), "frames_per_s": 0.0,
+                                                 "data_wait": 0.0}
+        self.train_seconds += time.perf_counter() - t0
+        self.train_frames += n * self.spec.batch_size
+        it = self.trainer.iteration
+        finished = it >= self.spec.iterations
+        result: dict[str, Any] = {"iteration": it, **stats, "done": finished}
+        if finished and self.spec.export_path is not None:
+            self.trainer.close()  # free the training loader's workers before exporting
+            self.exported = self.trainer.export(
+                _resolve(self.spec.export_path), batch_size=self.spec.export_batch
+            )
+            result["export"] = self.exported
+            result["frame_acc"] = self.exported["softmax_acc"]["test"]
+        elif it in self.spec.eval_at or finished:
+            result.update(self.trainer.evaluate(self.spec.eval_stride))
+        if "frame_acc" in result:
+            self.curve[str(it)] = result["frame_acc"]
+            result["curve"] = dict(self.curve)
+        return result
+
+    def run(self, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Step until done; the final result adds ``iterations`` and ``frames_per_s`` over
+        all of this run's training."""
+        result: dict[str, Any] = {}
+        while not self.done:
+            result = self.step()
+            if callback is not None:
+                callback(result)
+        if "frame_acc" not in result:  # restored from a finished run: evaluate again
+            result = {"iteration": self.iteration, "done": True,
+                      **self.trainer.evaluate(self.spec.eval_stride), "curve": dict(self.curve)}
+        result["iterations"] = self.trainer.iteration
+        result["frames_per_s"] = (
+            self.train_frames / self.train_seconds if self.train_seconds > 0 else 0.0
+        )
+        return result
+
+    def save(self, path: str | Path) -> Path:
+        return self.trainer.save(path, run={"spec": self.spec.model_dump(mode="json"),
+                                            "curve": self.curve})
+
+    def load(self, path: str | Path) -> None:
+        meta = self.trainer.load(path)
+        self.curve = {str(k): float(v) for k, v in (meta.get("run") or {}).get("curve", {}).items()}
+
+    def close(self) -> None:
+        self.trainer.close()

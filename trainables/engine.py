@@ -338,8 +338,17 @@ def _space_str(s: LabelSpace | None) -> str:
     return "none" if s is None else f"{s.name!r} ({s.size} classes)"
 
 
-def _arrangement_key(a: Arrangement) -> str:
-    return json.dumps(a.to_dict(), sort_keys=True)
+def _same_arrangement(a: Arrangement, b: Arrangement) -> bool:
+    """Same joint space: kind, dim, maps and label vocabularies (dataset names may differ,
+    e.g. the same dataset prepared with other features)."""
+    return (
+        a.kind == b.kind
+        and a.dim == b.dim
+        and _same_space(a.target, b.target)
+        and _same_space(a.source, b.source)
+        and np.array_equal(a.target_map, b.target_map)
+        and np.array_equal(a.source_maps, b.source_maps)
+    )
 
 
 def _arrangement_str(a: Arrangement) -> str:
@@ -409,6 +418,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 @dataclass
 class TrainStats:
+    """What :meth:`Trainer.train` did. ``frames`` counts batch × history per iteration
+    (padding of short videos included): the frames the model processed."""
+
     iterations: int
     loss: float | None
     frames: int
@@ -658,7 +670,7 @@ class Trainer:
     def restore(self, ckpt: Checkpoint) -> None:
         """Resume exactly: model, optimiser, sampler RNG and iteration from ``ckpt``."""
         self._check_shape(ckpt)
-        if _arrangement_key(ckpt.arrangement) != _arrangement_key(self.arrangement) or (
+        if not _same_arrangement(ckpt.arrangement, self.arrangement) or (
             int(ckpt.meta["input_dim"]) != self.input_dim
         ):
             raise CheckpointMismatch(
@@ -679,7 +691,7 @@ class Trainer:
         self._check_shape(ckpt)
         theirs = ckpt.state["model"]
         a = self.arrangement
-        if _arrangement_key(ckpt.arrangement) == _arrangement_key(a):
+        if _same_arrangement(ckpt.arrangement, a):
             if int(ckpt.meta["input_dim"]) != self.input_dim:
                 raise CheckpointMismatch(
                     f"{ckpt.where()} has input dim {ckpt.meta['input_dim']}, this run "

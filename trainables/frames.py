@@ -207,7 +207,8 @@ def read_frames(
             raise DataError(
                 f"video {video!r}: {decoded} source frames at {src_fps:g} fps cover only "
                 f"{covered} of the table's {n_table} frames at {table_fps:g} fps; "
-                f"{missing} trailing frames are missing (tail_tolerance is {source.tail_tolerance})",
+                f"{missing} trailing frames are missing "
+                f"(tail_tolerance is {source.tail_tolerance})",
                 path,
             )
         if last is None:  # everything wanted lies in the missing tail: decode the last frame

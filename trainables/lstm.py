@@ -8,9 +8,9 @@ keys fail the trial with an error naming them. Pass absolute paths (trials run i
 directory; relative ones are tried against ``TUNE_ORIG_WORKING_DIR``).
 
 Each ``step()`` trains up to ``iterations_per_step`` iterations, stopping at the next
-``eval_at`` point, and returns ``iteration, loss, frames_per_s, done`` plus, at evaluation
-points and at the end, ``frame_acc, input_acc, edit, f1@10, f1@25, f1@50`` and ``curve``
-(``{str(iteration): frame_acc}`` so far). The trial ends itself (``done``) after
+``eval_at`` point, and returns ``iteration, loss, frames_per_s, done, num_threads`` plus, at
+evaluation points and at the end, ``frame_acc, input_acc, edit, f1@10, f1@25, f1@50`` and
+``curve`` (``{str(iteration): frame_acc}`` so far). The trial ends itself (``done``) after
 ``iterations``.
 
 Resources: ``default_resource_request`` asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs
@@ -66,7 +66,9 @@ class LSTMTrainable(tune.Trainable):
         self.run = TrainRun.create(spec, device=device)
 
     def step(self) -> dict[str, Any]:
-        return self.run.step()
+        result = self.run.step()
+        result["num_threads"] = torch.get_num_threads()  # what the trial's allocation gave
+        return result
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)

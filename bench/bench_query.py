@@ -1,0 +1,137 @@
+"""Query API latency over a 500-run study, against a naive per-run baseline.
+
+    .venv/bin/python bench/bench_query.py [--repeats 7] [--store DIR]
+
+Populates a SQLite MLflow store once through the tracking API (``MlflowRunLogger``): 5
+datasets x 2 splits x 5 seeds -> 50 baselines, 50 pre-trains, 200 transfer and 200 joint
+runs (every ordered pair into every split), each with ~25 params, loss/frame_acc histories
+and a 6-point convergence curve. Then, in the same process:
+
+* bulk: ``load_study(name, uri).best_transfer_pairs()`` — one paged ``search_runs`` for the
+  whole study (what the CLI's ``best`` does), fresh client each call;
+* naive: list the run ids, then ``MlflowClient.get_run`` per run, then the same statistics.
+
+Reports the median of ``--repeats`` calls each (after one warm-up call, so imports and the
+SQLAlchemy engine are not counted) and the ratio. ``--store DIR`` reuses a populated store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from study.query import StudyResults, load_study  # noqa: E402
+from study.tracking import MlflowRunLogger, TaskMeta, _to_record, log_result  # noqa: E402
+
+NAME = "bench-query"
+HASH = "bench500"
+DATASETS = [f"d{i}" for i in range(5)]
+SPLITS = ["split1", "split2"]
+SEEDS = range(5)
+EVALS = [512, 1024, 2048, 4096, 8192, 16384]
+
+
+def _tasks():
+    for seed in SEEDS:
+        for ds in DATASETS:
+            for sp in SPLITS:
+                yield TaskMeta(f"baseline:{ds}.{sp}:s{seed}", "baseline", "none", ds, sp,
+                               arrangement="identity", seed=seed)
+                yield TaskMeta(f"pretrain:{ds}.{sp}:s{seed}", "pretrain", "none", ds, sp,
+                               arrangement="identity", seed=seed)
+        for src in DATASETS:
+            for tgt in DATASETS:
+                if src == tgt:
+                    continue
+                for sp in SPLITS:
+                    for kind, mode in (("finetune", "transfer"), ("joint", "joint")):
+                        yield TaskMeta(f"{kind}:{src}.split1>{tgt}.{sp}:concat:s{seed}", kind,
+                                       mode, tgt, sp, src, "split1", "concat", seed)
+
+
+def populate(uri: str) -> int:
+    logger = MlflowRunLogger(uri)
+    sid = logger.start_study(NAME, HASH)
+    n = 0
+    for i, meta in enumerate(_tasks()):
+        config = {"history": 300, "depth": 1, "hidden": 128, "batch_size": 128, "lr": 1e-3,
+                  "seed": meta.seed, "iterations": EVALS[-1], "eval_at": EVALS,
+                  "target_split": meta.target_split, "mode": meta.mode,
+                  "arrangement": meta.arrangement, "target_path": f"/data/{meta.target}.parquet",
+                  **{f"extra_{j}": j for j in range(12)}}
+        rid = logger.start_task(sid, meta, params=config)
+        base = 40.0 + (i * 7919 % 200) / 10
+        curve = {}
+        for k, it in enumerate(EVALS):
+            curve[it] = base + 2 * k
+            log_result(logger, rid, {"iteration": it, "loss": 3.0 / (k + 1),
+                                     "frame_acc": curve[it], "curve": dict(curve)})
+        log_result(logger, rid, {"iteration": EVALS[-1], "frame_acc": curve[EVALS[-1]],
+                                 "input_acc": base - 10, "edit": base - 5, "f1@10": base - 8,
+                                 "f1@25": base - 12, "f1@50": base - 20})
+        logger.end_task(rid)
+        n += 1
+    logger.end_study(sid, plots=False)
+    return n
+
+
+def naive(uri: str) -> StudyResults:
+    """One request per run: what a loop over ``get_run`` costs."""
+    logger = MlflowRunLogger(uri)
+    exp = logger.client.get_experiment_by_name(f"kitchen-study/{NAME}")
+    ids = [r.info.run_id for r in logger.client.search_runs([exp.experiment_id],
+                                                            max_results=50_000)]
+    records = [_to_record(logger.client.get_run(rid)) for rid in ids]
+    return StudyResults.from_records(NAME, HASH, records)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--store", type=Path, default=None,
+                    help="directory for (or of) the populated store; default a temp dir")
+    args = ap.parse_args()
+    store = args.store or Path(tempfile.mkdtemp(prefix="bench-query-"))
+    db = store / "mlflow.db"
+    uri = f"sqlite:///{db.resolve()}"
+    if not db.exists():
+        t = time.perf_counter()
+        n = populate(uri)
+        print(f"populated {n} task runs in {time.perf_counter() - t:.1f}s ({db})")
+
+    bulk_s, best = timed(lambda: load_study(NAME, uri).best_transfer_pairs(k=None),
+                         args.repeats)
+    naive_s, nbest = timed(lambda: naive(uri).best_transfer_pairs(k=None),
+                           max(3, args.repeats // 2))
+    assert best.equals(nbest), "bulk and naive answers differ"
+    study = load_study(NAME, uri)
+    t = time.perf_counter()
+    for _ in range(args.repeats):
+        study.best_transfer_pairs(k=None)
+    stats_s = (time.perf_counter() - t) / args.repeats
+    n_runs = len(study.results())
+    print(f"runs: {n_runs} finished tasks, {len(best)} pairs")
+    print(f"bulk  load_study(...).best_transfer_pairs(): median {bulk_s * 1000:.0f} ms "
+          f"(of which statistics on loaded runs {stats_s * 1000:.0f} ms)")
+    print(f"naive get_run per run + same statistics:     median {naive_s * 1000:.0f} ms")
+    print(f"speed-up: {naive_s / bulk_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
