@@ -4,7 +4,7 @@
         [--device cpu|cuda] [--workers N] [--json OUT]
 
 Renders a toy dataset at Breakfast's resolution (320x240, 15 fps, H.264; 4 videos of
-~120 frames, see ``trainables.frames.render_toy_dataset``) into a temporary folder, then in
+~70 frames, see ``trainables.frames.render_toy_dataset``) into a temporary folder, then in
 one process, for each model:
 
 * train: ``CNNTrainer.train(steps)`` (decode -> random resized crop + flip -> batch ->
@@ -15,7 +15,9 @@ one process, for each model:
   Parquet write) frames/s against bare inference on a fixed batch;
 * loader: the training data stream alone (decode + augment, no model), frames/s.
 
-Each figure is the median of ``--repeats`` timed calls after one warm-up call. Models:
+Each figure is the median of ``--repeats`` timed calls after one warm-up call; pipeline and
+baseline calls alternate so that both see the same background load, and the ratios are
+medians of the per-repeat ratios. Models:
 mobilenet_v3_small and resnet18 at 112x112 (the small configurations), and Inception-v3 at
 299x299 (the paper's stage; export timed on one video to keep the run short). On a GPU
 (``--device cuda``) bf16 autocast and channels-last are on, as in training.
@@ -51,16 +53,17 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def _bare_train(trainer: CNNTrainer, batch: int, steps: int, repeats: int) -> float:
+def _bare_train_step(trainer: CNNTrainer, batch: int):
+    """One fixed random uint8 batch stepped through the same model and optimiser."""
     size, dev = trainer.size, trainer.device
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=dev)
     y = torch.randint(0, trainer.table.card.num_classes, (batch,), device=dev)
     if trainer.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     model, opt, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
-    model.train()
 
     def run(n: int) -> float:
+        model.train()
         t0 = time.perf_counter()
         for _ in range(n):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=trainer.amp):
@@ -72,33 +75,31 @@ def _bare_train(trainer: CNNTrainer, batch: int, steps: int, repeats: int) -> fl
             torch.cuda.synchronize(dev)
         return n * batch / (time.perf_counter() - t0)
 
-    run(1)
-    return _median([run(steps) for _ in range(repeats)])
+    return run
 
 
-@torch.no_grad()
-def _bare_infer(trainer: CNNTrainer, batch: int, frames: int, repeats: int) -> float:
+def _bare_infer_run(trainer: CNNTrainer, batch: int, frames: int):
     size, dev = trainer.size, trainer.device
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=dev)
     if trainer.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    model = trainer.model.eval()
     n = max(1, frames // batch)
 
+    @torch.no_grad()
     def run() -> float:
+        trainer.model.eval()
         t0 = time.perf_counter()
         for _ in range(n):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=trainer.amp):
-                torch.softmax(model(x).float(), 1).cpu()
-        return n * batch / (time.perf_counter() - t0)
+                torch.softmax(trainer.model(x).float(), 1).cpu()
+        out = n * batch / (time.perf_counter() - t0)
+        trainer.model.train()
+        return out
 
-    run()
-    out = _median([run() for _ in range(repeats)])
-    model.train()
-    return out
+    return run
 
 
-def _loader_fps(trainer: CNNTrainer, batches: int, repeats: int) -> float:
+def _loader_run(trainer: CNNTrainer, batches: int):
     ds = _TrainFrames(trainer.source, trainer.videos, trainer.train_videos, trainer.cfg,
                       trainer.size, trainer.resize, start_epoch=0)
     it = iter(ds)
@@ -109,54 +110,66 @@ def _loader_fps(trainer: CNNTrainer, batches: int, repeats: int) -> float:
         n = sum(int(next(it)[1].numel()) for _ in range(batches))
         return n / (time.perf_counter() - t0)
 
-    return _median([run() for _ in range(repeats)])
+    return run
 
 
 def bench_model(name: str, size: int, batch: int, steps: int, table, table_path: Path,
                 source: FrameSource, args, export_videos: int | None) -> dict:
+    """Pipeline and bare baseline alternate within each repeat (A B A B ...), so both see the
+    same load from whatever else runs on the machine."""
     cfg = CNNConfig(model=name, image_size=size, batch_size=batch, stride=1, optimizer="sgd",
                     shuffle_buffer=2 * batch, interleave=4, workers=args.workers)
     trainer = CNNTrainer(cfg, table, 1, source, device=args.device, cpus=args.threads)
+    bare_train = _bare_train_step(trainer, batch)
+    loader = _loader_run(trainer, max(2, steps // 2))
     trainer.train(1)  # warm-up: loader start, first allocations
-    runs = [trainer.train(steps) for _ in range(args.repeats)]
-    train_fps = _median([r["frames_per_s"] for r in runs])
-    wait = _median([r["data_wait"] for r in runs])
+    bare_train(1)
+    train_fps, bare_fps, waits, loader_fps = [], [], [], []
+    for _ in range(args.repeats):
+        r = trainer.train(steps)
+        train_fps.append(r["frames_per_s"])
+        waits.append(r["data_wait"])
+        bare_fps.append(bare_train(steps))
+        loader_fps.append(loader())
     trainer.close()
-    bare_train = _bare_train(trainer, batch, steps, args.repeats)
-    loader = _loader_fps(trainer, max(2, steps // 2), args.repeats)
 
     export_batch = 64
+    tmp = tempfile.TemporaryDirectory()
     if export_videos is None:  # the full export, Parquet write included
-        with tempfile.TemporaryDirectory() as tmp:
-            def export_once() -> float:
-                out = export_features(
-                    trainer.model, table, source, Path(tmp) / "x.parquet", split="split1",
-                    batch_size=export_batch, workers=trainer.workers, device=trainer.device,
-                    image_size=size, source_path=table_path,
-                )
-                return out["frames_per_s"]
-
-            export_once()
-            export_fps = _median([export_once() for _ in range(args.repeats)])
         frames = table.num_frames
+
+        def export_once() -> float:
+            out = export_features(
+                trainer.model, table, source, Path(tmp.name) / "x.parquet", split="split1",
+                batch_size=export_batch, workers=trainer.workers, device=trainer.device,
+                image_size=size, source_path=table_path,
+            )
+            return out["frames_per_s"]
     else:  # the same decode -> crop -> forward -> softmax path on a few videos
         which = np.arange(export_videos)
         frames = int(table.lengths[:export_videos].sum())
 
-        def predict_once() -> float:
+        def export_once() -> float:
             t0 = time.perf_counter()
             trainer.predict(which, batch_size=export_batch)
             return frames / (time.perf_counter() - t0)
 
-        predict_once()
-        export_fps = _median([predict_once() for _ in range(args.repeats)])
-    bare_infer = _bare_infer(trainer, export_batch, min(frames, 256), args.repeats)
+    bare_infer = _bare_infer_run(trainer, export_batch, min(frames, 128))
+    export_once()
+    bare_infer()
+    export_fps, infer_fps = [], []
+    for _ in range(args.repeats):
+        export_fps.append(export_once())
+        infer_fps.append(bare_infer())
+    tmp.cleanup()
     return {
         "model": name, "size": size, "batch": batch, "device": str(trainer.device),
-        "train_fps": train_fps, "bare_train_fps": bare_train, "train_ratio": train_fps / bare_train,
-        "data_wait": wait, "loader_fps": loader,
-        "export_fps": export_fps, "bare_infer_fps": bare_infer,
-        "export_ratio": export_fps / bare_infer, "export_frames": frames,
+        "train_fps": _median(train_fps), "bare_train_fps": _median(bare_fps),
+        "train_ratio": _median([a / b for a, b in zip(train_fps, bare_fps, strict=True)]),
+        "data_wait": _median(waits), "loader_fps": _median(loader_fps),
+        "export_fps": _median(export_fps), "bare_infer_fps": _median(infer_fps),
+        "export_ratio": _median([a / b for a, b in zip(export_fps, infer_fps, strict=True)]),
+        "export_frames": frames,
     }
 
 
@@ -173,14 +186,14 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        table = render_toy_dataset(root, participants=4, size=(320, 240), segment=(20, 28),
+        table = render_toy_dataset(root, participants=4, size=(320, 240), segment=(12, 16),
                                    folders=False)
         table_path = write_table(table, root / "toy.parquet")
         source = FrameSource(root / "videos", kind="video")
         print(f"# {table.num_videos} videos, {table.num_frames} frames at 320x240; "
               f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        plan = [("mobilenet_v3_small", 112, 16, 8, None), ("resnet18", 112, 16, 4, None)]
+        plan = [("mobilenet_v3_small", 112, 16, 6, None), ("resnet18", 112, 16, 4, None)]
         if not args.no_inception:
             plan.append(("inception_v3", 299, 8, 2, 1))
         for name, size, batch, steps, export_videos in plan:

@@ -42,6 +42,10 @@ def _mount_optional() -> None:
 
 _mount_optional()
 
+from study.commands import register as _register_study  # noqa: E402 - Ray loads inside them
+
+_register_study(app)
+
 
 def main() -> None:
     try:

@@ -29,8 +29,9 @@ pre-trains that unblock the most work start first).
 Each task's ``config`` is the trainable config (``trainables.engine.TrainSpec``): the
 spec's ``model`` defaults plus ``seed``, ``arrangement_seed`` (= the seed, so random
 arrangements vary with it), ``target_path``, ``target_split``, ``source_path`` and
-``source_split`` (only where a source is read), ``mode``, ``arrangement``, ``init_checkpoint`` (None here; the runner
-points a fine-tune at its pre-train's checkpoint), ``iterations``, ``iterations_per_step``,
+``source_split`` (only where a source is read), ``mode``, ``arrangement``,
+``init_checkpoint`` (None here; the runner points a fine-tune at its pre-train's
+checkpoint), ``iterations``, ``iterations_per_step``,
 ``eval_at`` (evaluation points <= iterations; the final iteration is always evaluated),
 ``num_cpus`` and ``num_gpus`` (the spec's resources). Joint tasks add ``joint_ratio``
 ([target, source]); ``multiple_random`` tasks add ``arrangement_k``. A fine-tune has no

@@ -207,25 +207,33 @@ class StudyResults:
         if target_split is not None:
             g = g[g["target_split"] == target_split]
         # one paired observation per seed (several runs of one seed and pair are averaged)
-        per_seed = g.groupby([*_PAIR, "seed"], dropna=False)[["value", "baseline"]].mean()
+        per_seed = (g.groupby([*_PAIR, "seed"], dropna=False)[["value", "baseline"]].mean()
+                    .reset_index())
+        per_seed["pair"] = per_seed.groupby(_PAIR, dropna=False, sort=True).ngroup()
+        per_seed = per_seed.sort_values(["pair", "seed"], ignore_index=True)
+        n_of = per_seed.groupby("pair").size()
         rows = []
-        for key, grp in per_seed.groupby(level=list(range(len(_PAIR))), dropna=False):
-            x = grp["value"].to_numpy(float)
-            b = grp["baseline"].to_numpy(float)
+        # pairs with the same number of seeds are tested in one vectorised ttest_rel call
+        for n, pairs in n_of.groupby(n_of):
+            block = per_seed[per_seed["pair"].isin(pairs.index)]
+            x = block["value"].to_numpy(float).reshape(-1, n)
+            b = block["baseline"].to_numpy(float).reshape(-1, n)
             d = x - b
-            n = len(d)
-            mean_gain = float(d.mean())
+            gain = d.mean(axis=1)
             if n >= 2:
-                half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+                half = stats.t.ppf(0.975, n - 1) * d.std(axis=1, ddof=1) / math.sqrt(n)
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    p = float(stats.ttest_rel(x, b).pvalue)
+                    p = np.asarray(stats.ttest_rel(x, b, axis=1).pvalue, dtype=float)
             else:
-                half, p = math.nan, math.nan
-            rows.append({**dict(zip(_PAIR, key, strict=True)), "metric": col,
-                         "mean": float(x.mean()), "baseline": float(b.mean()),
-                         "gain": mean_gain, "ci_low": mean_gain - half,
-                         "ci_high": mean_gain + half, "p_value": p, "n_seeds": n})
+                half = p = np.full(len(d), math.nan)
+            keys = block.iloc[::n][_PAIR].to_dict("records")
+            for i, key in enumerate(keys):
+                rows.append({**key, "metric": col, "mean": float(x[i].mean()),
+                             "baseline": float(b[i].mean()), "gain": float(gain[i]),
+                             "ci_low": float(gain[i] - half[i]),
+                             "ci_high": float(gain[i] + half[i]),
+                             "p_value": float(p[i]), "n_seeds": int(n)})
         cols = [*_PAIR, "metric", "mean", "baseline", "gain", "ci_low", "ci_high", "p_value",
                 "n_seeds"]
         out = pd.DataFrame(rows, columns=cols)

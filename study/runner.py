@@ -437,10 +437,18 @@ def _params(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _error_reason(trial: Any) -> str:
-    err = None
+    """The trial's latest error: its last line first, then the end of the traceback."""
+    text = None
+    # Tune appends every failure to the trial's local error file right away; the copy in
+    # storage (``trial.get_error()``) may lag behind the callbacks
     with contextlib.suppress(Exception):
-        err = trial.get_error()
-    text = str(err) if err is not None else "trial failed (no error recorded)"
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text().split("Failure # ")[-1]
+            text = text.split("\n", 1)[1] if "\n" in text else text
+    if not text:
+        with contextlib.suppress(Exception):
+            text = trial.get_error()
+    text = str(text) if text else "trial failed (no error recorded)"
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     last = lines[-1].strip() if lines else text
     return last if len(text) <= len(last) + 1 else f"{last}\n\n{text[-4000:]}"
@@ -717,7 +725,8 @@ def _connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> bo
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)  # joins $RAY_ADDRESS (e.g. under `ray job submit`)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # "local": a new Ray of our own, never a cluster someone `ray start`ed on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     return True
 
 
@@ -857,6 +866,9 @@ def _fit(state: _State, callback: Any, trainable: type, spec: Any, loaded: Loade
          storage_path: str | None, trials: int, verbose: bool) -> None:
     # Tune's per-trial CSV/JSON/TensorBoard loggers: MLflow is the record here.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ctrl-C must reach run_study as KeyboardInterrupt (runs end KILLED); Tune's own handler
+    # would swallow it and return as if the study had ended
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # a checkpoint per step is the point (restore after a crash), not a problem to warn of
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -385,7 +385,9 @@ def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_spec(data: Any, path: str | Path | None = None, base_dir: str | Path | None = None) -> StudySpec:
+def parse_spec(
+    data: Any, path: str | Path | None = None, base_dir: str | Path | None = None
+) -> StudySpec:
     """Validate a mapping (as read from YAML) into a :class:`StudySpec`.
 
     Schema errors and cross-references (unknown datasets or splits, self-edges, eval
@@ -495,7 +497,8 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
         its = s.iterations or ex.iterations
         if s.asha is not None and s.asha.grace_period > its:
             problems.append(
-                ("search.asha.grace_period", f"{s.asha.grace_period} is past the search's {its} iterations")
+                ("search.asha.grace_period",
+                 f"{s.asha.grace_period} is past the search's {its} iterations")
             )
     return problems
 
@@ -571,7 +574,9 @@ def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
     return cards
 
 
-def arrangement_problem(kind: str, target: DatasetCard, source: DatasetCard, k: int = 3) -> str | None:
+def arrangement_problem(
+    kind: str, target: DatasetCard, source: DatasetCard, k: int = 3
+) -> str | None:
     """Why ``kind`` cannot arrange ``source`` into ``target``'s space, or None if it can.
 
     The trainer's input rule (``trainables.engine``): features whose dim equals the class
@@ -596,7 +601,9 @@ def arrangement_problem(kind: str, target: DatasetCard, source: DatasetCard, k: 
     from trainables.arrangements import LabelSpace, make_arrangement
 
     try:
-        make_arrangement(kind, LabelSpace.from_card(target), LabelSpace.from_card(source), seed=0, k=k)
+        make_arrangement(
+            kind, LabelSpace.from_card(target), LabelSpace.from_card(source), seed=0, k=k
+        )
     except ValueError as e:
         return str(e)
     return None

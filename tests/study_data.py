@@ -10,7 +10,9 @@ from data_prep.table import write_table
 __all__ = ["write_kitchens"]
 
 
-def write_kitchens(root: Path, kitchens: int = 3, videos: int = 8, seed: int = 0) -> dict[str, Path]:
+def write_kitchens(
+    root: Path, kitchens: int = 3, videos: int = 8, seed: int = 0
+) -> dict[str, Path]:
     """Write ``kitchens`` synthetic datasets (with simulated softmax) under ``root``."""
     out = {}
     for name, table in make_kitchens(seed, kitchens, videos, participants=4).items():

@@ -121,16 +121,25 @@ def test_imagenet_weights_come_from_disk_only(tmp_path, monkeypatch):
     assert torch.equal(model.backbone.layer1[0].conv1.weight, sd["layer1.0.conv1.weight"])
 
 
-def test_inception_imagenet_weights_drop_the_aux_head(tmp_path):
+def test_inception_imagenet_weights_drop_the_aux_head(toy, tmp_path):
     import torchvision.models as tvm
 
     sd = tvm.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
     assert any(k.startswith("AuxLogits.") for k in sd)
     torch.save(sd, tmp_path / "inception.pth")
-    model = build_model("inception_v3", 4, tmp_path / "inception.pth")
+    root, path = toy
+    cfg = CNNConfig(model="inception_v3", weights=str(tmp_path / "inception.pth"), image_size=80)
+    trainer = CNNTrainer(cfg, read_table(path), 1, FrameSource(root / "videos"), device="cpu")
+    model = trainer.model
     assert model.backbone.transform_input  # what torchvision's ImageNet Inception expects
     assert torch.equal(model.backbone.Mixed_7c.branch1x1.conv.weight,
                        sd["Mixed_7c.branch1x1.conv.weight"])
+    # a checkpoint remembers the input transform: the reloaded model gives the same softmax
+    reloaded, meta = load_checkpoint(trainer.save(tmp_path / "inception_cnn.pt"))
+    assert meta["transform_input"] is True and reloaded.backbone.transform_input
+    x = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), reloaded(x), atol=1e-5)
 
 
 # -- config and sampling -------------------------------------------------------------------
@@ -238,6 +247,26 @@ def test_checkpoint_restores_the_model(toy, trained):
     with pytest.raises(CheckpointMismatch, match="classes"):
         CNNTrainer(CNNConfig(**SMALL), other, 1, FrameSource(root / "videos"), device="cpu").load(
             ckpt)
+
+
+def test_loader_workers_give_the_same_results(toy, trained, tmp_path):
+    # the multi-process path (what a GPU run uses): same softmax rows, errors still DataError
+    root, path = toy
+    trainer, _, _ = trained
+    which = np.arange(read_table(path).num_videos)
+    rows0, p0, _ = trainer.predict(which, workers=0)
+    rows2, p2, _ = trainer.predict(which, workers=2)
+    assert np.array_equal(np.sort(rows0), np.sort(rows2))
+    assert np.allclose(p0[np.argsort(rows0)], p2[np.argsort(rows2)], atol=1e-6)
+    table, source = _broken(root, tmp_path, "missing")
+    with pytest.raises(DataError, match=f"video '{table.videos[0]}': no video file"):
+        export_features(trainer.model, table, source, tmp_path / "w.parquet", split="split1",
+                        image_size=32, device="cpu", workers=2)
+    assert not (tmp_path / "w.parquet").exists()
+    cfg = CNNConfig(**{**SMALL, "workers": 2, "batch_size": 4, "shuffle_buffer": 4})
+    two = CNNTrainer(cfg, read_table(path), 1, FrameSource(root / "videos"), device="cpu")
+    assert two.train(2)["frames_per_s"] > 0 and two.iteration == 2
+    two.close()
 
 
 def test_export_refuses_to_overwrite_its_input(toy, trained):

@@ -32,9 +32,14 @@ def toy(tmp_path_factory):
 
 def _all(source, table, v, **kw):
     n = int(table.lengths[v])
-    return list(
-        read_frames(source, table.videos[v], np.arange(n), n_table=n, table_fps=table.card.fps, **kw)
-    )
+    fps = table.card.fps
+    return list(read_frames(source, table.videos[v], np.arange(n), n_table=n, table_fps=fps, **kw))
+
+
+def _diffs(a, b) -> list[float]:
+    """Mean absolute pixel difference of paired frames."""
+    pairs = zip(a, b, strict=True)
+    return [np.abs(x.astype(int) - y.astype(int)).mean() for (_, x), (_, y) in pairs]
 
 
 def _dominant_shape(img: np.ndarray) -> int:
@@ -73,7 +78,8 @@ def test_frames_match_labels(toy, kind):
         assert [f for f, _ in got] == list(range(int(table.lengths[v])))
         assert got[0][1].shape == (48, 64, 3) and got[0][1].dtype == np.uint8
         shapes = np.array([_dominant_shape(img) for _, img in got])
-        expected = np.array([0 if lab == 0 else 1 + _SHAPE[int(lab)] for lab in table.video_labels(v)])
+        labels = table.video_labels(v)
+        expected = np.array([0 if lab == 0 else 1 + _SHAPE[int(lab)] for lab in labels])
         assert np.mean(shapes == expected) > 0.95
 
 
@@ -81,8 +87,7 @@ def test_video_and_folder_give_the_same_frames(toy):
     root, table = toy
     vid = _all(FrameSource(root / "videos"), table, 0)
     jpg = _all(FrameSource(root / "frames"), table, 0)
-    diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for (_, a), (_, b) in zip(vid, jpg)])
-    assert diff < 6  # H.264 (crf 18) and JPEG (q 90) of the same rendering
+    assert np.mean(_diffs(vid, jpg)) < 6  # H.264 (crf 18) and JPEG (q 90) of the same rendering
 
 
 def test_resampled_video_matches_table_rate(tmp_path):
@@ -94,11 +99,10 @@ def test_resampled_video_matches_table_rate(tmp_path):
     vid = _all(FrameSource(tmp_path / "videos"), table, 0)
     jpg = _all(FrameSource(tmp_path / "frames"), table, 0)
     assert len(vid) == len(jpg) == table.lengths[0]
-    diff = [np.abs(a.astype(int) - b.astype(int)).mean() for (_, a), (_, b) in zip(vid, jpg)]
-    assert max(diff) < 8
+    assert max(_diffs(vid, jpg)) < 8
     # overriding the source rate to 15 fps would pair table frame i with video frame i instead
     wrong = _all(FrameSource(tmp_path / "videos", fps=15), table, 0)
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for (_, a), (_, b) in zip(wrong, jpg)) > 8
+    assert max(_diffs(wrong, jpg)) > 8
 
 
 def test_subset_repeats_and_short_side(toy):
@@ -272,7 +276,7 @@ def test_folder_numbering_from_zero_and_other_files_ignored(toy, tmp_path):
     (dst / "notes.txt").write_text("not a frame")
     a = _all(FrameSource(tmp_path), table, 0)
     b = _all(FrameSource(root / "frames"), table, 0)
-    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
     Image.fromarray(a[0][1]).save(dst / "cover.jpg")  # an image without a number
     with pytest.raises(DataError, match="without a number"):
         _all(FrameSource(tmp_path), table, 0)

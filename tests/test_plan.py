@@ -79,8 +79,8 @@ def test_no_duplicate_pretraining_and_dependencies():
     assert {t.target for t in plan.dependents(pre_a0)} == {"b", "c"}
     joint = plan.of_kind("joint")
     assert len(joint) == 2 * 2  # 2 arrangements x 2 seeds
-    assert all(j.config["joint_ratio"] == [5, 3] and j.config["source_path"] == "/data/study/a.parquet"
-               for j in joint)
+    assert all(j.config["joint_ratio"] == [5, 3] for j in joint)
+    assert all(j.config["source_path"] == "/data/study/a.parquet" for j in joint)
 
 
 def test_multiple_random_pretrains_per_target():
@@ -96,7 +96,8 @@ def test_multiple_random_pretrains_per_target():
     }
     mr = pre["pretrain:a.split1:multiple_random-k4>b:s0"].config
     assert mr["mode"] == "pretrain" and mr["arrangement_k"] == 4
-    assert mr["source_path"] == "/data/study/a.parquet" and mr["target_path"] == "/data/study/b.parquet"
+    assert mr["source_path"] == "/data/study/a.parquet"
+    assert mr["target_path"] == "/data/study/b.parquet"
     ft = plan["finetune:a.split1>b.split1:multiple_random:s0"]
     assert ft.deps == ("pretrain:a.split1:multiple_random-k4>b:s0",)
     assert ft.config["arrangement_k"] == 4
@@ -155,7 +156,8 @@ def test_adding_an_edge_keeps_existing_ids():
 
 def test_no_edges_only_baselines():
     plan = make_plan(_spec(baselines=["b"]))
-    assert [t.id for t in plan if t.kind != "search"] == ["baseline:b.split1:s0", "baseline:b.split1:s1"]
+    ids = [t.id for t in plan if t.kind != "search"]
+    assert ids == ["baseline:b.split1:s0", "baseline:b.split1:s1"]
 
 
 def test_asha_rungs():

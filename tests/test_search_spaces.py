@@ -51,7 +51,8 @@ def test_memory_constraint_bounds_later_suggestions():
         trial = study.ask()
         cfg = lstm(trial, memory_budget_mb=budget)
         assert cfg["history"] * cfg["depth"] * cfg["hidden"] * cfg["batch_size"] <= units
-        assert activation_bytes(cfg["history"], cfg["depth"], cfg["hidden"], cfg["batch_size"]) <= budget * 2**20
+        shape = (cfg["history"], cfg["depth"], cfg["hidden"], cfg["batch_size"])
+        assert activation_bytes(*shape) <= budget * 2**20
         # the hidden range offered depends on history x depth (dynamic bound)
         dist = trial.distributions["hidden"]
         assert dist.high * cfg["history"] * cfg["depth"] * 8 <= units or dist.high == 16

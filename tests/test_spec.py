@@ -137,7 +137,8 @@ def test_cli_style_message_names_file_and_key(tmp_path):
     path = _write(tmp_path, d)
     with pytest.raises(SpecError) as ei:
         load_spec(path)
-    assert str(ei.value).startswith(f"{path}: experiments.edges[0]: an edge from a dataset to itself")
+    msg = f"{path}: experiments.edges[0]: an edge from a dataset to itself"
+    assert str(ei.value).startswith(msg)
 
 
 def test_yaml_syntax_error_has_line(tmp_path):

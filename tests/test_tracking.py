@@ -296,3 +296,40 @@ def test_task_meta_from_a_planner_task():
     tags = TaskMeta.from_task(base).to_tags()
     assert (tags["ks.source"], tags["ks.source_split"], tags["ks.arrangement"]) == (
         "", "", "identity")
+
+
+def test_sqlite_fast_read_equals_mlflow_search_runs(mlflow_store, name):
+    """The direct SQLite reader must return exactly what MLflow's search_runs returns."""
+    writer = MlflowRunLogger(f"sqlite:///{mlflow_store}")
+    sid = writer.start_study(name, "h1", params={"seeds": [0, 1]})
+    ok = writer.start_task(sid, meta("t1"), params={"lr": 0.01, "model": {"hidden": 8}})
+    log_result(writer, ok, {"iteration": 5, "loss": 1.0, "frame_acc": 10.0, "curve": {5: 10.0}})
+    log_result(writer, ok, {"iteration": 9, "loss": float("nan"), "frame_acc": 20.0})
+    writer.end_task(ok)
+    bad = writer.start_task(sid, meta("t2"))
+    writer.end_task(bad, "FAILED", reason="boom")
+    writer.start_task(sid, meta("t2/0", role="trial"), parent_run_id=bad)  # left RUNNING
+    later = writer.start_study(name, "h2")  # the latest hash
+
+    def as_dicts(records):
+        out = {}
+        for r in records:
+            metrics = {k: ("nan" if v != v else v) for k, v in r.metrics.items()}
+            out[r.run_id] = (r.status, dict(r.tags), dict(r.params), metrics,
+                             r.start_time, r.end_time)
+        return out
+
+    fast = MlflowRunLogger(f"sqlite:///{mlflow_store}")
+    slow = MlflowRunLogger(f"sqlite:///{mlflow_store}", fast_read=False)
+    for h in ("h1", "h2", None):
+        got = as_dicts(fast.study_runs(name, h))
+        assert got == as_dicts(slow.study_runs(name, h))
+    assert len(as_dicts(fast.study_runs(name, "h1"))) == 4
+    assert set(as_dicts(fast.study_runs(name))) == {later}
+    assert as_dicts(fast.study_runs(name, "h1"))[ok][3]["loss"] == "nan"
+    assert "client" not in vars(fast)  # answered by SQL alone: no MlflowClient was created
+    for logger in (fast, slow):
+        with pytest.raises(StudyNotFound):
+            logger.study_runs(name, "h3")
+        with pytest.raises(StudyNotFound):
+            logger.study_runs(f"{name}-absent")

@@ -221,9 +221,19 @@ def resolve_weights(model: str, weights: str | Path | None) -> Path | None:
     return path
 
 
-def build_model(name: str, num_classes: int, weights: str | Path | None = None) -> FrameClassifier:
+def build_model(
+    name: str,
+    num_classes: int,
+    weights: str | Path | None = None,
+    *,
+    transform_input: bool | None = None,
+) -> FrameClassifier:
     """A torchvision classifier by name, optionally ImageNet-initialised from a local file,
-    with its 1000-way head replaced by a fresh ``num_classes``-way one."""
+    with its 1000-way head replaced by a fresh ``num_classes``-way one.
+
+    ``transform_input`` (Inception-v3 / GoogLeNet only) defaults to whether ImageNet weights
+    are loaded, as torchvision does; checkpoints record it so a reloaded model sees its
+    input exactly as in training."""
     import torchvision.models as tvm
 
     known = tvm.list_models(module=tvm)
@@ -236,7 +246,7 @@ def build_model(name: str, num_classes: int, weights: str | Path | None = None) 
     kwargs = dict(_MODEL_KWARGS.get(name, {}))
     if "aux_logits" in kwargs:
         # ImageNet Inception/GoogLeNet weights expect torchvision's transform_input remap.
-        kwargs["transform_input"] = path is not None
+        kwargs["transform_input"] = path is not None if transform_input is None else transform_input
     net = tvm.get_model(name, weights=None, **kwargs)
     if path is not None:
         try:
@@ -424,13 +434,15 @@ class _TrainFrames(IterableDataset):
         batch_x: list[torch.Tensor] = []
         batch_y: list[int] = []
         epoch = self.start_epoch
+        idle = 0  # consecutive epochs in which this worker's share of the plan was empty
         try:
-            while True:
+            while idle < 1000:
                 plan_rng = np.random.default_rng([cfg.seed, epoch, 0])
                 balanced = cfg.sampling == "balanced"
                 plan = plan_epoch(
                     vids.offsets, vids.labels, self.train, cfg.stride, balanced, plan_rng
                 )[wid::nw]
+                idle = 0 if plan else idle + 1
                 for frame, label in self._interleaved(source, plan, aug):
                     x = _random_resized_crop(frame, aug, self.size, cfg.crop_scale)
                     if cfg.flip and aug.random() < 0.5:
@@ -573,6 +585,8 @@ class CNNTrainer:
         self.split = table.card.split(split).name
         self.source = source
         self.train_videos, self.test_videos = table.split_indices(self.split)
+        if not self.train_videos.size:
+            raise ConfigError(f"split {self.split} of {table.card.name!r} has no training videos")
         self.videos = _Videos.of(table, table_fps)
         self.size, self.resize = image_sizes(cfg.model, cfg.image_size)
         self.device = _device(device)
@@ -582,6 +596,8 @@ class CNNTrainer:
         cpus = cpus or torch.get_num_threads()
         auto_workers = min(8, max(0, cpus - 1)) if self.cuda else 0
         self.workers = cfg.workers if cfg.workers is not None else auto_workers
+        # a training worker without videos of its own would have nothing to stream
+        self.train_workers = min(self.workers, int(self.train_videos.size))
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, table.card.num_classes, cfg.weights).to(self.device)
         if self.channels_last:
@@ -607,7 +623,7 @@ class CNNTrainer:
                 self.source, self.videos, self.train_videos, self.cfg, self.size, self.resize,
                 start_epoch=self.iteration,
             )
-            self._loader = _loader(ds, self.workers, self.cuda)
+            self._loader = _loader(ds, self.train_workers, self.cuda)
             self._stream = iter(self._loader)
         return self._stream
 
@@ -650,12 +666,15 @@ class CNNTrainer:
 
     # -- inference -----------------------------------------------------------------------
     def predict(
-        self, which: np.ndarray, stride: int = 1, batch_size: int | None = None
+        self, which: np.ndarray, stride: int = 1, batch_size: int | None = None,
+        workers: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """(rows, softmax (len(rows), C), padded frames per video) over videos ``which``."""
+        """(rows, softmax (len(rows), C), padded frames per video) over videos ``which``;
+        rows in the loader's order (by video per worker)."""
         return _predict(
             self.model, self.source, self.videos, which, size=self.size, resize=self.resize,
-            batch_size=batch_size or self.cfg.batch_size, stride=stride, workers=self.workers,
+            batch_size=batch_size or self.cfg.batch_size, stride=stride,
+            workers=self.workers if workers is None else workers,
             device=self.device, amp=self.amp, channels_last=self.channels_last,
         )
 
@@ -688,6 +707,7 @@ class CNNTrainer:
             "iteration": self.iteration,
             "image_size": self.size,
             "resize": self.resize,
+            "transform_input": getattr(self.model.backbone, "transform_input", None),
             "run": run or {},
         }
         return {
@@ -755,7 +775,10 @@ def _check_classes(meta: dict[str, Any], table: FrameTable, path: str | Path) ->
 def load_checkpoint(path: str | Path) -> tuple[FrameClassifier, dict[str, Any]]:
     """The trained model of a CNN checkpoint and its metadata (config, classes, split, ...)."""
     ckpt, meta = _read_checkpoint(path)
-    model = build_model(meta["config"]["model"], len(meta["classes"]), None)
+    model = build_model(
+        meta["config"]["model"], len(meta["classes"]), None,
+        transform_input=meta.get("transform_input"),
+    )
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, meta

@@ -1,0 +1,266 @@
+"""The study runner on a real local Ray with a real MLflow (SQLite) store.
+
+Default run: one small study end to end (every task kind, a search with ASHA), the MLflow
+layout it leaves, idempotent re-run, and a permanent trial failure. Slow: a crash that
+recovers from its checkpoint with results equal to a clean run's, and a driver killed
+mid-study followed by ``resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.plan import make_plan
+from study.spec import open_study
+from study.tracking import MlflowRunLogger
+from tests.study_data import write_kitchens
+
+ray = pytest.importorskip("ray")
+
+A, B = "synth_breakfast", "synth_salads"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spec(root: Path, name: str = "rt", **over) -> Path:
+    d = {
+        "name": name,
+        "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]},
+                     B: {"path": f"data/{B}.parquet", "splits": [1]}},
+        "model": {"history": 16, "hidden": 8, "batch_size": 4},
+        "experiments": {
+            "seeds": [0],
+            "iterations": 30,
+            "pretrain_iterations": 30,
+            "eval_at": [10, 20],
+            "baselines": [B],
+            "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"]}],
+        },
+        "search": {"space": "small", "target": B, "num_samples": 2, "max_concurrent": 2,
+                   "iterations": 20, "asha": {"grace_period": 10, "reduction_factor": 2}},
+        "iterations_per_step": 10,
+        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "storage_path": str(root / "ray_results"),
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k] = {**d[k], **v}
+        else:
+            d[k] = v
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runner")
+    write_kitchens(root / "data", kitchens=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (a study reuses an initialised Ray)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def _runs(uri: str, name: str):
+    return MlflowRunLogger(uri).study_runs(name)
+
+
+def _tasks(runs):
+    return [r for r in runs if r.role == "task"]
+
+
+def test_study_end_to_end(data_root, local_ray, capsys):
+    from study.runner import run_study
+
+    spec_path = _spec(data_root)
+    loaded = open_study(spec_path)
+    out = run_study(loaded)
+    assert out.status == "FINISHED", out
+    plan = make_plan(loaded.spec)
+    assert sorted(out.finished) == sorted(plan.ids) and not out.failed
+    printed = capsys.readouterr().out
+    assert "[  6/6]" in printed and "FINISHED" in printed
+
+    uri = loaded.spec.tracking_uri
+    runs = _runs(uri, "rt")
+    assert not [r for r in runs if r.status == "RUNNING"]
+    tasks = _tasks(runs)
+    by_task = {r.tags["ks.task_id"]: r for r in tasks}
+    # exactly one FINISHED run per planned task
+    assert sorted(by_task) == sorted(plan.ids) and len(tasks) == len(plan)
+    assert all(r.status == "FINISHED" for r in tasks)
+    parent = next(r for r in runs if r.role == "study")
+    assert parent.status == "FINISHED" and parent.tags["ks.study_hash"] == loaded.hash
+
+    pre = by_task[f"pretrain:{A}.split1:s0"]
+    ft = by_task[f"finetune:{A}.split1>{B}.split1:concat:s0"]
+    joint = by_task[f"joint:{A}.split1>{B}.split1:concat:5-3:s0"]
+    base = by_task[f"baseline:{B}.split1:s0"]
+    for r, kind, mode in ((pre, "pretrain", "none"), (ft, "finetune", "transfer"),
+                          (joint, "joint", "joint"), (base, "baseline", "none")):
+        assert r.tags["ks.kind"] == kind and r.tags["ks.mode"] == mode
+        assert r.parent_run_id == parent.run_id
+        assert r.tags["ks.node"] and r.tags["ks.study"] == "rt"
+        assert r.metrics["iteration"] == 30 and 0 <= r.metrics["frame_acc"] <= 100
+        assert {"edit", "f1_10", "f1_25", "f1_50", "input_acc", "loss"} <= set(r.metrics)
+    # curves at the eval points (and the end) for target runs
+    assert {"curve.frame_acc.10", "curve.frame_acc.20", "curve.frame_acc.30"} <= set(ft.metrics)
+    assert ft.tags["ks.source"] == A and ft.tags["ks.target"] == B
+    # the fine-tune read the pre-train's checkpoint artifact, and started after it was stored
+    logger = MlflowRunLogger(uri)
+    art = logger.client.get_run(pre.run_id).info.artifact_uri
+    assert ft.params["init_checkpoint"] == f"{art}/checkpoint/lstm.pt"
+    local = logger.download_artifact(pre.run_id, "checkpoint/lstm.pt", data_root / "dl")
+    assert local.stat().st_size > 0
+    assert ft.start_time >= pre.end_time
+    # params are the task config, without the runner's private key
+    assert ft.params["mode"] == "transfer" and "_study" not in ft.params
+    assert ft.params["target_path"] == str(data_root / "data" / f"{B}.parquet")
+
+    # the search: one task run, its trials nested under it, the best one recorded
+    search = by_task[f"search:{B}.split1:small:s0"]
+    trials = [r for r in runs if r.role == "trial"]
+    assert len(trials) == 2 and all(t.parent_run_id == search.run_id for t in trials)
+    assert all(t.status == "FINISHED" for t in trials)
+    best = max(t.metrics["frame_acc"] for t in trials if "ks.early_stopped" not in t.tags)
+    assert search.metrics["best.frame_acc"] == pytest.approx(best)
+    assert "history" in search.tags["ks.best_params"]
+    assert all(int(t.params["history"]) <= 128 for t in trials)
+
+    # idempotent: running again skips every finished task and adds no task run
+    again = run_study(loaded)
+    assert again.status == "FINISHED" and again.finished == []
+    assert sorted(again.skipped_done) == sorted(plan.ids)
+    assert len(_tasks(_runs(uri, "rt"))) == len(plan)
+
+
+def test_permanent_failure_is_recorded(data_root, local_ray):
+    from study.runner import run_study
+
+    spec_path = _spec(data_root, name="rtfail", max_failures=0, search=None,
+                      experiments={"edges": [{"source": A, "target": B}]})
+    loaded = open_study(spec_path)
+    pid = f"pretrain:{A}.split1:s0"
+    out = run_study(loaded, inject_faults={pid: 10}, progress=False)
+    assert out.status == "FAILED"
+    assert set(out.failed) == {pid} and "injected fault" in out.failed[pid]
+    ft = f"finetune:{A}.split1>{B}.split1:concat:s0"
+    assert ft in out.not_run and "did not finish" in out.not_run[ft]
+    assert out.finished == [f"baseline:{B}.split1:s0"]
+    runs = _runs(loaded.spec.tracking_uri, "rtfail")
+    assert not [r for r in runs if r.status == "RUNNING"]
+    failed = [r for r in _tasks(runs) if r.status == "FAILED"]
+    assert len(failed) == 1 and "injected fault at iteration 10" in failed[0].tags["ks.error"]
+    parent = next(r for r in runs if r.role == "study")
+    assert parent.status == "FAILED" and "1 task(s) failed" in parent.tags["ks.error"]
+
+
+def _final_metrics(uri: str, name: str) -> dict[str, dict[str, float]]:
+    keep = ("frame_acc", "edit", "f1_10", "f1_25", "f1_50", "input_acc", "loss")
+    return {r.tags["ks.task_id"]: {k: r.metrics[k] for k in keep if k in r.metrics}
+            for r in _tasks(_runs(uri, name)) if r.status == "FINISHED"}
+
+
+@pytest.mark.slow
+def test_crash_once_recovers_from_checkpoint_with_equal_results(tmp_path, data_root, local_ray):
+    from study.runner import run_study
+
+    clean_root, crash_root = tmp_path / "clean", tmp_path / "crash"
+    for r in (clean_root, crash_root):
+        (r / "data").mkdir(parents=True)
+        for f in (data_root / "data").iterdir():
+            (r / "data" / f.name).symlink_to(f)
+    over = {"search": None, "experiments": {"edges": [{"source": A, "target": B}]}}
+    clean = open_study(_spec(clean_root, name="rec", **over))
+    crash = open_study(_spec(crash_root, name="rec", **over))
+    assert clean.hash == crash.hash
+    assert run_study(clean, progress=False).status == "FINISHED"
+    pid, ft = f"pretrain:{A}.split1:s0", f"finetune:{A}.split1>{B}.split1:concat:s0"
+    out = run_study(crash, progress=False, inject_faults={pid: 20, ft: 10})
+    assert out.status == "FINISHED", out
+    runs = _tasks(_runs(crash.spec.tracking_uri, "rec"))
+    retried = {r.tags["ks.task_id"]: r for r in runs if "ks.retries" in r.tags}
+    assert set(retried) == {pid, ft}
+    assert "injected fault" in retried[pid].tags["ks.last_error"]
+    # one run per task: the retry continued the same run from its last checkpoint
+    assert len(runs) == len(make_plan(crash.spec))
+    assert _final_metrics(crash.spec.tracking_uri, "rec") == _final_metrics(
+        clean.spec.tracking_uri, "rec")
+
+
+def _kitchen_study(*args: str, **kw) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("kitchen-study")
+    return subprocess.Popen([str(exe), *args], cwd=kw.pop("cwd"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resume(tmp_path, data_root):
+    (tmp_path / "data").mkdir()
+    for f in (data_root / "data").iterdir():
+        (tmp_path / "data" / f.name).symlink_to(f)
+    # longer tasks so that the kill lands mid-study
+    spec_path = _spec(tmp_path, name="kill", search=None, experiments={
+        "seeds": [0, 1], "iterations": 300, "pretrain_iterations": 300, "eval_at": [100]},
+        iterations_per_step=50)
+    loaded = open_study(spec_path)
+    plan = make_plan(loaded.spec)
+    uri = loaded.spec.tracking_uri
+    proc = _kitchen_study("run", str(spec_path), "--num-cpus", "2", cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    finished_before: dict[str, str] = {}
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(2)
+            if not (tmp_path / "mlflow.db").exists():
+                continue
+            try:
+                tasks = _tasks(_runs(uri, "kill"))
+            except Exception:
+                continue
+            fin = {r.tags["ks.task_id"]: r.run_id for r in tasks if r.status == "FINISHED"}
+            running = [r for r in tasks if r.status == "RUNNING"]
+            if len(fin) >= 2 and running:
+                finished_before = fin
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait(30)
+    assert finished_before, "the study never reached a mid-point: " + (proc.stdout.read() or "")
+    tasks = _tasks(_runs(uri, "kill"))
+    assert any(r.status == "RUNNING" for r in tasks)  # left behind by the killed driver
+
+    res = subprocess.run([str(Path(sys.executable).with_name("kitchen-study")), "resume",
+                          str(spec_path), "--num-cpus", "2"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{len(finished_before)} already finished" in res.stdout
+    runs = _runs(uri, "kill")
+    assert not [r for r in runs if r.status == "RUNNING"]
+    tasks = _tasks(runs)
+    fin = {}
+    for r in tasks:
+        if r.status == "FINISHED":
+            assert r.tags["ks.task_id"] not in fin, "a task finished twice"
+            fin[r.tags["ks.task_id"]] = r.run_id
+    assert sorted(fin) == sorted(plan.ids)
+    # tasks finished before the kill were not run again
+    assert all(fin[t] == rid for t, rid in finished_before.items())
+    killed = [r for r in tasks if r.status == "KILLED"]
+    assert killed and all("driver stopped" in r.tags["ks.error"] for r in killed)
+    assert not {r.tags["ks.task_id"] for r in killed} & set(finished_before)
