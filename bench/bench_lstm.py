@@ -21,6 +21,7 @@ replaces the ``## LSTM training`` section of docs/benchmarks.md (other sections 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import statistics
@@ -152,7 +153,9 @@ def main() -> None:
         f"- peephole / cuDNN-cell trainer throughput: **{peep:.2f}×** (recorded, no target)",
     ]
     text = "\n".join(table + [""] + summary)
-    print(f"device: {where}; torch {torch.__version__}; median of {args.repeats} rounds")
+    load = os.getloadavg()[0]
+    print(f"device: {where}; torch {torch.__version__}; median of {args.repeats} rounds; "
+          f"load average {load:.1f}")
     print(text)
 
     if args.write_doc:
@@ -164,7 +167,9 @@ def main() -> None:
             f" — {where}, torch {torch.__version__}. Paper shapes: batch {BATCH} × history "
             f"{HISTORY}, {CLASSES} classes, hidden {HIDDEN}, depth 1. Median of {args.repeats} "
             f"interleaved rounds ({args.iters} iterations each for bare and trainer, 1 for "
-            "peephole, 50 batches for sampling), all in one process on the same device.",
+            "peephole, 50 batches for sampling), all in one process on the same device. "
+            f"The machine is shared with other jobs: load average {load:.1f} at the end of "
+            "the run, so absolute times are inflated; the ratios are measured side by side.",
             "",
             text,
             "",

@@ -134,14 +134,18 @@ def read_coarse_file(path: str | Path) -> tuple[np.ndarray, list[str], list[int]
                 lineno,
             )
         if start > prev_end + 1:
+            missing = (
+                f"frame {prev_end + 1} has"
+                if start == prev_end + 2
+                else f"frames {prev_end + 1}-{start - 1} have"
+            )
             where = (
-                "the first segment must start at frame 1"
-                if not prev_end
-                else (f"the previous segment ends at frame {prev_end} (line {prev_line})")
+                f"the previous segment ends at frame {prev_end}, line {prev_line}"
+                if prev_end
+                else "the first segment must start at frame 1"
             )
             raise DataError(
-                f"gap: frames {prev_end + 1}-{start - 1} have no label ({where}; gaps are "
-                f"errors, not background)",
+                f"gap: {missing} no label ({where}; gaps are errors, not background)",
                 path,
                 lineno,
             )

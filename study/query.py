@@ -1,17 +1,21 @@
 """Python query API over a tracked study: which source helps which target, by how much, and
 is it real? Needs only MLflow's tracking URI (no Ray, no datasets).
 
->>> from study import load_study
->>> s = load_study("demo")                                 # or load_study("studies/demo.yaml")
->>> s.results()                                            # one row per finished task run
->>> s.transfer_matrix("frame_acc")                         # sources x targets, mean gain
->>> s.best_transfer_pairs(target="kitchen_b", k=5)         # gain, 95 % CI, paired p-value
->>> s.convergence("kitchen_b", wide=True)                  # iterations x accuracy per source
->>> s.plot_transfer_heatmap().savefig("heatmap.png")
+Usage::
 
-Everything is fetched in bulk when the study is loaded (one paged ``search_runs`` over the
-study's experiment, filtered by study hash): no per-run calls, so hundreds of runs load in
-well under a second (``bench/bench_query.py``).
+    from study import load_study
+    s = load_study("demo")                              # or load_study("studies/demo.yaml")
+    s.results()                                         # one row per finished task run
+    s.transfer_matrix("frame_acc")                      # sources x targets, mean gain
+    s.best_transfer_pairs(target="kitchen_b", k=5)      # gain, 95 % CI, paired p-value
+    s.convergence("kitchen_b", wide=True)               # iterations x accuracy per source
+    s.plot_transfer_heatmap().savefig("heatmap.png")    # matplotlib Figures
+
+Everything is fetched in bulk when the study is loaded, never per run: from a SQLite store
+by four read-only SQL queries, from a tracking server by one paged ``search_runs`` over the
+study's experiment filtered by study hash (``MlflowRunLogger.study_runs``); 500 runs load
+and answer ``best_transfer_pairs`` in about 0.1 s of CPU from SQLite
+(``bench/bench_query.py``, ``docs/benchmarks.md``).
 
 Rules:
 
@@ -376,7 +380,7 @@ def _series_labels(long: pd.DataFrame) -> pd.Series:
 
 
 def _from_spec(path: Path) -> tuple[str, list[str], str]:
-    """(name, candidate hashes, tracking URI) of a spec file. The hash needs the datasets'
+    """(name, [content hash] or [], tracking URI) of a spec file. The hash needs the datasets'
     cards; without them (e.g. querying from another machine) the latest run of the name is
     used, with a warning."""
     from data_prep.errors import DataError
@@ -390,7 +394,7 @@ def _from_spec(path: Path) -> tuple[str, list[str], str]:
         warnings.warn(f"{path}: cannot compute the study hash ({e}); using the latest run of "
                       f"study {spec.name!r}", stacklevel=3)
         return spec.name, [], spec.tracking_uri
-    return loaded.spec.name, [loaded.hash, loaded.short_hash], loaded.spec.tracking_uri
+    return loaded.spec.name, [loaded.hash], loaded.spec.tracking_uri
 
 
 def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | None = None,
@@ -421,13 +425,4 @@ def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | No
     db = _sqlite_path(uri)
     if db is not None and not db.is_file():
         raise StudyNotFound(f"no MLflow database at {db} (tracking URI {uri})")
-    logger = MlflowRunLogger(uri)
-    if not hashes:
-        return StudyResults.from_logger(logger, name)
-    for i, h in enumerate(hashes):
-        try:
-            return StudyResults.from_logger(logger, name, h)
-        except StudyNotFound:
-            if i == len(hashes) - 1:
-                raise
-    raise AssertionError("unreachable")
+    return StudyResults.from_logger(MlflowRunLogger(uri), name, hashes[0] if hashes else None)

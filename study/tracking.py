@@ -417,14 +417,11 @@ def _log_convergence_plots(logger: RunLogger, name: str, study_hash: str,
     curves = results.convergence()
     if curves.empty:
         return
-    import matplotlib.pyplot as plt
-
     with tempfile.TemporaryDirectory() as tmp:
         for target in sorted(curves["target"].unique()):
-            fig = results.plot_convergence(target)
+            # a bare Figure (no pyplot): nothing to close, no GUI backend involved
             path = Path(tmp) / f"convergence_{target}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
+            results.plot_convergence(target).savefig(path, dpi=100)
             logger.log_artifact(study_run_id, path, "plots")
 
 
@@ -669,6 +666,7 @@ class MlflowRunLogger:
         self.artifact_root = artifact_root
         self.fast_read = fast_read
         self._lock = threading.RLock()
+        self._studies: dict[str, tuple[str, str, str]] = {}
 
     @functools.cached_property
     def client(self) -> Any:
@@ -739,15 +737,28 @@ class MlflowRunLogger:
                    params: Mapping[str, Any] | None = None,
                    parent_run_id: str | None = None) -> str:
         with self._lock:
-            study = self.client.get_run(study_run_id)
-            tags = {**meta.to_tags(),
-                    **_study_tags(study.data.tags["ks.study"], study.data.tags["ks.study_hash"]),
+            exp_id, name, study_hash = self._study_of(study_run_id)
+            tags = {**meta.to_tags(), **_study_tags(name, study_hash),
                     "mlflow.parentRunId": parent_run_id or study_run_id}
-            rid = self.client.create_run(study.info.experiment_id, tags=tags,
-                                         run_name=meta.task_id).info.run_id
+            rid = self.client.create_run(exp_id, tags=tags, run_name=meta.task_id).info.run_id
             if params:
-                self.log_params(rid, params)
+                self._log_new_params(rid, flatten_params(params))  # a new run has none yet
             return rid
+
+    def _study_of(self, study_run_id: str) -> tuple[str, str, str]:
+        """(experiment id, study name, hash) of a parent run; cached (they never change)."""
+        if study_run_id not in self._studies:
+            run = self.client.get_run(study_run_id)
+            self._studies[study_run_id] = (run.info.experiment_id, run.data.tags["ks.study"],
+                                           run.data.tags["ks.study_hash"])
+        return self._studies[study_run_id]
+
+    def _log_new_params(self, run_id: str, flat: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        new = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(new), _PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=new[i:i + _PARAMS_PER_BATCH])
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -756,17 +767,13 @@ class MlflowRunLogger:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
         flat = flatten_params(params)
         with self._lock:
             old = self.client.get_run(run_id).data.params
             conflicts = sorted(k for k, v in flat.items() if k in old and old[k] != v)
             if conflicts:
                 raise ParamConflict(_conflict_message(run_id, conflicts, old, flat))
-            new = [Param(k, v) for k, v in flat.items() if k not in old]
-            for i in range(0, len(new), _PARAMS_PER_BATCH):
-                self.client.log_batch(run_id, params=new[i:i + _PARAMS_PER_BATCH])
+            self._log_new_params(run_id, {k: v for k, v in flat.items() if k not in old})
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float],
                     step: int | None = None) -> None:

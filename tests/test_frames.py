@@ -148,7 +148,13 @@ def test_short_video_within_tolerance_repeats_last_frame(toy):
     ))
     assert len(got) == n
     assert padded == {table.videos[0]: 3}
-    assert got[-1][1] is got[-4][1]
+    assert all(np.array_equal(got[-k][1], got[-4][1]) for k in (1, 2, 3))
+    # the repeated frame is the video's last one even when it was not itself wanted
+    sub = list(read_frames(
+        FrameSource(root / "videos"), table.videos[0], np.array([0, n - 1]), n_table=n,
+        table_fps=15,
+    ))
+    assert np.array_equal(sub[1][1], got[-4][1]) and not np.array_equal(sub[0][1], sub[1][1])
 
 
 def test_short_video_beyond_tolerance_is_an_error(toy):
@@ -172,9 +178,10 @@ def test_short_folder_beyond_tolerance_is_an_error(toy):
 def test_only_tail_frames_wanted(toy):
     root, table = toy
     n = int(table.lengths[0]) + 2
-    got = list(read_frames(FrameSource(root / "videos"), table.videos[0], np.array([n - 1]),
-                           n_table=n, table_fps=15))
-    assert len(got) == 1 and got[0][0] == n - 1 and got[0][1].shape == (48, 64, 3)
+    for sub in ("videos", "frames"):
+        got = list(read_frames(FrameSource(root / sub), table.videos[0], np.array([n - 1]),
+                               n_table=n, table_fps=15))
+        assert len(got) == 1 and got[0][0] == n - 1 and got[0][1].shape == (48, 64, 3)
 
 
 # -- rule 4: bad input ---------------------------------------------------------------------

@@ -172,12 +172,14 @@ BAD: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "is in both train.split1.bundle and test.split1.bundle",
     ),
     "participant in train and test": (
+        # move S1_tea_cam_a from test to train: S1 is then on both sides
         lambda r: (
-            _replace_line(r / "splits" / "test.split1.bundle", 2, "S1_coffee_cam_b.txt")
+            _replace_line(r / "splits" / "test.split1.bundle", 2, "")
             or _replace_line(r / "splits" / "train.split1.bundle", 1, "S1_tea_cam_a.txt")
         ),
-        "/splits/test.split1.bundle:",
-        "split 1 is not leave-person-out: participant 'S1'",
+        "/splits/test.split1.bundle:1:",
+        "split 1 is not leave-person-out: participant 'S1' is in the test video "
+        "'S1_coffee_cam_b' and in the train video 'S1_tea_cam_a' (train.split1.bundle line 1)",
     ),
     "features length differs from labels": (
         lambda r: np.save(r / "features" / "S3_tea_cam_b.npy", np.zeros((fmt.DIM, 8))),

@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
+from data_prep.errors import DataError
 from study.query import StudyNotFound, StudyResults, load_study
 from study.report import write_report
 from study.tracking import InMemoryRunLogger, MlflowRunLogger, TaskMeta, log_result
@@ -62,9 +63,9 @@ def task_id(run) -> str:
     return f"{kind}/{src}:{ssplit}>{tgt}:{tsplit}/{arr}/s{seed}"
 
 
-def populate(logger, name: str, study_hash: str = "hq") -> str:
+def populate(logger, name: str, study_hash: str = "hq", runs=RUNS) -> str:
     sid = logger.start_study(name, study_hash)
-    for run in RUNS:
+    for run in runs:
         kind, mode, src, ssplit, tgt, tsplit, arr, seed, acc, curve = run
         meta = TaskMeta(task_id(run), kind, mode, tgt, tsplit, src, ssplit, arr, seed)
         rid = logger.start_task(sid, meta, params={"iterations": 1024, "lr": 0.001})
@@ -243,6 +244,35 @@ def test_hash_selection_and_missing_studies(store, tmp_path):
     assert not missing.exists()  # a query never creates a store
 
 
+def test_spec_path_selects_the_spec_version(store, tmp_path):
+    """load_study(SPEC) reads the spec's name, tracking URI and content hash."""
+    import yaml
+
+    from study.spec import open_study
+    from tests.study_data import write_kitchens
+
+    uri, _ = store
+    paths = write_kitchens(tmp_path / "data", kitchens=1, videos=4)
+    name = f"spec{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": name, "tracking_uri": uri,
+        "datasets": {n: {"path": str(p), "splits": [1]} for n, p in paths.items()},
+        "experiments": {"iterations": 10}}))
+    h = open_study(spec).hash
+    logger = MlflowRunLogger(uri)
+    populate(logger, name, study_hash=h, runs=RUNS[:2])
+    newer = logger.start_study(name, "edited-spec")  # a later version of the study
+    logger.end_study(newer, plots=False)
+    got = load_study(spec)
+    assert (got.name, got.study_hash, len(got.results())) == (name, h, 2)
+    # without the data the hash cannot be computed: the latest version, with a warning
+    next(iter(paths.values())).unlink()
+    with pytest.warns(UserWarning, match="cannot compute the study hash"):
+        latest = load_study(spec)
+    assert latest.study_hash == "edited-spec" and latest.results().empty
+
+
 def test_report(study, tmp_path):
     out = tmp_path / "report"
     write_report(study, out)
@@ -257,3 +287,10 @@ def test_report(study, tmp_path):
     write_report(study, out)
     assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
+    # a directory that is not a report is never replaced
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    with pytest.raises(DataError, match="refusing to replace"):
+        write_report(study, other)
+    assert (other / "mine.txt").read_text() == "keep"

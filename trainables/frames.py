@@ -189,9 +189,7 @@ def read_frames(
         src = full_map[wanted]
         needed = np.unique(src)
         pos = 0  # next entry of wanted/src to serve
-        last: np.ndarray | None = None
         for j, img in reader.frames(needed, short_side, full_map):
-            last = img
             while pos < len(src) and src[pos] == j:
                 yield int(wanted[pos]), img
                 pos += 1
@@ -211,8 +209,7 @@ def read_frames(
                 f"(tail_tolerance is {source.tail_tolerance})",
                 path,
             )
-        if last is None:  # everything wanted lies in the missing tail: decode the last frame
-            last = reader.last_frame(short_side)
+        last = reader.last_frame(short_side)
         if on_pad is not None:
             on_pad(video, missing)
         while pos < len(src):
@@ -229,6 +226,7 @@ class _VideoReader:
     def __init__(self, video: str, path: Path, threads: int):
         self.video, self.path, self.threads = video, path, threads
         self.decoded = 0
+        self._last = None  # the last decoded frame (not converted unless needed)
 
     def __enter__(self) -> _VideoReader:
         import av  # lazy: keeps `import trainables` light
@@ -276,6 +274,7 @@ class _VideoReader:
                 ) from None
             j += 1
             self.decoded = j + 1
+            self._last = frame
             if j in need:
                 yield j, self._convert(frame, short_side)
 
@@ -284,12 +283,8 @@ class _VideoReader:
         return frame.to_ndarray(format="rgb24", width=w, height=h)
 
     def last_frame(self, short_side: int | None) -> np.ndarray:
-        """The last decodable frame (only reached when every wanted frame is in the tail)."""
-        self.container.seek(0)
-        last = None
-        for frame in self.container.decode(self.stream):
-            last = frame
-        return self._convert(last, short_side)
+        """The last decoded frame (called after decoding reached the end of the stream)."""
+        return self._convert(self._last, short_side)
 
 
 class _FolderReader:
