@@ -1,6 +1,7 @@
 """LSTM training throughput at the paper's shapes, against a bare torch.nn.LSTM loop.
 
-    .venv/bin/python bench/bench_lstm.py [--device cpu|cuda] [--repeats 5] [--write-doc]
+    .venv/bin/python bench/bench_lstm.py [--device cpu|cuda] [--threads 1] [--repeats 5]
+                                         [--iters 3] [--write-doc]
 
 Measured side by side in one process, interleaved (bare, trainer, bare, trainer, ...), on
 the same device and thread count, median over ``--repeats`` rounds:
@@ -97,11 +98,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=4, help="training iterations per timing")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--iters", type=int, default=3, help="training iterations per timing")
+    # 1 thread by default: on a shared 2-core machine, 2 OpenMP threads competing with other
+    # jobs made a bare step ~6x slower (8 s instead of 1.2 s) and the timings erratic
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = SplitData.load(make_table(), 1, device)
@@ -162,8 +165,8 @@ def main() -> None:
         section = "\n".join([
             SECTION,
             "",
-            f"`.venv/bin/python bench/bench_lstm.py --device {args.device}"
-            + (f" --threads {args.threads}" if args.threads else "") + f" --repeats {args.repeats}`"
+            f"`.venv/bin/python bench/bench_lstm.py --device {args.device} --threads "
+            f"{args.threads} --repeats {args.repeats} --iters {args.iters} --write-doc`"
             f" — {where}, torch {torch.__version__}. Paper shapes: batch {BATCH} × history "
             f"{HISTORY}, {CLASSES} classes, hidden {HIDDEN}, depth 1. Median of {args.repeats} "
             f"interleaved rounds ({args.iters} iterations each for bare and trainer, 1 for "

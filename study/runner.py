@@ -881,6 +881,13 @@ def _fit(state: _State, callback: Any, trainable: type, spec: Any, loaded: Loade
     def dirname(trial) -> str:
         return f"{_safe(name(trial))}_{trial.trial_id}"
 
+    # Tune keeps only one trial PENDING for a custom searcher: a trial then waits for a
+    # fresh actor (seconds: torch and Ray imports) while the running one finishes and is
+    # reused, so a 2-CPU machine ran one trial at a time. Queue one per trial slot.
+    import ray
+
+    slots = ray.cluster_resources().get("CPU", 1) / max(spec.resources.cpu, 1e-9)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, math.ceil(slots))))
     storage = storage_path or spec.storage_path
     if storage and "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
