@@ -170,6 +170,9 @@ def bench_model(name: str, size: int, batch: int, steps: int, table, table_path:
         "export_fps": _median(export_fps), "bare_infer_fps": _median(infer_fps),
         "export_ratio": _median([a / b for a, b in zip(export_fps, infer_fps, strict=True)]),
         "export_frames": frames,
+        # every repeat, to show the spread on a shared machine
+        "runs": {"train": train_fps, "bare_train": bare_fps, "export": export_fps,
+                 "bare_infer": infer_fps},
     }
 
 

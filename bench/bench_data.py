@@ -23,7 +23,7 @@ this 2-core machine is shared and a high load average inflates wall time.
    array) and (b) ``pq.read_table(path).to_pandas()`` + ``np.stack`` of the features.
 
 4. ``--variants``: decoding the features column alone (``table._read_features``) when it
-   was written with other settings (v1 1 MiB pages, lz4, zstd, byte-stream-split + zstd),
+   was written with other settings (v2 8 MiB pages, lz4, zstd, byte-stream-split + zstd),
    to back the choice in ``data_prep.table._parquet_options``.
 
 ``--write-doc`` replaces the ``## Data preparation`` section of docs/benchmarks.md (other
@@ -241,8 +241,8 @@ def run(
 
 VARIANTS: dict[str, dict[str, object]] = {
     # writer settings for the features column; everything else as in write_table
-    "ours: uncompressed, v2 pages of 8 MiB": {},
-    "uncompressed, v1 pages of 1 MiB": {"data_page_version": "1.0", "data_page_size": 1 << 20},
+    "ours: uncompressed": {},
+    "uncompressed, v2 data pages of 8 MiB": {"data_page_version": "2.0", "data_page_size": 8 << 20},
     "lz4": {"compression": "lz4"},
     "zstd": {"compression": "zstd"},
     "byte_stream_split + zstd": {"compression": "zstd", "encoding": "BYTE_STREAM_SPLIT"},

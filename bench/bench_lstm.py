@@ -138,7 +138,7 @@ def main() -> None:
 
     cpu = f"{platform.processor() or platform.machine()} CPU"
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"{cpu}, {torch.get_num_threads()} threads")
+             else f"{cpu}, {torch.get_num_threads()} torch thread(s)")
     rows = [
         ("bare torch.nn.LSTM loop (fixed batch)", f"{med['bare'] * 1e3:.0f} ms",
          f"{fps['bare']:,.0f}", "1.00"),
@@ -176,8 +176,14 @@ def main() -> None:
             "",
             text,
             "",
+            "Notes: 1 torch thread because on this shared 2-core machine 2 threads competing "
+            "with other jobs made every step ~6× slower and erratic (a bare step took 8 s "
+            "instead of 1.2 s). The peephole cell is a Python loop over time; stepping it "
+            "with `unbind(1)` rather than `x[:, t]` slices took it from 46 s to 1.7 s per "
+            "iteration here (slice gradients are full-size tensors, quadratic in history). "
             "No GPU was available when these figures were taken; run the same command with "
-            "`--device cuda` on a GPU machine to add them.",
+            "`--device cuda` on a GPU machine to add them (expect the peephole cell to fall "
+            "much further behind cuDNN there).",
             "",
         ])
         write_section(section)

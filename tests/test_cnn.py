@@ -71,15 +71,12 @@ def invoke(*args):
 # -- model ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "inception_v3"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 def test_model_head_has_the_dataset_classes(name):
     model = build_model(name, 5).eval()
-    size = 299 if name == "inception_v3" else 64
     with torch.no_grad():
-        out = model(torch.zeros(2, 3, size, size, dtype=torch.uint8))
+        out = model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
     assert out.shape == (2, 5)
-    if name == "inception_v3":
-        assert model.backbone.AuxLogits is None and not model.backbone.transform_input
 
 
 def test_unknown_model_is_a_clear_error():
@@ -131,7 +128,9 @@ def test_inception_imagenet_weights_drop_the_aux_head(toy, tmp_path):
     cfg = CNNConfig(model="inception_v3", weights=str(tmp_path / "inception.pth"), image_size=80)
     trainer = CNNTrainer(cfg, read_table(path), 1, FrameSource(root / "videos"), device="cpu")
     model = trainer.model
+    assert model.backbone.AuxLogits is None and model.backbone.fc.out_features == 4
     assert model.backbone.transform_input  # what torchvision's ImageNet Inception expects
+    assert not build_model("inception_v3", 4).backbone.transform_input  # random init
     assert torch.equal(model.backbone.Mixed_7c.branch1x1.conv.weight,
                        sd["Mixed_7c.branch1x1.conv.weight"])
     # a checkpoint remembers the input transform: the reloaded model gives the same softmax
@@ -139,7 +138,8 @@ def test_inception_imagenet_weights_drop_the_aux_head(toy, tmp_path):
     assert meta["transform_input"] is True and reloaded.backbone.transform_input
     x = torch.randint(0, 256, (2, 3, 80, 80), dtype=torch.uint8)
     with torch.no_grad():
-        assert torch.allclose(model.eval()(x), reloaded(x), atol=1e-5)
+        out = model.eval()(x)
+        assert out.shape == (2, 4) and torch.allclose(out, reloaded(x), atol=1e-5)
 
 
 # -- config and sampling -------------------------------------------------------------------

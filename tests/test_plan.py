@@ -170,8 +170,8 @@ def test_shipped_plans(name):
     plan = make_plan(load_spec(ROOT / "studies" / name))
     c = plan.counts()
     if name == "demo.yaml":
-        assert c == {"pretrain": 6, "finetune": 12, "joint": 2, "baseline": 6, "search": 1}
-        assert plan.trial_count == 30
+        assert c == {"pretrain": 6, "finetune": 24, "joint": 2, "baseline": 6, "search": 1}
+        assert plan.trial_count == 42
     else:
         # Table 4: 3 datasets x 4 splits x 3 seeds
         assert c["baseline"] == 36

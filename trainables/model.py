@@ -86,8 +86,10 @@ class PeepholeLSTM(nn.Module):
             xp = torch.addmm(bias, x.reshape(-1, x.shape[-1]), w_ih.t()).view(batch, -1, 4 * hidden)
             h, c = h_all[layer], c_all[layer]
             outputs = []
-            for t in range(xp.shape[1]):
-                gates = torch.addmm(xp[:, t], h, w_hh.t())
+            # unbind, not xp[:, t]: the backward of T slices would materialise T full-size
+            # zero gradients (quadratic in T); unbind's backward stacks them once
+            for x_t in xp.unbind(1):
+                gates = torch.addmm(x_t, h, w_hh.t())
                 gi, gf, gz, go = gates.chunk(4, dim=1)
                 i = torch.sigmoid(gi + p_i * c)
                 f = torch.sigmoid(gf + p_f * c)

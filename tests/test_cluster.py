@@ -1,0 +1,172 @@
+"""A real two-node Ray cluster on loopback: ``ray start --head`` + ``ray start --address``,
+a study submitted with ``ray job submit -- kitchen-study run SPEC``; tasks must run on both
+nodes and every result must reach MLflow. The cluster runs in its own temp dir and ports
+(never the default ones, so other Ray users on the machine are untouched) and is always
+stopped afterwards, by the ids of the processes this test started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.plan import make_plan
+from study.spec import open_study
+from study.tracking import MlflowRunLogger
+from tests.study_data import write_kitchens
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]
+
+BIN = Path(sys.executable).parent
+A, B = "synth_breakfast", "synth_salads"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_ports(worker_base: int) -> list[str]:
+    return [
+        "--node-manager-port", str(_free_port()),
+        "--object-manager-port", str(_free_port()),
+        "--dashboard-agent-listen-port", str(_free_port()),
+        "--dashboard-agent-grpc-port", str(_free_port()),
+        "--runtime-env-agent-port", str(_free_port()),
+        "--metrics-export-port", str(_free_port()),
+        "--min-worker-port", str(worker_base),
+        "--max-worker-port", str(worker_base + 99),
+    ]
+
+
+def _mine(tag: str) -> list[int]:
+    """Pids of processes whose command line names this test's temp dir."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if tag in (p / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(p.name))
+    return [p for p in pids if p != os.getpid()]
+
+
+class LoopbackCluster:
+    """Head + one worker node, each ``ray start --block`` (stopping it stops its node)."""
+
+    def __init__(self, temp_dir: Path):
+        self.temp_dir = temp_dir
+        self.gcs_port = _free_port()
+        self.dashboard_port = _free_port()
+        self.procs: list[subprocess.Popen] = []
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        self.env["PATH"] = f"{BIN}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+
+    def _start(self, args: list[str], log: str) -> None:
+        out = open(self.temp_dir / log, "w")  # noqa: SIM115 - closed with the process
+        self.procs.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--num-cpus", "1",
+             "--node-ip-address", "127.0.0.1", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True))
+
+    def start(self) -> None:
+        base = random.randrange(30000, 59000, 200)
+        self._start(["--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir),
+                     "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                     "--dashboard-port", str(self.dashboard_port),
+                     "--ray-client-server-port", str(_free_port()), *_node_ports(base)],
+                    "head.log")
+        self._wait_for_nodes(1)
+        self._start(["--address", f"127.0.0.1:{self.gcs_port}", *_node_ports(base + 100)],
+                    "worker.log")
+        self._wait_for_nodes(2)
+
+    def _wait_for_nodes(self, n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"ray start exited {p.returncode}: {self.logs()}")
+            res = subprocess.run([str(BIN / "ray"), "status", "--address",
+                                  f"127.0.0.1:{self.gcs_port}"], capture_output=True,
+                                 text=True, env=self.env, timeout=60)
+            if res.returncode == 0 and res.stdout.count(" node_") >= n:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"{n} node(s) not up in {timeout}s: {self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}"
+                         for f in sorted(self.temp_dir.glob("*.log")))
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # worker first, then the head
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        # anything of this cluster still alive (e.g. a worker that lost its raylet)
+        for pid in _mine(str(self.temp_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
+    # short socket paths: Ray's unix sockets live under the temp dir
+    tdir = Path(tempfile.mkdtemp(prefix="ksrc", dir="/tmp"))
+    cluster = LoopbackCluster(tdir)
+    try:
+        write_kitchens(tmp_path / "data", kitchens=2)
+        spec = {
+            "name": "cluster",
+            "datasets": {A: {"path": str(tmp_path / "data" / f"{A}.parquet"), "splits": [1]},
+                         B: {"path": str(tmp_path / "data" / f"{B}.parquet"), "splits": [1]}},
+            "model": {"history": 16, "hidden": 8, "batch_size": 4},
+            "experiments": {"seeds": [0, 1], "iterations": 40, "pretrain_iterations": 40,
+                            "eval_at": [20], "all_pairs": True},
+            "iterations_per_step": 20,
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "storage_path": str(tmp_path / "ray_results"),
+        }
+        spec_path = tmp_path / "cluster.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        cluster.start()
+        job = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address",
+             f"http://127.0.0.1:{cluster.dashboard_port}", "--",
+             str(BIN / "kitchen-study"), "run", str(spec_path)],
+            capture_output=True, text=True, env=cluster.env, timeout=360)
+        assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-3000:] + cluster.logs()
+        assert "study cluster" in job.stdout and "FINISHED" in job.stdout
+
+        loaded = open_study(spec_path)
+        plan = make_plan(loaded.spec)
+        runs = MlflowRunLogger(loaded.spec.tracking_uri).study_runs("cluster")
+        tasks = [r for r in runs if r.role == "task"]
+        assert sorted(r.tags["ks.task_id"] for r in tasks) == sorted(plan.ids)
+        assert all(r.status == "FINISHED" for r in runs)
+        assert all("frame_acc" in r.metrics for r in tasks)
+        nodes = {r.tags["ks.node"] for r in tasks}
+        assert len(nodes) == 2, f"all tasks ran on {nodes}"
+    finally:
+        cluster.stop()
+        assert not _mine(str(tdir)), "processes of the test cluster are still running"
+        shutil.rmtree(tdir, ignore_errors=True)
