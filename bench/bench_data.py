@@ -23,7 +23,8 @@ this 2-core machine is shared and a high load average inflates wall time.
    array) and (b) ``pq.read_table(path).to_pandas()`` + ``np.stack`` of the features.
 
 4. ``--variants``: decoding the features column alone (``table._read_features``) when it
-   was written with other settings (v2 8 MiB pages, lz4, zstd, byte-stream-split + zstd),
+   was written with other settings (nullable, v2 8 MiB pages, lz4, zstd,
+   byte-stream-split + zstd),
    to back the choice in ``data_prep.table._parquet_options``.
 
 ``--write-doc`` replaces the ``## Data preparation`` section of docs/benchmarks.md (other
@@ -98,10 +99,19 @@ def old_read_label_file(path: Path, class_index: dict[str, int]) -> np.ndarray:
     return np.fromiter((class_index[x] for x in lines), dtype=np.int16, count=len(lines))
 
 
+def nullable_features(arrow: pa.Table) -> pa.Table:
+    """The previous schema: a nullable features column of nullable floats."""
+    i = arrow.schema.get_field_index("features")
+    old = pa.list_(pa.float32(), arrow.schema.field(i).type.list_size)
+    return arrow.set_column(i, pa.field("features", old), arrow.column(i).cast(old))
+
+
 def old_write(table: FrameTable, path: Path) -> None:
-    """The previous writer settings: zstd (with dictionary and statistics) on every column."""
+    """The previous writer: nullable features, zstd (with dictionary and statistics) on
+    every column."""
+    arrow = nullable_features(to_arrow(table))
     with atomic_output(path) as tmp:
-        pq.write_table(to_arrow(table), tmp, row_group_size=1 << 20, compression="zstd")
+        pq.write_table(arrow, tmp, row_group_size=1 << 20, compression="zstd")
 
 
 def old_read_features(path: Path) -> np.ndarray:
@@ -241,7 +251,8 @@ def run(
 
 VARIANTS: dict[str, dict[str, object]] = {
     # writer settings for the features column; everything else as in write_table
-    "ours: uncompressed": {},
+    "ours: non-null, uncompressed": {},
+    "nullable (the previous schema), uncompressed": {"nullable": True},
     "uncompressed, v2 data pages of 8 MiB": {"data_page_version": "2.0", "data_page_size": 8 << 20},
     "lz4": {"compression": "lz4"},
     "zstd": {"compression": "zstd"},
@@ -256,13 +267,15 @@ def variants(ftable: FrameTable, work: Path, runs: int) -> list[tuple[str, float
     leaf = "features.list.element"
     paths = {}
     for name, v in VARIANTS.items():
-        opts = {**base, **{k: x for k, x in v.items() if k not in ("compression", "encoding")}}
+        special = ("compression", "encoding", "nullable")
+        opts = {**base, **{k: x for k, x in v.items() if k not in special}}
         if "compression" in v:
             opts["compression"] = {**base["compression"], leaf: v["compression"]}
         if "encoding" in v:
             opts["column_encoding"] = {leaf: v["encoding"]}
         paths[name] = work / f"variant{len(paths)}.parquet"
-        pq.write_table(arrow, paths[name], row_group_size=1 << 20, **opts)
+        data = nullable_features(arrow) if v.get("nullable") else arrow
+        pq.write_table(data, paths[name], row_group_size=1 << 20, **opts)
     t = Timer()
     for _ in range(runs):
         for name, path in paths.items():
@@ -311,9 +324,10 @@ def report(res: dict[str, object]) -> str:
         "",
         f"Files: labels only {res['size'] / mb:.1f} MB; with features {res['fsize'] / mb:.0f} MB "
         f"(features column uncompressed) against {res['fsize_old'] / mb:.0f} MB with the "
-        f"previous zstd settings. `previous` = the settings before this benchmark (zstd with "
-        f"dictionary and statistics on the features column; reader without memory map; "
-        f"label files read through a generator over decoded lines).",
+        f"previous zstd settings. `previous` = the settings before this benchmark (a nullable "
+        f"features column, zstd with dictionary and statistics; the reader decoding the "
+        f"whole column without memory map, then copying; label files read through a "
+        f"generator over decoded lines).",
         "",
     ]
     found = res["variants"]

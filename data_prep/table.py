@@ -378,11 +378,12 @@ def _parquet_options(arrow: pa.Table) -> dict[str, Any]:
     """Per-column Parquet settings: the small per-frame columns zstd + dictionary encoded;
     the ``features`` column plain, uncompressed and without statistics.
 
-    Why: float32 softmax / CNN features barely compress (zstd saves ~12 % on Breakfast's
-    48-dim softmax, simulated or random) but zstd-decoding them made loading ~2x slower, and
-    a dictionary or min/max statistics over 10^8 floats only cost write time
-    (``bench/bench_data.py`` measures this; see docs/benchmarks.md). Nested columns are
-    addressed by their Parquet leaf path, hence the compliant ``list.element`` naming.
+    Why: float32 softmax / CNN features barely compress (zstd saves ~10 % on Breakfast's
+    48-dim softmax, simulated or random) but decoding zstd costs more CPU than the saved
+    bytes, and a dictionary or min/max statistics over 10^8 floats only cost write time
+    (``bench/bench_data.py --variants`` measures the alternatives; see docs/benchmarks.md).
+    Nested columns are addressed by their Parquet leaf path, hence the compliant
+    ``list.element`` naming.
     """
     flat = [f.name for f in arrow.schema if not pa.types.is_fixed_size_list(f.type)]
     nested = [f"{f.name}.list.element" for f in arrow.schema if f.name not in flat]
