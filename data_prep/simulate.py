@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 import typer
-from scipy.signal import lfilter
 
 from .errors import DataError
 from .table import FrameTable, describe, read_table, write_table
@@ -164,6 +163,8 @@ def _ar1_noise(
     c = np.float32(np.sqrt(1.0 - rho * rho))
     starts = offsets[:-1]
     eps[:, starts] /= c  # so a video's first value is eps itself: stationary variance 1
+    from scipy.signal import lfilter  # here, not at import: scipy.signal costs seconds of CLI start
+
     # (classes, frames) layout: lfilter runs along contiguous rows, ~2x faster than axis=0
     y = lfilter(np.array([c], np.float32), np.array([1.0, -rho], np.float32), eps, axis=1)
     if len(starts) > 1:

@@ -897,7 +897,7 @@ def _fit(state: _State, callback: Any, trainable: type, spec: Any, loaded: Loade
             search_alg=StudySearcher(state),
             scheduler=StudyScheduler(state),
             num_samples=trials,
-            reuse_actors=True,
+            reuse_actors=spec.reuse_actors,
             trial_name_creator=name,
             trial_dirname_creator=dirname,
         ),

@@ -111,6 +111,7 @@ EXECUTION_FIELDS: tuple[str, ...] = (
     "storage_path",
     "max_failures",
     "iterations_per_step",
+    "reuse_actors",
 )
 
 #: Config keys the planner sets per task; a spec's ``model`` block may not set them.
@@ -309,6 +310,10 @@ class StudySpec(_Model):
     storage_path: str | None = None
     max_failures: int = Field(default=2, ge=0)
     iterations_per_step: PositiveInt = 100
+    #: Reuse a finished trial's process for the next trial (saves the seconds a fresh one
+    #: spends importing torch and Ray). With trials shorter than a process start, warm
+    #: processes then take every trial and a node that is still starting one gets none.
+    reuse_actors: bool = True
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

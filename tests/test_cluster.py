@@ -74,6 +74,10 @@ class LoopbackCluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
         self.env["PATH"] = f"{BIN}{os.pathsep}{self.env.get('PATH', '')}"
         self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray 2.5x+ token authentication: every process of the test (ray start, ray status,
+        # ray job submit, the job's driver) uses the token in ~/.ray/auth_token, created
+        # by the head when missing
+        self.env["RAY_AUTH_MODE"] = "token"
 
     def _start(self, args: list[str], log: str) -> None:
         out = open(self.temp_dir / log, "w")  # noqa: SIM115 - closed with the process
@@ -83,7 +87,9 @@ class LoopbackCluster:
             stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True))
 
     def start(self) -> None:
-        base = random.randrange(30000, 59000, 200)
+        # worker ports below Linux's ephemeral range (where _free_port's come from) and
+        # above Ray's default worker range (10002-19999) that other local Rays use
+        base = random.randrange(20000, 32000, 200)
         self._start(["--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir),
                      "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                      "--dashboard-port", str(self.dashboard_port),
@@ -143,6 +149,9 @@ def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
             "experiments": {"seeds": [0, 1], "iterations": 40, "pretrain_iterations": 40,
                             "eval_at": [20], "all_pairs": True},
             "iterations_per_step": 20,
+            # a fresh actor per trial: with trials this short, a reused warm actor on the
+            # head would take every trial before the second node's first actor is up
+            "reuse_actors": False,
             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "storage_path": str(tmp_path / "ray_results"),
         }
