@@ -55,6 +55,7 @@ import numpy as np
 import typer
 
 from . import mstcn
+from .commands import write_prepared
 from .errors import DataError
 from .layout import read_mapping
 from .mstcn import Layout, VideoMeta, compile_pattern, parse_video_id, select_views
@@ -294,4 +295,4 @@ def command(
     ),
 ) -> None:
     """Convert Breakfast (MS-TCN layout or raw coarse segmentation files)."""
-    mstcn.write_or_fail(lambda: convert(root, cameras), out)
+    write_prepared(convert(root, cameras), out)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from .commands import reports_data_errors
 from .converters import CONVERTERS
 from .table import read_table, summarize
 
@@ -17,9 +18,12 @@ prepare_app = typer.Typer(
     no_args_is_help=True,
 )
 for _name, _conv in CONVERTERS.items():
-    prepare_app.command(_name, help=(_conv.__doc__ or "").strip().split("\n\n")[0])(_conv.command)
+    prepare_app.command(_name, help=(_conv.__doc__ or "").strip().split("\n\n")[0])(
+        reports_data_errors(_conv.command)
+    )
 
 
+@reports_data_errors
 def info(
     path: Path = typer.Argument(..., help="A prepared frame table (.parquet)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

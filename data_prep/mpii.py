@@ -56,10 +56,11 @@ from pathlib import Path
 
 import typer
 
+from .commands import write_prepared
 from .errors import DataError
 from .layout import paint_segments
 from .splits import person_folds
-from .table import DatasetCard, FrameTable, VideoLabels, describe, hash_inputs, write_table
+from .table import DatasetCard, FrameTable, VideoLabels, hash_inputs
 
 __all__ = ["BACKGROUND", "NAME", "VERSION", "Row", "command", "convert", "convert_with_notes",
            "read_rows"]  # fmt: skip
@@ -241,7 +242,6 @@ def convert_with_notes(
         splits=splits,
         input_hash=hash_inputs([path]),
     )
-    table = FrameTable.from_videos(card, videos, source=path)
     notes = [
         f"{n_overlap} row(s) overlap an earlier-starting row ({n_shared} frame(s) shared; "
         "the later-starting row labels them)",
@@ -249,6 +249,7 @@ def convert_with_notes(
     ]
     if added:
         notes.insert(0, f"no row uses {background!r}: added it as class 0 for uncovered frames")
+    table = FrameTable.from_videos(card.replace(notes=tuple(notes)), videos, source=path)
     return table, notes
 
 
@@ -273,13 +274,9 @@ def command(
 ) -> None:
     """MPII Cooking 1 or 2 from its annotation CSV (gaps are background)."""
     try:
-        table, notes = convert_with_notes(csv_path, fps, name, background)
-        write_table(table, out)
-    except DataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        table, _ = convert_with_notes(csv_path, fps, name, background)
     except ValueError as e:
+        if isinstance(e, DataError):
+            raise
         raise typer.BadParameter(str(e)) from None
-    typer.echo(describe(table, out))
-    for note in notes:
-        typer.echo(f"  note: {note}")
+    write_prepared(table, out)

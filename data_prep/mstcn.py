@@ -42,7 +42,7 @@ Rules (stated, not guessed):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from .commands import write_prepared
 from .errors import DataError
 from .layout import read_bundle, read_label_file, read_mapping, split_bundles
 from .table import (
@@ -57,9 +58,7 @@ from .table import (
     FrameTable,
     Split,
     VideoLabels,
-    describe,
     hash_inputs,
-    write_table,
 )
 
 __all__ = [
@@ -75,7 +74,6 @@ __all__ = [
     "parse_video_id",
     "read_layout",
     "select_views",
-    "write_or_fail",
 ]
 
 NAME = "mstcn"
@@ -376,19 +374,6 @@ def convert(
     )
 
 
-def write_or_fail(make: Callable[[], FrameTable], out: Path) -> None:
-    """The shared body of the ``prepare`` commands: build the table, write it atomically and
-    print one line about it; bad input prints ``error: FILE:LINE: message`` and exits 2
-    (inside the command, so the exit status is the same under typer's test runner)."""
-    try:
-        table = make()
-        write_table(table, out)
-    except DataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(describe(table, out))
-
-
 def _pattern_option(value: str) -> str:
     try:
         compile_pattern(value)
@@ -416,4 +401,4 @@ def command(
     ),
 ) -> None:
     """Convert a dataset in the MS-TCN layout."""
-    write_or_fail(lambda: convert(root, name, fps, background, participant_pattern), out)
+    write_prepared(convert(root, name, fps, background, participant_pattern), out)

@@ -89,6 +89,7 @@ from typing import Literal
 import numpy as np
 import typer
 
+from .commands import write_prepared
 from .errors import DataError
 from .layout import (
     paint_segments,
@@ -98,7 +99,7 @@ from .layout import (
     split_bundles,
 )
 from .splits import person_folds
-from .table import DatasetCard, FrameTable, Split, VideoLabels, describe, hash_inputs, write_table
+from .table import DatasetCard, FrameTable, Split, VideoLabels, hash_inputs
 
 __all__ = [
     "BACKGROUND",
@@ -513,7 +514,7 @@ def convert_with_notes(
         input_hash=hash_inputs(used, root if all(p.is_relative_to(root) for p in used) else None),
     )
     table = FrameTable.from_videos(
-        card,
+        card.replace(notes=tuple(notes)),
         (
             VideoLabels(v, labels[v], participant=p, activity="salad", view="top")
             for v, p in zip(videos, participants, strict=True)
@@ -554,13 +555,9 @@ def command(
 ) -> None:
     """50 Salads (fine 52 or mid 19 classes) from derived per-frame or raw annotations."""
     try:
-        table, notes = convert_with_notes(root, level, source, alignment, splits)
-        write_table(table, out)
-    except DataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        table, _ = convert_with_notes(root, level, source, alignment, splits)
     except ValueError as e:
+        if isinstance(e, DataError):
+            raise
         raise typer.BadParameter(str(e)) from None
-    typer.echo(describe(table, out))
-    for note in notes:
-        typer.echo(f"  note: {note}")
+    write_prepared(table, out)

@@ -94,6 +94,9 @@ class DatasetCard:
     input_hash: str = ""
     #: Description of the ``features`` column (kind, dim, and how it was made), or None.
     features: dict[str, Any] | None = None
+    #: What the converter's stated rules did (overlaps resolved, files skipped, ...), so
+    #: nothing a conversion decided is silent or lost once the file is written.
+    notes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
 
     @property
@@ -120,6 +123,7 @@ class DatasetCard:
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
         d["splits"] = [s.to_dict() for s in self.splits]
+        d["notes"] = list(self.notes)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -133,6 +137,7 @@ class DatasetCard:
             )
         d["classes"] = tuple(d["classes"])
         d["splits"] = tuple(Split.from_dict(s) for s in d.get("splits", ()))
+        d["notes"] = tuple(d.get("notes", ()))
         return cls(**d)
 
 
@@ -196,9 +201,7 @@ class FrameTable:
                 np.concatenate([np.asarray(v.features, dtype=np.float32) for v in vids])
             )
         if labels.size and (labels.min() < 0 or labels.max() >= card.num_classes):
-            raise DataError(
-                f"label index out of range 0..{card.num_classes - 1}", source
-            )
+            raise DataError(f"label index out of range 0..{card.num_classes - 1}", source)
         table = cls(
             card=card,
             videos=[v.video for v in vids],
@@ -264,7 +267,9 @@ class FrameTable:
         n = self.num_videos
         for name in ("participant", "activity", "view"):
             if len(getattr(self, name)) != n:
-                raise DataError(f"{name} has {len(getattr(self, name))} entries for {n} videos", source)
+                raise DataError(
+                    f"{name} has {len(getattr(self, name))} entries for {n} videos", source
+                )
         if len(self.offsets) != n + 1 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) <= 0):
             empty = [self.videos[i] for i in np.flatnonzero(np.diff(self.offsets) <= 0)[:3]]
             raise DataError(f"videos without frames: {empty}", source)
@@ -291,7 +296,9 @@ class FrameTable:
                     )
             both = set(s.train) & set(s.test)
             if both:
-                raise DataError(f"split {s.name}: video {sorted(both)[0]!r} in train and test", source)
+                raise DataError(
+                    f"split {s.name}: video {sorted(both)[0]!r} in train and test", source
+                )
             shared = {person[v] for v in s.train} & {person[v] for v in s.test}
             if shared:
                 raise DataError(
@@ -352,7 +359,9 @@ class atomic_output:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp
@@ -514,7 +523,9 @@ def summarize(table: FrameTable) -> dict[str, Any]:
         "participants": len(set(table.participant)),
         "fps": card.fps,
         "source_format": card.source_format,
-        "splits": [{"name": s.name, "train": len(s.train), "test": len(s.test)} for s in card.splits],
+        "splits": [
+            {"name": s.name, "train": len(s.train), "test": len(s.test)} for s in card.splits
+        ],
         "feature_dim": table.feature_dim,
         "features": card.features,
         "input_hash": card.input_hash,

@@ -104,6 +104,23 @@ def test_error_names_file_and_line():
     assert (e.path.name, e.line, e.reason) == ("P03.txt", 7, "end before start")
 
 
+def test_converter_notes_travel_in_the_card(tmp_path):
+    from data_prep import mpii
+
+    csv = tmp_path / "ann.csv"
+    csv.write_text(
+        "8,s08-d02-cam-002,1,10,1, Background activity\n"
+        "8,s08-d02-cam-002,10,20,5,take out\n"  # overlaps the row before by one frame
+        "9,s09-d01-cam-002,3,8,5,take out\n"
+        "10,s10-d01-cam-002,1,5,5,take out\n"
+        "11,s11-d01-cam-002,1,5,5,take out\n"
+    )
+    table, notes = mpii.convert_with_notes(csv)
+    out = write_table(table, tmp_path / "m.parquet")
+    assert read_card(out).notes == tuple(notes)
+    assert any("1 row(s) overlap" in n for n in notes)
+
+
 def test_card_rejects_unknown_keys():
     d = json.loads(_card().to_json())
     d["colour"] = "blue"
