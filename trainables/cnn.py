@@ -57,14 +57,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
-from .engine import CheckpointMismatch, ConfigError
+from .engine import CheckpointMismatch, ConfigError, StrictConfig
 from .frames import FrameSource, read_frames
 
 __all__ = [
@@ -100,34 +100,8 @@ _MODEL_KWARGS: dict[str, dict[str, Any]] = {
 _AUX_PREFIXES = ("AuxLogits.", "aux1.", "aux2.")
 
 
-def _format_validation(e: ValidationError, what: str) -> str:
-    parts = []
-    for err in e.errors():
-        key = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {key!r}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}: {msg}" if key else msg)
-    return f"bad {what}: " + "; ".join(parts)
-
-
-class CNNConfig(BaseModel):
+class CNNConfig(StrictConfig):
     """Model and training settings (unknown keys and wrong types are errors naming the key)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any] | BaseModel):
-        """Validate ``config`` (a mapping or an instance); :class:`ConfigError` if it is bad."""
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, BaseModel):
-            config = config.model_dump()
-        try:
-            return cls.model_validate(dict(config))
-        except ValidationError as e:
-            raise ConfigError(_format_validation(e, cls.__name__)) from None
 
     model: str = "inception_v3"
     weights: str | None = None

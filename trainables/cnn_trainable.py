@@ -25,57 +25,26 @@ stream restarts at an epoch seeded by the iteration, see :mod:`trainables.cnn`).
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
-import torch
-from ray import tune
-from ray.tune.execution.placement_groups import PlacementGroupFactory
-
 from .cnn import CHECKPOINT_FILE, CNNRun, CNNSpec
+from .resources import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "CNNTrainable"]
 
-log = logging.getLogger(__name__)
 
-
-class CNNTrainable(tune.Trainable):
+class CNNTrainable(TorchTrainable):
     """Ray Tune class trainable for one CNN training (and export) job."""
 
-    @classmethod
-    def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
-        cpus = float(config.get("num_cpus", 1))
-        gpus = float(config.get("num_gpus", 0))
-        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
-        return PlacementGroupFactory([bundle])
+    checkpoint_file = CHECKPOINT_FILE
 
     def setup(self, config: dict[str, Any]) -> None:
         spec = CNNSpec.parse(config)
-        pgf = self.trial_resources
-        held = pgf.required_resources if pgf is not None else {
-            "CPU": spec.num_cpus, "GPU": spec.num_gpus
-        }
-        cpus, gpus = float(held.get("CPU", 1)), float(held.get("GPU", 0))
-        threads = max(1, int(cpus))
-        torch.set_num_threads(threads)
-        device = spec.device
-        if device is None:
-            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-            if gpus > 0 and device == "cpu":
-                log.warning("trial holds %s GPU but CUDA is not available: using the CPU", gpus)
+        device, threads = self.claim_device(spec.device, spec.num_cpus, spec.num_gpus)
         self.run = CNNRun.create(spec, device=device, cpus=threads)
 
     def step(self) -> dict[str, Any]:
         return self.run.step()
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-
-    def load_checkpoint(self, checkpoint: str | dict | None) -> None:
-        if not isinstance(checkpoint, str):
-            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
-        self.run.load(Path(checkpoint) / CHECKPOINT_FILE)
 
     def cleanup(self) -> None:
         self.run.close()

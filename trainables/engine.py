@@ -87,6 +87,7 @@ __all__ = [
     "ConfigError",
     "LSTMConfig",
     "SplitData",
+    "StrictConfig",
     "TrainRun",
     "TrainSpec",
     "Trainer",
@@ -122,8 +123,10 @@ def _format_validation(e: ValidationError, what: str) -> str:
     return f"bad {what}: " + "; ".join(parts)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StrictConfig(BaseModel):
+    """Base of validated configs: unknown keys and wrong types are errors naming the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     @classmethod
     def parse(cls, config: Mapping[str, Any] | BaseModel):
@@ -138,7 +141,7 @@ class _Strict(BaseModel):
             raise ConfigError(_format_validation(e, cls.__name__)) from None
 
 
-class LSTMConfig(_Strict):
+class LSTMConfig(StrictConfig):
     """Model and optimisation hyperparameters (defaults: the paper's, §4.2)."""
 
     history: int = Field(300, ge=1, description="frames per training subsequence")

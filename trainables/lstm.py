@@ -23,57 +23,29 @@ self-describing checkpoint); restoring one continues exactly where it stopped.
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import torch
-from ray import tune
-from ray.tune.execution.placement_groups import PlacementGroupFactory
 
 from .engine import TrainRun, TrainSpec
+from .resources import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "LSTMTrainable"]
 
 CHECKPOINT_FILE = "lstm.pt"
 
-log = logging.getLogger(__name__)
 
-
-class LSTMTrainable(tune.Trainable):
+class LSTMTrainable(TorchTrainable):
     """Ray Tune class trainable for one LSTM training job (see the module docstring)."""
 
-    @classmethod
-    def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
-        cpus = float(config.get("num_cpus", 1))
-        gpus = float(config.get("num_gpus", 0))
-        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
-        return PlacementGroupFactory([bundle])
+    checkpoint_file = CHECKPOINT_FILE
 
     def setup(self, config: dict[str, Any]) -> None:
         spec = TrainSpec.parse(config)
-        pgf = self.trial_resources
-        held = pgf.required_resources if pgf is not None else {
-            "CPU": spec.num_cpus, "GPU": spec.num_gpus
-        }
-        cpus, gpus = float(held.get("CPU", 1)), float(held.get("GPU", 0))
-        torch.set_num_threads(max(1, int(cpus)))
-        device = spec.device
-        if device is None:
-            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-            if gpus > 0 and device == "cpu":
-                log.warning("trial holds %s GPU but CUDA is not available: using the CPU", gpus)
+        device, _ = self.claim_device(spec.device, spec.num_cpus, spec.num_gpus)
         self.run = TrainRun.create(spec, device=device)
 
     def step(self) -> dict[str, Any]:
         result = self.run.step()
         result["num_threads"] = torch.get_num_threads()  # what the trial's allocation gave
         return result
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.run.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
-
-    def load_checkpoint(self, checkpoint: str | dict | None) -> None:
-        if not isinstance(checkpoint, str):
-            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
-        self.run.load(Path(checkpoint) / CHECKPOINT_FILE)
