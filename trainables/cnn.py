@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
-from .engine import CheckpointMismatch, ConfigError, StrictConfig
+from .engine import CheckpointMismatch, ConfigError, StrictConfig, resolve_trial_path
 from .frames import FrameSource, read_frames
 
 __all__ = [
@@ -977,17 +977,6 @@ def svm_baseline(
 # -- one job (what the CLI and the Ray Tune trainable run) ---------------------------------
 
 
-def _resolve(path: str) -> Path:
-    """Relative paths are the driver's: Ray Tune runs a trial in its own directory and keeps
-    the original one in ``TUNE_ORIG_WORKING_DIR``."""
-    import os
-
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and "TUNE_ORIG_WORKING_DIR" in os.environ:
-        p = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / p
-    return p
-
-
 class CNNSpec(CNNConfig):
     """One CNN job: :class:`CNNConfig` plus data, frames, schedule and export.
 
@@ -1042,8 +1031,8 @@ class CNNSpec(CNNConfig):
 
     def frame_source(self) -> FrameSource:
         return FrameSource(
-            _resolve(self.frames_root), self.frames_kind, self.frames_pattern, self.source_fps,
-            self.tail_tolerance,
+            resolve_trial_path(self.frames_root), self.frames_kind, self.frames_pattern,
+            self.source_fps, self.tail_tolerance,
         )
 
 
@@ -1072,7 +1061,7 @@ class CNNRun:
         spec = CNNSpec.parse(spec)
         from data_prep.table import read_table
 
-        table = read_table(_resolve(spec.table_path), features=False)
+        table = read_table(resolve_trial_path(spec.table_path), features=False)
         try:
             table.card.split(spec.split if isinstance(spec.split, str) else int(spec.split))
         except KeyError as e:
@@ -1112,7 +1101,7 @@ class CNNRun:
         if finished and self.spec.export_path is not None:
             self.trainer.close()  # free the training loader's workers before exporting
             self.exported = self.trainer.export(
-                _resolve(self.spec.export_path), batch_size=self.spec.export_batch
+                resolve_trial_path(self.spec.export_path), batch_size=self.spec.export_batch
             )
             result["export"] = self.exported
             result["frame_acc"] = self.exported["softmax_acc"]["test"]

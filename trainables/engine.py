@@ -88,6 +88,7 @@ __all__ = [
     "LSTMConfig",
     "SplitData",
     "StrictConfig",
+    "resolve_trial_path",
     "TrainRun",
     "TrainSpec",
     "Trainer",
@@ -744,7 +745,7 @@ def _to_cpu(obj: Any) -> Any:
 # -- one job -------------------------------------------------------------------------------
 
 
-def _resolve(path: str) -> Path:
+def resolve_trial_path(path: str) -> Path:
     """Relative paths are the driver's: Ray Tune runs a trial in its own directory and keeps
     the original one in ``TUNE_ORIG_WORKING_DIR``."""
     p = Path(path)
@@ -783,17 +784,21 @@ class TrainRun:
         spec = TrainSpec.parse(spec)
         device = resolve_device(spec.device if spec.device is not None else device)
         mode, kind = spec.mode, spec.arrangement_kind
-        init = load_checkpoint(_resolve(spec.init_checkpoint)) if spec.init_checkpoint else None
+        init = (
+            load_checkpoint(resolve_trial_path(spec.init_checkpoint))
+            if spec.init_checkpoint
+            else None
+        )
         source = (
-            SplitData.load(_resolve(spec.source_path), spec.source_split, device)
+            SplitData.load(resolve_trial_path(spec.source_path), spec.source_split, device)
             if spec.source_path is not None
             else None
         )
         if mode == "pretrain":
-            target_space = LabelSpace.from_card(read_card(_resolve(spec.target_path)))
+            target_space = LabelSpace.from_card(read_card(resolve_trial_path(spec.target_path)))
             target = None
         else:
-            target = SplitData.load(_resolve(spec.target_path), spec.target_split, device)
+            target = SplitData.load(resolve_trial_path(spec.target_path), spec.target_split, device)
             target_space = target.space
         cfg = spec.lstm_config()
         assert mode == "none" or source is not None or init is not None
