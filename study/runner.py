@@ -101,9 +101,10 @@ log = logging.getLogger(__name__)
 # -- the trainable ---------------------------------------------------------------------------
 
 
-def _local_checkpoint(uri: str, tracking_uri: str | None, dst: Path) -> Path:
+def _local_checkpoint(uri: str, tracking_uri: str | None, dst: Callable[[], Path]) -> Path:
     """A local path for a checkpoint URI: ``file://`` and plain paths are used in place,
-    anything else (``mlflow-artifacts:/``, ``s3://``, ``runs:/``) is downloaded."""
+    anything else (``mlflow-artifacts:/``, ``s3://``, ``runs:/``) is downloaded into
+    ``dst()`` (a directory made only then)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         p = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
@@ -112,7 +113,7 @@ def _local_checkpoint(uri: str, tracking_uri: str | None, dst: Path) -> Path:
     import mlflow
 
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri
+        artifact_uri=uri, dst_path=str(dst()), tracking_uri=tracking_uri
     )
     return Path(local)
 
@@ -132,11 +133,10 @@ class StudyTrainable(LSTMTrainable):
 
         cfg = dict(config)
         self._study_meta = dict(cfg.pop(STUDY_KEY, None) or {})
-        self._tmp = Path(tempfile.mkdtemp(prefix="ks-init-"))
         init = cfg.get("init_checkpoint")
         if init:
             cfg["init_checkpoint"] = str(
-                _local_checkpoint(init, self._study_meta.get("tracking_uri"), self._tmp)
+                _local_checkpoint(init, self._study_meta.get("tracking_uri"), self._download_dir)
             )
         self._node_id = ray.get_runtime_context().get_node_id()
         super().setup(cfg)
@@ -153,15 +153,27 @@ class StudyTrainable(LSTMTrainable):
         out["node_id"] = self._node_id
         return out
 
+    _tmp: Path | None = None
+
+    def _download_dir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="ks-init-"))
+        return self._tmp
+
+    def _drop_downloads(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse this actor for the next trial (``reuse_actors``): a fresh process would
         spend seconds importing torch and Ray before its first step."""
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._drop_downloads()
         self.setup(new_config)
         return True
 
     def cleanup(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._drop_downloads()
         super().cleanup()
 
 
@@ -200,7 +212,7 @@ class _State(_NotPickled):
 
     def __init__(self, plan: Plan, todo: list[Task], done: dict[str, str], *,
                  checkpoint_uri: Callable[[str], str], meta: Mapping[str, Any],
-                 faults: Mapping[str, int] | None, fault_dir: Path):
+                 faults: Mapping[str, int] | None, fault_dir: Callable[[], Path]):
         self.plan = plan
         self.tasks = {t.id: t for t in plan}
         self.pending: list[str] = [t.id for t in todo]
@@ -241,7 +253,7 @@ class _State(_NotPickled):
             # once per task (the first trial of a search), marker keyed by task
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task.id)
             meta["fail_once"] = {"iteration": self.faults.pop(task.id),
-                                 "marker": str(self.fault_dir / safe)}
+                                 "marker": str(self.fault_dir() / "faults" / safe)}
         cfg[STUDY_KEY] = meta
         self.trial_task[trial_id] = task.id
         return cfg
@@ -695,7 +707,7 @@ class StudyOutcome:
         return dict(self.__dict__)
 
 
-def _checkpoint_uri_fn(logger: RunLogger, stage: Path) -> Callable[[str], str]:
+def _checkpoint_uri_fn(logger: RunLogger, stage: Callable[[], Path]) -> Callable[[str], str]:
     """run id -> a URI of its checkpoint that a worker can read."""
 
     def uri(run_id: str) -> str:
@@ -704,7 +716,7 @@ def _checkpoint_uri_fn(logger: RunLogger, stage: Path) -> Callable[[str], str]:
             base = client.get_run(run_id).info.artifact_uri.rstrip("/")
             return f"{base}/{CHECKPOINT_ARTIFACT}"
         # a logger without artifact URIs: stage a local copy (single-machine use)
-        return str(logger.download_artifact(run_id, CHECKPOINT_ARTIFACT, stage / run_id))
+        return str(logger.download_artifact(run_id, CHECKPOINT_ARTIFACT, stage() / run_id))
 
     return uri
 
@@ -812,12 +824,18 @@ def run_study(
         return out
 
     started_ray = _connect_ray(address or spec.ray_address, num_cpus, verbose)
-    stage = Path(tempfile.mkdtemp(prefix="ks-study-"))
+    staged: list[Path] = []
+
+    def stage() -> Path:  # made only when needed (fault markers, staged checkpoints)
+        if not staged:
+            staged.append(Path(tempfile.mkdtemp(prefix="ks-study-")))
+        return staged[0]
+
     state = _State(
         plan, todo, finished_before,
         checkpoint_uri=_checkpoint_uri_fn(logger, stage),
         meta={"tracking_uri": uri, "study": spec.name, "hash": loaded.hash},
-        faults=inject_faults, fault_dir=stage / "faults",
+        faults=inject_faults, fault_dir=stage,
     )
     for t in todo:
         if t.kind == "search":
@@ -850,7 +868,8 @@ def run_study(
         out.status = status
         with contextlib.suppress(Exception):
             logger.end_study(study_run, status, reason)
-        shutil.rmtree(stage, ignore_errors=True)
+        for d in staged:
+            shutil.rmtree(d, ignore_errors=True)
         if started_ray:
             import ray
 
