@@ -1,6 +1,7 @@
 """The ``kitchen-study`` console script: one typer app that mounts each package's commands.
 
 Heavy imports (torch, ray, mlflow) happen inside the commands, so ``--help`` is instant.
+Every command reports bad input the same way: ``error: FILE:LINE: message``, exit status 2.
 """
 
 from __future__ import annotations
@@ -9,8 +10,13 @@ import sys
 
 import typer
 
+from data_prep import simulate, synth
 from data_prep.cli import info, prepare_app
+from data_prep.commands import reports_data_errors
 from data_prep.errors import DataError
+from study.commands import register as register_study_commands
+from trainables import cli as train_cli
+from trainables.cnn_cli import cnn_app
 
 __all__ = ["app", "main"]
 
@@ -20,36 +26,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(prepare_app, name="prepare")
-app.command("info")(info)
-from trainables.cnn_cli import cnn_app  # noqa: E402 - light: torch loads inside its commands
-
 app.add_typer(cnn_app, name="cnn")
-
-
-def _mount_optional() -> None:
-    """Mount the commands of modules that exist (simulate, synth, train, study commands)."""
-    import importlib
-
-    for module, names in (
-        ("data_prep.simulate", ("simulate",)),
-        ("data_prep.synth", ("synth",)),
-        ("trainables.cli", ("train",)),
-    ):
-        mod = importlib.import_module(module)
-        for name in names:
-            app.command(name)(getattr(mod, "command"))
-
-
-_mount_optional()
-
-from study.commands import register as _register_study  # noqa: E402 - Ray loads inside them
-
-_register_study(app)
+app.command("info")(info)
+for _name, _command in (
+    ("simulate", simulate.command),
+    ("synth", synth.command),
+    ("train", train_cli.command),
+):
+    app.command(_name)(reports_data_errors(_command))
+register_study_commands(app)
 
 
 def main() -> None:
     try:
         app()
-    except DataError as e:
+    except DataError as e:  # commands mounted elsewhere than above
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -253,6 +253,8 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     """Mount the study commands on the ``kitchen-study`` app."""
+    from data_prep.commands import reports_data_errors
+
     for fn in (run, resume, status, best, report, demo):
-        app.command(fn.__name__)(fn)
+        app.command(fn.__name__)(reports_data_errors(fn))
 
