@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/kitchen-study demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
