@@ -28,8 +28,8 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP)
-	$(PY) bench/run_all.py
+bench: $(STAMP)  ## every benchmark in turn (minutes to tens of minutes; figures: docs/benchmarks.md)
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
