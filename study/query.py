@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .tracking import DEFAULT_TRACKING_URI, RunLogger, RunRecord, StudyNotFound, _sqlite_path
+from .tracking import DEFAULT_TRACKING_URI, RunLogger, RunRecord, StudyNotFound, sqlite_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -422,7 +422,7 @@ def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | No
         name = arg
     uri = tracking_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
         DEFAULT_TRACKING_URI
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise StudyNotFound(f"no MLflow database at {db} (tracking URI {uri})")
     return StudyResults.from_logger(MlflowRunLogger(uri), name, hashes[0] if hashes else None)

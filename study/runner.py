@@ -941,13 +941,13 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
     """One row per planned task: ``id, kind, deps, trials, status`` (``FINISHED``,
     ``RUNNING``, ``FAILED``, ``KILLED`` of its latest run, or ``PENDING`` when it has none),
     ``run_id``, ``frame_acc`` and ``error``. Reads MLflow in bulk; needs no Ray."""
-    from .tracking import MlflowRunLogger, StudyNotFound, _sqlite_path
+    from .tracking import MlflowRunLogger, StudyNotFound, sqlite_path
 
     spec = loaded.spec
     plan = make_plan(spec)
     uri = tracking_uri or spec.tracking_uri
     runs = []
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is None or db.is_file():
         with contextlib.suppress(StudyNotFound):
             runs = MlflowRunLogger(uri).study_runs(spec.name, loaded.hash)

@@ -62,6 +62,7 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "CHECKPOINT_ARTIFACT",
     "DEFAULT_TRACKING_URI",
+    "sqlite_path",
     "EXPERIMENT_PREFIX",
     "MAX_PARAM_VALUE",
     "RESULT_METRICS",
@@ -624,7 +625,7 @@ def _conflict_message(run_id: str, keys: list[str], old: Mapping[str, str],
 # MLflow implementation
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URI (relative to cwd), else None."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
@@ -658,7 +659,7 @@ class MlflowRunLogger:
     def __init__(self, tracking_uri: str | None = None, *, artifact_root: str | None = None,
                  fast_read: bool = True):
         self.tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
-        self._db = _sqlite_path(self.tracking_uri)
+        self._db = sqlite_path(self.tracking_uri)
         if self._db is not None:
             self.tracking_uri = f"sqlite:///{self._db}"  # absolute: a later chdir must not move it
             if artifact_root is None:
