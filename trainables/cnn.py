@@ -64,7 +64,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
-from .engine import CheckpointMismatch, ConfigError, StrictConfig, resolve_trial_path
+from .engine import (
+    CheckpointMismatch,
+    ConfigError,
+    StrictConfig,
+    parse_iterations,
+    resolve_trial_path,
+)
 from .frames import FrameSource, read_frames
 
 __all__ = [
@@ -1009,12 +1015,7 @@ class CNNSpec(CNNConfig):
     @field_validator("eval_at", mode="before")
     @classmethod
     def _eval_at(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return tuple(int(x) for x in v.split(",") if x.strip())
-            except ValueError:
-                raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
-        return v
+        return parse_iterations(v)
 
     @model_validator(mode="after")
     def _schedule(self) -> CNNSpec:

@@ -88,6 +88,7 @@ __all__ = [
     "LSTMConfig",
     "SplitData",
     "StrictConfig",
+    "parse_iterations",
     "resolve_trial_path",
     "TrainRun",
     "TrainSpec",
@@ -198,12 +199,7 @@ class TrainSpec(LSTMConfig):
     @field_validator("eval_at", mode="before")
     @classmethod
     def _eval_at(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return tuple(int(x) for x in v.split(",") if x.strip())
-            except ValueError:
-                raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
-        return v
+        return parse_iterations(v)
 
     @field_validator("arrangement")
     @classmethod
@@ -743,6 +739,17 @@ def _to_cpu(obj: Any) -> Any:
 
 
 # -- one job -------------------------------------------------------------------------------
+
+
+def parse_iterations(v: Any) -> Any:
+    """``"512,1024"`` (as the CLI and YAML give it) -> ``(512, 1024)``; other values as they
+    are, for pydantic to validate."""
+    if isinstance(v, str):
+        try:
+            return tuple(int(x) for x in v.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
+    return v
 
 
 def resolve_trial_path(path: str) -> Path:
