@@ -30,7 +30,6 @@ def info(
 ) -> None:
     """Summarise a prepared dataset: videos, frames, classes, participants, splits."""
     s = summarize(read_table(path, features=False))
-    s["feature_dim"] = (s["features"] or {}).get("dim")
     if json_out:
         typer.echo(json.dumps(s))
         return

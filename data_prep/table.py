@@ -526,7 +526,8 @@ def summarize(table: FrameTable) -> dict[str, Any]:
         "splits": [
             {"name": s.name, "train": len(s.train), "test": len(s.test)} for s in card.splits
         ],
-        "feature_dim": table.feature_dim,
+        # from the card too, so a table read with features=False still reports it
+        "feature_dim": (card.features or {}).get("dim", table.feature_dim),
         "features": card.features,
         "input_hash": card.input_hash,
     }

@@ -173,3 +173,20 @@ def test_card_metadata_is_self_describing(tmp_path):
     assert card["classes"] == ["SIL", "take", "pour"]
     assert card["splits"][0]["test"] == ["P2_a"]
     assert read_card(out).background_index == 0
+
+
+def test_info_json_reports_the_feature_dim(tmp_path):
+    from typer.testing import CliRunner
+
+    from study.cli import app
+
+    t = FrameTable.from_videos(_card(), _videos())
+    t = t.with_features(np.full((t.num_frames, 3), 1 / 3, dtype=np.float32), {"kind": "test"})
+    out = write_table(t, tmp_path / "f.parquet")
+    res = CliRunner().invoke(app, ["info", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert (s["feature_dim"], s["videos"], s["frames"]) == (3, 3, 10)
+    assert s["splits"] == [{"name": "split1", "train": 2, "test": 1}]
+    bad = CliRunner().invoke(app, ["info", str(tmp_path / "absent.parquet")])
+    assert bad.exit_code == 2 and "absent.parquet: no such file" in bad.stderr
