@@ -6,7 +6,7 @@
 Measured side by side in one process, interleaved (bare, trainer, bare, trainer, ...), on
 the same device and thread count, median over ``--repeats`` rounds:
 
-1. **trainer**: :class:`trainables.engine.Trainer` ``train(n)`` — batch 128 × history 300
+1. **trainer**: :class:`trainables.lstm_job.Trainer` ``train(n)`` — batch 128 × history 300
    drawn by the sampler from a 48-class table (simulated softmax input, mapped through the
    identity arrangement), hidden 128, depth 1, cuDNN/oneDNN cell, Adam, masked mean CE;
 2. **bare**: ``torch.nn.LSTM(48, 128)`` + ``Linear(128, 48)`` + Adam + cross-entropy on one
@@ -34,7 +34,7 @@ import torch
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
-from trainables.engine import LSTMConfig, SplitData, Trainer
+from trainables.lstm_job import LSTMConfig, SplitData, Trainer
 
 CLASSES, HIDDEN, BATCH, HISTORY = 48, 128, 128, 300
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

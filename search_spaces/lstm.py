@@ -2,7 +2,7 @@
 
 Every space is a function ``space(trial, *, ...options) -> dict`` that only calls
 ``trial.suggest_*`` and returns the **complete** set of LSTM config values it decides
-(field names of ``trainables.engine.LSTMConfig``). The study runner merges that dict into
+(field names of ``trainables.lstm_job.LSTMConfig``). The study runner merges that dict into
 the task's base config; the suggested parameters themselves (as Optuna records them) may
 be named differently, e.g. ``target_eighths`` → ``joint_ratio``. Keyword-only options are
 set from a spec's ``search.space_args``.

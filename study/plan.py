@@ -26,7 +26,7 @@ come in a deterministic topological order: pre-trains first, then fine-tunes, jo
 runs, baselines, searches (the runner releases ready tasks in this order, so the
 pre-trains that unblock the most work start first).
 
-Each task's ``config`` is the trainable config (``trainables.engine.TrainSpec``): the
+Each task's ``config`` is the trainable config (``trainables.lstm_job.TrainSpec``): the
 spec's ``model`` defaults plus ``seed``, ``arrangement_seed`` (= the seed, so random
 arrangements vary with it), ``target_path``, ``target_split``, ``source_path`` and
 ``source_split`` (only where a source is read), ``mode``, ``arrangement``,

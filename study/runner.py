@@ -67,7 +67,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from trainables.lstm import LSTMTrainable
+from trainables.lstm_trainable import LSTMTrainable
 
 from .plan import Plan, Task, make_plan
 from .spec import LoadedStudy, SpecError
@@ -661,7 +661,7 @@ def preflight(plan: Plan, source: Path | None = None) -> None:
     import optuna
 
     from search_spaces import get_space
-    from trainables.engine import TrainSpec
+    from trainables.lstm_job import TrainSpec
 
     problems: list[tuple[str, str]] = []
     for t in plan:

@@ -38,7 +38,7 @@ Rules (stated here because the planner and the hash depend on them):
 * ``baselines: true`` means every dataset on every declared split; ``false`` none; a list
   names datasets. ``all_pairs`` adds an edge for every ordered pair of distinct datasets
   (optionally restricted to ``all_pairs.datasets``).
-* ``model`` holds LSTM config fields (``trainables.engine.LSTMConfig``); study-level keys
+* ``model`` holds LSTM config fields (``trainables.lstm_job.LSTMConfig``); study-level keys
   (paths, modes, iterations) are not allowed there.
 * **Content hash** (:func:`content_hash`): sha256 of the canonical JSON of the validated
   spec *without* the execution settings in :data:`EXECUTION_FIELDS` (where and how it runs
@@ -584,7 +584,7 @@ def arrangement_problem(
 ) -> str | None:
     """Why ``kind`` cannot arrange ``source`` into ``target``'s space, or None if it can.
 
-    The trainer's input rule (``trainables.engine``): features whose dim equals the class
+    The trainer's input rule (``trainables.lstm_job``): features whose dim equals the class
     count are class scores and are remapped like the labels; other features pass through
     unchanged, so two such datasets need equal dims, and mixing the two kinds is an error.
     """
@@ -616,7 +616,7 @@ def arrangement_problem(
 
 def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
     """``model`` against the LSTM config schema (each problem at ``model.<key>``)."""
-    from trainables.engine import LSTMConfig
+    from trainables.lstm_job import LSTMConfig
 
     try:
         LSTMConfig.model_validate(model)

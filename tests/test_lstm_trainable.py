@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from data_prep.table import write_table
-from tests.test_engine import recipe_table
-from trainables.engine import METRIC_KEYS, ConfigError
-from trainables.lstm import CHECKPOINT_FILE, LSTMTrainable
+from tests.test_lstm_job import recipe_table
+from trainables.lstm_job import METRIC_KEYS, ConfigError
+from trainables.lstm_trainable import CHECKPOINT_FILE, LSTMTrainable
 
 
 @pytest.fixture(autouse=True)

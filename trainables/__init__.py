@@ -2,14 +2,14 @@
 arrangements and metrics.
 
 Names are imported lazily (PEP 562), so ``import trainables`` — and ``kitchen-study --help``,
-which mounts ``trainables.cli`` — does not pay for torch or Ray until they are used.
+which mounts ``trainables.lstm_cli`` — does not pay for torch or Ray until they are used.
 
-- ``trainables.engine``: :class:`LSTMConfig`, :class:`TrainSpec`, :class:`Trainer`,
+- ``trainables.lstm_job``: :class:`LSTMConfig`, :class:`TrainSpec`, :class:`Trainer`,
   :class:`TrainRun`, checkpoints (:func:`load_checkpoint`, :func:`save_checkpoint`),
   :class:`ConfigError`, :class:`CheckpointMismatch`.
-- ``trainables.model``: :class:`FramewiseLSTM` (cells ``cudnn`` and ``peephole``).
+- ``trainables.lstm_model``: :class:`FramewiseLSTM` (cells ``cudnn`` and ``peephole``).
 - ``trainables.sampler``: :class:`SubsequenceSampler`, :func:`split_batch`.
-- ``trainables.lstm``: :class:`LSTMTrainable` (imports Ray).
+- ``trainables.lstm_trainable``: :class:`LSTMTrainable` (imports Ray).
 - ``trainables.arrangements`` / ``trainables.metrics``: label spaces, arrangements, MS-TCN
   metrics.
 """
@@ -45,20 +45,20 @@ _WHERE = {
     "Arrangement": "arrangements",
     "LabelSpace": "arrangements",
     "make_arrangement": "arrangements",
-    "Checkpoint": "engine",
-    "CheckpointMismatch": "engine",
-    "ConfigError": "engine",
-    "LSTMConfig": "engine",
-    "SplitData": "engine",
-    "TrainRun": "engine",
-    "TrainSpec": "engine",
-    "Trainer": "engine",
-    "load_checkpoint": "engine",
-    "save_checkpoint": "engine",
-    "FramewiseLSTM": "model",
+    "Checkpoint": "lstm_job",
+    "CheckpointMismatch": "lstm_job",
+    "ConfigError": "lstm_job",
+    "LSTMConfig": "lstm_job",
+    "SplitData": "lstm_job",
+    "TrainRun": "lstm_job",
+    "TrainSpec": "lstm_job",
+    "Trainer": "lstm_job",
+    "load_checkpoint": "lstm_job",
+    "save_checkpoint": "lstm_job",
+    "FramewiseLSTM": "lstm_model",
     "SubsequenceSampler": "sampler",
     "split_batch": "sampler",
-    "LSTMTrainable": "lstm",
+    "LSTMTrainable": "lstm_trainable",
 }
 
 

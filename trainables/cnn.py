@@ -64,14 +64,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
-from .engine import (
+from .frames import FrameSource, read_frames
+from .lstm_job import (
     CheckpointMismatch,
     ConfigError,
     StrictConfig,
     parse_iterations,
     resolve_trial_path,
 )
-from .frames import FrameSource, read_frames
 
 __all__ = [
     "CHECKPOINT_FILE",

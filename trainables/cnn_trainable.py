@@ -13,9 +13,10 @@ evaluation points and at the end, ``frame_acc`` and ``curve``; the last step wit
 ``export_path`` writes the softmax table and adds ``export``. The trial ends itself
 (``done``) after ``iterations`` (and the export).
 
-Resources, as :class:`trainables.lstm.LSTMTrainable`: ``default_resource_request`` asks for
-``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions allowed); ``tune.with_resources`` overrides
-it. In ``setup`` the trial's actual allocation decides: ``torch.set_num_threads`` = its CPU
+Resources, as :class:`trainables.lstm_trainable.LSTMTrainable`: ``default_resource_request``
+asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions allowed);
+``tune.with_resources`` overrides it. In ``setup`` the trial's actual allocation decides:
+``torch.set_num_threads`` = its CPU
 count, CUDA when it holds a GPU (and CUDA works), else the CPU; bf16 autocast and
 channels-last only on CUDA; data-loader workers (unless ``workers`` is set) = CPUs - 1 (at
 most 8) on CUDA, none on the CPU. ``save_checkpoint(dir)`` writes ``dir/cnn.pt``; restoring

@@ -1,6 +1,6 @@
-"""``LSTMTrainable``: a thin Ray Tune class trainable around :class:`trainables.engine.TrainRun`.
+"""``LSTMTrainable``: a thin Ray Tune class trainable around :class:`trainables.lstm_job.TrainRun`.
 
-Config: the keys of :class:`trainables.engine.TrainSpec` (the :class:`LSTMConfig`
+Config: the keys of :class:`trainables.lstm_job.TrainSpec` (the :class:`LSTMConfig`
 hyperparameters plus ``target_path, target_split, source_path, source_split, mode,
 arrangement, arrangement_k, arrangement_seed, init_checkpoint, iterations,
 pretrain_iterations, iterations_per_step, eval_at, device, num_cpus, num_gpus``). Unknown
@@ -17,7 +17,7 @@ Resources: ``default_resource_request`` asks for ``num_cpus`` CPUs and ``num_gpu
 (fractions allowed, e.g. 0.25 to pack four trials on a GPU); ``tune.with_resources(
 LSTMTrainable, {"cpu": 2, "gpu": 0.5})`` overrides it. In ``setup`` the trial's actual
 allocation decides: ``torch.set_num_threads`` = its CPU count, CUDA when it holds a GPU (and
-CUDA works), else the CPU. ``save_checkpoint(dir)`` writes ``dir/lstm.pt`` (the engine's
+CUDA works), else the CPU. ``save_checkpoint(dir)`` writes ``dir/lstm.pt`` (the LSTM job's
 self-describing checkpoint); restoring one continues exactly where it stopped.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .engine import TrainRun, TrainSpec
+from .lstm_job import TrainRun, TrainSpec
 from .resources import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "LSTMTrainable"]

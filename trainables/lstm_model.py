@@ -21,7 +21,7 @@ so streaming evaluation treats them alike:
 
 Both cells name their layer-0 input weight ``lstm.weight_ih_l0`` (rows: gates, columns: input
 features) and the head ``head.weight`` / ``head.bias`` (rows: classes): weight transfer between
-label spaces (``trainables.engine``) moves exactly those columns and rows.
+label spaces (``trainables.lstm_job``) moves exactly those columns and rows.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.model import FramewiseLSTM, PeepholeLSTM
+from trainables.lstm_model import FramewiseLSTM, PeepholeLSTM
 
 
 @pytest.fixture(autouse=True)

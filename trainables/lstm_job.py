@@ -5,7 +5,7 @@ Layers, from the inside out:
 - :class:`LSTMConfig`: the model and optimisation hyperparameters (paper defaults: history
   300, depth 1, hidden 128, batch 128, Adam at lr 0.001). :class:`TrainSpec` adds what one
   training job needs (data, split, mode, arrangement, iterations, evaluation points) and is
-  the config of :class:`trainables.lstm.LSTMTrainable` and of ``kitchen-study train``.
+  the config of :class:`trainables.lstm_trainable.LSTMTrainable` and of ``kitchen-study train``.
   Both are validated: an unknown key or a bad value raises :class:`ConfigError` naming it.
 - :class:`SplitData`: a frame table and one of its splits, resident on the training device.
 - :class:`Trainer`: a model, its optimiser and sampler in one label arrangement;
@@ -75,9 +75,9 @@ from data_prep.errors import DataError
 from data_prep.table import FrameTable, atomic_output, read_card, read_table
 
 from .arrangements import ARRANGEMENTS, Arrangement, LabelSpace, make_arrangement, restrict
+from .lstm_model import FramewiseLSTM
 from .metrics import evaluate as evaluate_metrics
 from .metrics import frame_accuracy, mstcn_background
-from .model import FramewiseLSTM
 from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
 
 __all__ = [

@@ -11,9 +11,9 @@ import torch
 
 from data_prep.errors import DataError
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, write_table
-from trainables import engine
+from trainables import lstm_job as engine
 from trainables.arrangements import LabelSpace, make_arrangement, restrict
-from trainables.engine import (
+from trainables.lstm_job import (
     CheckpointMismatch,
     ConfigError,
     LSTMConfig,

@@ -78,7 +78,7 @@ def train(
     """Train (and evaluate) one frame-wise LSTM on a prepared dataset."""
     from data_prep.errors import DataError
 
-    from .engine import CheckpointMismatch, ConfigError, TrainRun
+    from .lstm_job import CheckpointMismatch, ConfigError, TrainRun
 
     if source is not None and mode is None:
         _fail("--source needs --mode joint, transfer or pretrain")
