@@ -661,7 +661,7 @@ def preflight(plan: Plan, source: Path | None = None) -> None:
     import optuna
 
     from search_spaces import get_space
-    from trainables.lstm_job import TrainSpec
+    from trainables.lstm_config import TrainSpec
 
     problems: list[tuple[str, str]] = []
     for t in plan:

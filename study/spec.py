@@ -616,7 +616,7 @@ def arrangement_problem(
 
 def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
     """``model`` against the LSTM config schema (each problem at ``model.<key>``)."""
-    from trainables.lstm_job import LSTMConfig
+    from trainables.lstm_config import LSTMConfig
 
     try:
         LSTMConfig.model_validate(model)

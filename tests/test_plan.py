@@ -121,7 +121,7 @@ def test_configs():
 
 
 def test_configs_are_valid_trainable_configs():
-    from trainables.lstm_job import TrainSpec
+    from trainables.lstm_config import TrainSpec
 
     plan = make_plan(_spec(all_pairs=True, edges=[
         {"source": "a", "target": "b", "mode": ["transfer", "joint"],

@@ -103,7 +103,7 @@ def test_small_space_is_small():
 
 
 def test_get_space_binds_options_and_configs_are_valid():
-    from trainables.lstm_job import LSTMConfig
+    from trainables.lstm_config import LSTMConfig
 
     fn = get_space("lstm", max_depth=1, max_history=64)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))

@@ -49,14 +49,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from data_prep.table import DatasetCard
+
+if TYPE_CHECKING:  # torch only where tensors are passed in: the registry is torch-free
+    import torch
 
 __all__ = [
     "ARRANGEMENTS",
@@ -470,7 +473,7 @@ def make_arrangement(
 
 
 def _numpy_map(mapping: Any, dim: int | None = None) -> np.ndarray:
-    if isinstance(mapping, torch.Tensor):
+    if _is_tensor(mapping):
         mapping = mapping.detach().cpu().numpy()
     m = np.asarray(mapping)
     if m.ndim != 1 or (m.size and m.dtype.kind not in "iu"):
@@ -481,8 +484,17 @@ def _numpy_map(mapping: Any, dim: int | None = None) -> np.ndarray:
     return m
 
 
+def _is_tensor(x: Any) -> bool:
+    # a tensor can only exist once torch is imported; checking sys.modules keeps this module
+    # (and every config that validates arrangement names) importable without torch
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _torch_map(mapping: Any, like: torch.Tensor) -> torch.Tensor:
-    if isinstance(mapping, torch.Tensor):
+    import torch
+
+    if _is_tensor(mapping):
         return mapping.to(device=like.device, dtype=torch.long)
     # torch.tensor copies: an Arrangement's maps are read-only arrays, which
     # torch.as_tensor would wrap with a warning about non-writable memory
@@ -495,7 +507,9 @@ def map_labels(labels: Any, mapping: Any) -> Any:
     Negative labels are "no label" markers (padding, ``ignore_index``) and pass through
     unchanged; a label >= len(mapping) is an IndexError (on CUDA a device-side assert).
     """
-    if isinstance(labels, torch.Tensor):
+    if _is_tensor(labels):
+        import torch
+
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             raise TypeError(f"labels must be integers, got {labels.dtype}")
         lab = labels.long()
@@ -517,7 +531,7 @@ def map_features(features: Any, mapping: Any, dim: int) -> Any:
     checked to lie in ``0..dim-1``.
     """
     n = features.shape[-1]
-    if isinstance(features, torch.Tensor):
+    if _is_tensor(features):
         idx = _torch_map(mapping, features)
         if idx.ndim != 1 or idx.shape[0] != n:
             raise ValueError(
@@ -538,6 +552,6 @@ def map_features(features: Any, mapping: Any, dim: int) -> Any:
 def restrict(logits: Any, indices: Any) -> Any:
     """``logits[..., indices]``: the target's columns only, in target label order, so that
     ``restrict(joint_logits, arrangement.target_indices).argmax(-1)`` is a target label."""
-    if isinstance(logits, torch.Tensor):
+    if _is_tensor(logits):
         return logits.index_select(-1, _torch_map(indices, logits))
     return np.asarray(logits)[..., _numpy_map(indices, np.asarray(logits).shape[-1])]

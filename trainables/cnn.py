@@ -65,7 +65,7 @@ from data_prep.errors import DataError
 from data_prep.table import FrameTable, write_table
 
 from .frames import FrameSource, read_frames
-from .lstm_job import (
+from .job import (
     CheckpointMismatch,
     ConfigError,
     StrictConfig,

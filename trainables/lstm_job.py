@@ -58,26 +58,32 @@ uninterrupted run exactly on a CPU (same config, seed and thread count).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, atomic_output, read_card, read_table
 
-from .arrangements import ARRANGEMENTS, Arrangement, LabelSpace, make_arrangement, restrict
+from .arrangements import Arrangement, LabelSpace, make_arrangement, restrict
+from .job import (
+    CheckpointMismatch,
+    ConfigError,
+    StrictConfig,
+    parse_iterations,
+    resolve_trial_path,
+)
+from .lstm_config import LSTMConfig, TrainSpec
 from .lstm_model import FramewiseLSTM
+from .metrics import METRIC_NAMES, frame_accuracy, mstcn_background
 from .metrics import evaluate as evaluate_metrics
-from .metrics import frame_accuracy, mstcn_background
 from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
 
 __all__ = [
@@ -99,157 +105,10 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "kitchen-study.lstm/1"
-METRIC_KEYS = ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50")
+METRIC_KEYS = METRIC_NAMES
 PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
 #: frames per evaluation chunk when the state is not reset (results do not depend on it)
 EVAL_CHUNK = 1024
-
-
-class ConfigError(ValueError):
-    """A training config that cannot run: unknown key, bad value, inconsistent options."""
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint that does not fit the run: other label space, arrangement or model shape."""
-
-
-def _format_validation(e: ValidationError, what: str) -> str:
-    parts = []
-    for err in e.errors():
-        key = ".".join(str(x) for x in err["loc"]) or what
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {key!r}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}: {msg}" if err["loc"] else msg)
-    return f"bad {what}: " + "; ".join(parts)
-
-
-class StrictConfig(BaseModel):
-    """Base of validated configs: unknown keys and wrong types are errors naming the key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any] | BaseModel):
-        """Validate ``config`` (a mapping or an instance); :class:`ConfigError` if it is bad."""
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, BaseModel):
-            config = config.model_dump()
-        try:
-            return cls.model_validate(dict(config))
-        except ValidationError as e:
-            raise ConfigError(_format_validation(e, cls.__name__)) from None
-
-
-class LSTMConfig(StrictConfig):
-    """Model and optimisation hyperparameters (defaults: the paper's, §4.2)."""
-
-    history: int = Field(300, ge=1, description="frames per training subsequence")
-    depth: int = Field(1, ge=1, description="stacked LSTM layers")
-    hidden: int = Field(128, ge=1, description="LSTM hidden units")
-    batch_size: int = Field(128, ge=1, description="subsequences per batch")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    cell: Literal["cudnn", "peephole"] = "cudnn"
-    seed: int = Field(0, ge=0)
-    clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clipping")
-    joint_ratio: tuple[int, int] = Field((5, 3), description="target:source per joint batch")
-    eval_reset: bool = Field(False, description="reset the state every `history` test frames")
-    eval_batch: int = Field(64, ge=1, description="test videos per evaluation batch")
-
-    @field_validator("joint_ratio")
-    @classmethod
-    def _ratio(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 0 or sum(v) <= 0:
-            raise ValueError(f"must be two non-negative integers with a positive sum, got {v}")
-        return v
-
-    def lstm_config(self) -> LSTMConfig:
-        return LSTMConfig.model_validate(self.model_dump(include=set(LSTMConfig.model_fields)))
-
-
-MODES = ("none", "joint", "transfer", "pretrain")
-
-
-class TrainSpec(LSTMConfig):
-    """One training job: :class:`LSTMConfig` plus data, mode and schedule.
-
-    Paths should be absolute when the job runs under Ray Tune (trials run in their own
-    directory; relative paths are resolved against the driver's working directory).
-    """
-
-    target_path: str
-    target_split: int | str = 1
-    source_path: str | None = None
-    source_split: int | str = 1
-    mode: Literal["none", "joint", "transfer", "pretrain"] = "none"
-    arrangement: str | None = Field(None, description="default: merged when there is a source")
-    arrangement_k: int = Field(3, ge=1, description="maps of multiple_random")
-    arrangement_seed: int = Field(0, ge=0)
-    init_checkpoint: str | None = None
-    iterations: int = Field(4096, ge=0)
-    pretrain_iterations: int | None = Field(None, ge=1)
-    iterations_per_step: int = Field(256, ge=1)
-    eval_at: tuple[int, ...] = ()
-    device: str | None = Field(None, description="cpu, cuda, cuda:N; None: cuda if available")
-    num_cpus: float = Field(1, gt=0, description="Ray Tune CPUs per trial (and torch threads)")
-    num_gpus: float = Field(0, ge=0, description="Ray Tune GPUs per trial (fractions allowed)")
-
-    @field_validator("eval_at", mode="before")
-    @classmethod
-    def _eval_at(cls, v: Any) -> Any:
-        return parse_iterations(v)
-
-    @field_validator("arrangement")
-    @classmethod
-    def _arrangement(cls, v: str | None) -> str | None:
-        if v is not None and v not in ARRANGEMENTS:
-            raise ValueError(f"unknown arrangement {v!r} (choose from {', '.join(ARRANGEMENTS)})")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainSpec:
-        has_source = self.source_path is not None
-        if self.mode == "none":
-            if has_source:
-                raise ValueError(
-                    "source_path is set but mode is 'none': choose mode joint, transfer or pretrain"
-                )
-            if self.arrangement not in (None, "identity"):
-                raise ValueError(
-                    f"arrangement {self.arrangement!r} needs a source (mode is 'none')"
-                )
-        else:
-            if self.arrangement == "identity":
-                raise ValueError(
-                    f"mode {self.mode!r} needs a two-dataset arrangement, not identity"
-                )
-            if self.mode in ("joint", "pretrain") and not has_source:
-                raise ValueError(f"mode {self.mode!r} needs source_path")
-            if self.mode == "transfer" and not has_source and self.init_checkpoint is None:
-                raise ValueError(
-                    "mode 'transfer' needs init_checkpoint or source_path to pre-train on"
-                )
-        if self.pretrain_iterations is not None and (
-            self.mode != "transfer" or self.init_checkpoint is not None
-        ):
-            raise ValueError(
-                "pretrain_iterations applies only to mode 'transfer' without init_checkpoint"
-            )
-        if self.init_checkpoint is not None and self.mode in ("joint", "pretrain"):
-            raise ValueError(f"init_checkpoint does not apply to mode {self.mode!r}")
-        bad = [i for i in self.eval_at if not 1 <= i <= self.iterations]
-        if bad:
-            raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({self.iterations})")
-        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
-        return self
-
-    @property
-    def arrangement_kind(self) -> str:
-        if self.mode == "none":
-            return "identity"
-        return self.arrangement or "merged"
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
@@ -739,26 +598,6 @@ def _to_cpu(obj: Any) -> Any:
 
 
 # -- one job -------------------------------------------------------------------------------
-
-
-def parse_iterations(v: Any) -> Any:
-    """``"512,1024"`` (as the CLI and YAML give it) -> ``(512, 1024)``; other values as they
-    are, for pydantic to validate."""
-    if isinstance(v, str):
-        try:
-            return tuple(int(x) for x in v.split(",") if x.strip())
-        except ValueError:
-            raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
-    return v
-
-
-def resolve_trial_path(path: str) -> Path:
-    """Relative paths are the driver's: Ray Tune runs a trial in its own directory and keeps
-    the original one in ``TUNE_ORIG_WORKING_DIR``."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and "TUNE_ORIG_WORKING_DIR" in os.environ:
-        p = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / p
-    return p
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "METRIC_NAMES",
     "OVERLAPS",
     "edit_score",
     "evaluate",
@@ -52,6 +53,11 @@ __all__ = [
 OVERLAPS: tuple[float, ...] = (0.10, 0.25, 0.50)
 
 # Bound on the (predicted x ground-truth) IoU block held at once in f1_counts.
+#: The evaluation metrics, in percent: the one list of their names (MLflow keys, query
+#: columns, report rows and ``best --metric`` choices all come from here). ``input_acc`` is
+#: the argmax accuracy of the input class scores alone (the paper's "CNN" column).
+METRIC_NAMES: tuple[str, ...] = ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50")
+
 _IOU_BLOCK = 1 << 22
 
 
