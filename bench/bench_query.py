@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from study.mlflow_layout import TaskMeta  # noqa: E402
 from study.query import StudyResults, load_study  # noqa: E402
-from study.tracking import MlflowRunLogger, TaskMeta, _to_record, log_result  # noqa: E402
+from study.tracking import MlflowRunLogger, _to_record, log_result  # noqa: E402
 
 NAME = "bench-query"
 HASH = "bench500"
@@ -79,7 +80,7 @@ def populate(uri: str) -> int:
                                  "f1@25": base - 12, "f1@50": base - 20})
         logger.end_task(rid)
         n += 1
-    logger.end_study(sid, plots=False)
+    logger.end_study(sid)
     return n
 
 

@@ -47,45 +47,50 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .tracking import DEFAULT_TRACKING_URI, RunLogger, RunRecord, StudyNotFound, sqlite_path
+from trainables.metrics import METRIC_NAMES
+
+from .mlflow_layout import (
+    CURVE_PREFIX,
+    ITERATION_METRIC,
+    ROLE_STUDY,
+    ROLE_TASK,
+    TAG_ERROR,
+    TAG_STUDY_HASH,
+    RunRecord,
+    StudyNotFound,
+    latest_finished,
+    metric_key,
+    task_tag,
+)
+from .tracking import DEFAULT_TRACKING_URI, RunLogger, sqlite_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["METRICS", "StudyNotFound", "StudyResults", "load_study"]
 
-#: Final metrics of a task run, as columns of :meth:`StudyResults.results` (MLflow key in
-#: brackets where it differs): frame_acc, input_acc, edit, f1@10 (f1_10), f1@25, f1@50.
-METRICS = ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50")
+#: Final metrics of a task run, as columns of :meth:`StudyResults.results`: the evaluation
+#: metrics ``trainables.metrics.METRIC_NAMES`` (MLflow keys: ``f1@10`` is ``f1_10``).
+METRICS: tuple[str, ...] = METRIC_NAMES
+#: Task tags (``TaskMeta`` fields) that become the first columns, in this order.
 _KEYS = ("task_id", "kind", "mode", "source", "source_split", "target", "target_split",
          "arrangement", "seed")
-_CURVE = "curve.frame_acc."
 _PAIR = ["source", "source_split", "target", "target_split", "mode", "arrangement"]
 _BASE_KEY = ["target", "target_split", "seed"]
 
 
 def _metric_column(metric: str) -> str:
     """Accept ``f1@10`` or MLflow's ``f1_10``; return the results column name."""
-    name = {m.replace("@", "_"): m for m in METRICS}.get(metric, metric)
+    name = {metric_key(m): m for m in METRICS}.get(metric, metric)
     if name not in METRICS:
         raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
     return name
 
 
-def _latest_finished_tasks(records: Iterable[RunRecord], include_unfinished: bool
-                           ) -> list[RunRecord]:
-    tasks = [r for r in records if r.role == "task"]
+def _task_runs(records: Iterable[RunRecord], include_unfinished: bool) -> list[RunRecord]:
     if include_unfinished:
-        return tasks
-    best: dict[str, RunRecord] = {}
-    for r in tasks:
-        if r.status != "FINISHED":
-            continue
-        tid = r.tags.get("ks.task_id", "")
-        cur = best.get(tid)
-        if cur is None or (r.start_time or 0) >= (cur.start_time or 0):
-            best[tid] = r
-    return list(best.values())
+        return [r for r in records if r.role == ROLE_TASK]
+    return list(latest_finished(records).values())
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -99,14 +104,14 @@ class StudyResults:
     """Results of one study (name + content hash), loaded in bulk. See the module docstring.
 
     Build with :func:`load_study` (MLflow) or :meth:`from_records` / :meth:`from_logger`
-    (any :class:`~study.tracking.RunLogger`, e.g. the in-memory one in tests).
+    (any :class:`~study.tracking.RunLogger`).
     """
 
     def __init__(self, name: str, study_hash: str, records: Sequence[RunRecord]):
         self.name = name
         self.study_hash = study_hash
         self.records = list(records)
-        self._tasks = _latest_finished_tasks(self.records, include_unfinished=False)
+        self._tasks = _task_runs(self.records, include_unfinished=False)
         self._results = self._frame(self._tasks)
 
     @classmethod
@@ -118,8 +123,8 @@ class StudyResults:
     def from_logger(cls, logger: RunLogger, name: str,
                     study_hash: str | None = None) -> StudyResults:
         records = logger.study_runs(name, study_hash)
-        parents = [r for r in records if r.role == "study"]
-        return cls(name, parents[0].tags["ks.study_hash"], records)
+        parents = [r for r in records if r.role == ROLE_STUDY]
+        return cls(name, parents[0].tags[TAG_STUDY_HASH], records)
 
     def __repr__(self) -> str:
         return (f"StudyResults({self.name!r}, hash={self.study_hash[:12]}, "
@@ -131,16 +136,16 @@ class StudyResults:
         rows = []
         for r in tasks:
             t, m = r.tags, r.metrics
-            row: dict[str, Any] = {k: t.get(f"ks.{k}", "") for k in _KEYS}
+            row: dict[str, Any] = {k: t.get(task_tag(k), "") for k in _KEYS}
             row["seed"] = _int_or_none(row["seed"])
             for name in METRICS:
-                row[name] = m.get(name.replace("@", "_"), math.nan)
-            it = m.get("iteration")
+                row[name] = m.get(metric_key(name), math.nan)
+            it = m.get(ITERATION_METRIC)
             row["iterations"] = _int_or_none(it if it is not None else r.params.get("iterations"))
             row["run_id"] = r.run_id
             row["status"] = r.status
-            row["node"] = t.get("ks.node", "")
-            row["error"] = t.get("ks.error", "")
+            row["node"] = t.get(task_tag("node"), "")
+            row["error"] = t.get(TAG_ERROR, "")
             row["duration_s"] = ((r.end_time - r.start_time)
                                  if r.end_time is not None and r.start_time is not None
                                  else math.nan)
@@ -159,7 +164,7 @@ class StudyResults:
         f1@10, f1@25, f1@50, iterations, run_id, status, node, error, duration_s).
         ``include_unfinished``: every task run, any status (e.g. for a status view)."""
         if include_unfinished:
-            return self._frame(_latest_finished_tasks(self.records, include_unfinished=True))
+            return self._frame(_task_runs(self.records, include_unfinished=True))
         return self._results.copy()
 
     def gains(self, metric: str = "frame_acc", mode: str | None = None) -> pd.DataFrame:
@@ -258,20 +263,21 @@ class StudyResults:
         rows = []
         for r in self._tasks:
             t = r.tags
-            if t.get("ks.kind") != "baseline" and t.get("ks.mode") != mode:
+            if t.get(task_tag("kind")) != "baseline" and t.get(task_tag("mode")) != mode:
                 continue
-            if target is not None and t.get("ks.target") != target:
+            if target is not None and t.get(task_tag("target")) != target:
                 continue
-            if target_split is not None and t.get("ks.target_split") != target_split:
+            if target_split is not None and t.get(task_tag("target_split")) != target_split:
                 continue
-            base = {k: t.get(f"ks.{k}", "") for k in
+            base = {k: t.get(task_tag(k), "") for k in
                     ("target", "target_split", "source", "source_split", "arrangement", "mode")}
-            base["seed"] = _int_or_none(t.get("ks.seed"))
+            base["seed"] = _int_or_none(t.get(task_tag("seed")))
             base["run_id"] = r.run_id
-            base["kind"] = t.get("ks.kind", "")
+            base["kind"] = t.get(task_tag("kind"), "")
             for key, v in r.metrics.items():
-                if key.startswith(_CURVE):
-                    rows.append({**base, "iteration": int(key[len(_CURVE):]), "frame_acc": v})
+                if key.startswith(CURVE_PREFIX):
+                    rows.append({**base, "iteration": int(key[len(CURVE_PREFIX):]),
+                                 "frame_acc": v})
         cols = ["target", "target_split", "series", "source", "source_split", "arrangement",
                 "mode", "seed", "run_id", "iteration", "frame_acc"]
         if not rows:

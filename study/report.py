@@ -17,6 +17,9 @@ no-transfer baseline of the same target, split and seed, see :mod:`study.query`)
 * **Convergence** (Table 9): per target, frame accuracy at each evaluation point per source.
 * **Best transfer pairs**: :meth:`StudyResults.best_transfer_pairs` with CI and p-value.
 
+:func:`publish_convergence_plots` logs the convergence figures to the study's MLflow parent
+run (``plots/convergence_<target>.png``); the runner calls it when a study finishes.
+
 The directory is written atomically-ish: everything goes to a temporary sibling directory
 that replaces ``out_dir`` by rename at the end, so a failure leaves the previous report (or
 nothing) in place. An existing ``out_dir`` is replaced only if it is empty or holds a
@@ -34,12 +37,18 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.errors import DataError
+from trainables.metrics import METRIC_NAMES
 
+from .mlflow_layout import PLOTS_DIR, TAG_STUDY, TAG_STUDY_HASH
 from .query import StudyResults
+from .tracking import RunLogger
 
-__all__ = ["write_report"]
+__all__ = ["publish_convergence_plots", "write_report"]
 
 REPORT_FILE = "report.md"
+#: Table 4's metric columns: the input scores' accuracy (the paper's CNN column) first.
+_BASELINE_COLUMNS = ("input_acc", *(m for m in METRIC_NAMES if m != "input_acc"))
+_HEADERS = {"input_acc": "CNN (input)", "frame_acc": "LSTM"}
 
 
 def _fmt(v: float, gain: float | None = None) -> str:
@@ -61,7 +70,7 @@ def _baselines(res: pd.DataFrame) -> str:
     b = res[res["kind"] == "baseline"]
     if b.empty:
         return "_No baseline runs._\n"
-    cols = ["input_acc", "frame_acc", "edit", "f1@10", "f1@25", "f1@50"]
+    cols = list(_BASELINE_COLUMNS)
     per_split = b.groupby(["target", "target_split"])[cols].mean()
     seeds = b.groupby(["target", "target_split"])["seed"].nunique()
     rows = []
@@ -72,8 +81,8 @@ def _baselines(res: pd.DataFrame) -> str:
                          *(_fmt(block.loc[split, c]) for c in cols)])
         if len(block) > 1:
             rows.append([ds, "**mean**", "", *(_fmt(block[c].mean()) for c in cols)])
-    return _table(["dataset", "split", "seeds", "CNN (input)", "LSTM", "edit", "F1@10",
-                   "F1@25", "F1@50"], rows)
+    headers = [_HEADERS.get(c, c.replace("f1", "F1")) for c in cols]
+    return _table(["dataset", "split", "seeds", *headers], rows)
 
 
 def _arrangement_grid(res: pd.DataFrame, best: pd.DataFrame) -> str:
@@ -225,3 +234,20 @@ def write_report(study: StudyResults, out_dir: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / REPORT_FILE
+
+
+def publish_convergence_plots(logger: RunLogger, study_run_id: str) -> list[str]:
+    """Log one convergence figure per target (:meth:`StudyResults.plot_convergence`) to the
+    study's parent run as ``plots/convergence_<target>.png``; returns the targets."""
+    tags = logger.get_run(study_run_id).tags
+    name, study_hash = tags[TAG_STUDY], tags[TAG_STUDY_HASH]
+    results = StudyResults.from_records(name, study_hash, logger.study_runs(name, study_hash))
+    curves = results.convergence()
+    targets = [] if curves.empty else sorted(curves["target"].unique())
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in targets:
+            # a bare Figure (no pyplot): nothing to close, no GUI backend involved
+            path = Path(tmp) / f"convergence_{target}.png"
+            results.plot_convergence(target).savefig(path, dpi=100)
+            logger.log_artifact(study_run_id, path, PLOTS_DIR)
+    return targets

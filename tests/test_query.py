@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from data_prep.errors import DataError
+from study.mlflow_layout import TaskMeta
 from study.query import StudyNotFound, StudyResults, load_study
 from study.report import write_report
-from study.tracking import InMemoryRunLogger, MlflowRunLogger, TaskMeta, log_result
+from study.tracking import MlflowRunLogger, log_result
+from tests.memory_logger import InMemoryRunLogger
 from tests.test_tracking import empty_mlflow_db
 
 matplotlib.use("Agg")
@@ -78,7 +80,7 @@ def populate(logger, name: str, study_hash: str = "hq", runs=RUNS) -> str:
                                           "a", S1, "concat", 3))
     logger.log_metrics(bad, {"frame_acc": 99.0}, step=10)
     logger.end_task(bad, "FAILED", reason="boom")
-    logger.end_study(sid, plots=False)
+    logger.end_study(sid)
     return sid
 
 
@@ -263,7 +265,7 @@ def test_spec_path_selects_the_spec_version(store, tmp_path):
     logger = MlflowRunLogger(uri)
     populate(logger, name, study_hash=h, runs=RUNS[:2])
     newer = logger.start_study(name, "edited-spec")  # a later version of the study
-    logger.end_study(newer, plots=False)
+    logger.end_study(newer)
     got = load_study(spec)
     assert (got.name, got.study_hash, len(got.results())) == (name, h, 2)
     # without the data the hash cannot be computed: the latest version, with a warning

@@ -1,4 +1,5 @@
-"""One contract suite over both RunLogger implementations (like Optuna's storage tests).
+"""One contract suite over both RunLogger implementations (like Optuna's storage tests):
+``study.tracking.MlflowRunLogger`` and the in-memory ``tests.memory_logger.InMemoryRunLogger``.
 
 The MLflow implementation runs against a real SQLite store in a temporary directory (one
 store for the module: creating MLflow's tables takes seconds); every test uses its own study
@@ -13,22 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from study.tracking import (
+from study.mlflow_layout import (
     CHECKPOINT_ARTIFACT,
     MAX_PARAM_VALUE,
-    InMemoryRunLogger,
-    MlflowRunLogger,
     ParamConflict,
-    RunLogger,
     StudyNotFound,
     TaskMeta,
-    code_version,
-    fetch_checkpoint,
     flatten_params,
-    log_checkpoint,
-    log_result,
     metrics_from_result,
 )
+from study.tracking import (
+    MlflowRunLogger,
+    RunLogger,
+    code_version,
+    fetch_checkpoint,
+    log_checkpoint,
+    log_result,
+)
+from tests.memory_logger import InMemoryRunLogger
 
 
 def empty_mlflow_db(config: pytest.Config, dst: Path) -> Path:
@@ -117,7 +120,7 @@ def test_task_meta_rejects_unknown_role():
 
 def test_study_run_is_resumed_not_duplicated(logger, name):
     rid = logger.start_study(name, "h1")
-    logger.end_study(rid, "KILLED", reason="Ctrl-C", plots=False)
+    logger.end_study(rid, "KILLED", reason="Ctrl-C")
     assert logger.get_run(rid).tags["ks.error"] == "Ctrl-C"
     again = logger.start_study(name, "h1")
     assert again == rid
@@ -130,7 +133,7 @@ def test_study_run_is_resumed_not_duplicated(logger, name):
     other = logger.start_study(name, "h2")  # a changed spec is a new parent run
     assert other != rid
     for r in (rid, other):
-        logger.end_study(r, plots=False)
+        logger.end_study(r)
     assert {r.run_id for r in logger.study_runs(name, "h1")} == {rid}
 
 
@@ -258,7 +261,9 @@ def test_study_runs_selects_latest_hash_and_reports_missing(logger, name):
         logger.finished_tasks("x' OR '1'='1")
 
 
-def test_end_study_logs_a_convergence_plot_per_target(logger, name, tmp_path):
+def test_report_publishes_a_convergence_plot_per_target(logger, name, tmp_path):
+    from study.report import publish_convergence_plots
+
     sid = logger.start_study(name, "h")
     for target, source in (("b", "a"), ("c", "a")):
         for kind, mode, src in (("baseline", "none", ""), ("finetune", "transfer", source)):
@@ -267,6 +272,7 @@ def test_end_study_logs_a_convergence_plot_per_target(logger, name, tmp_path):
             log_result(logger, tid, {"iteration": 4, "frame_acc": 50.0,
                                      "curve": {2: 30.0, 4: 50.0}})
             logger.end_task(tid)
+    assert publish_convergence_plots(logger, sid) == ["b", "c"]
     logger.end_study(sid)
     assert logger.get_run(sid).status == "FINISHED"
     for target in ("b", "c"):
@@ -279,7 +285,7 @@ def test_mlflow_artifacts_live_beside_the_database(mlflow_store, name):
     sid = logger.start_study(name, "h")
     uri = logger.client.get_run(sid).info.artifact_uri
     assert uri.startswith((mlflow_store.parent / "mlartifacts").as_uri())
-    logger.end_study(sid, plots=False)
+    logger.end_study(sid)
 
 
 def test_task_meta_from_a_planner_task():
