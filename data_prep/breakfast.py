@@ -20,10 +20,10 @@ participants (P03-P54), 10 activities, 5 cameras; 4 leave-person-out splits with
 Rules (stated, not guessed):
 
 * **Input format, auto-detected**: if ``ROOT/groundTruth/`` is a folder, ROOT is read as
-  the MS-TCN layout by :mod:`data_prep.mstcn` (``mapping.txt``, ``splits/`` bundles and
-  optional ``features/`` as stated there). Otherwise ROOT holds **raw coarse files**: every
-  ``*.txt`` file under ROOT, in any sub-folder (the release's
-  ``segmentation_coarse/<activity>/<video>.txt``), except ``ROOT/mapping.txt`` and files
+  the MS-TCN layout by :func:`data_prep.layout.read_layout` (``mapping.txt``, ``splits/``
+  bundles and optional ``features/`` as stated in :mod:`data_prep.mstcn`). Otherwise ROOT
+  holds **raw coarse files**: every ``*.txt`` file under ROOT, in any sub-folder (the
+  release's ``segmentation_coarse/<activity>/<video>.txt``), except ``ROOT/mapping.txt`` and files
   under ``ROOT/splits/``; the video id is the file name without ``.txt``.
 * **Raw coarse files**: one segment per line, ``<start>-<end> <label>``, frames 1-based and
   inclusive (``1-30 SIL``). Segments must tile the video: the first starts at frame 1 and
@@ -54,11 +54,17 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from . import mstcn
 from .commands import write_prepared
 from .errors import DataError
-from .layout import read_mapping
-from .mstcn import Layout, VideoMeta, compile_pattern, parse_video_id, select_views
+from .layout import (
+    Layout,
+    VideoMeta,
+    compile_pattern,
+    parse_video_id,
+    read_layout,
+    select_views,
+)
+from .readers import read_mapping
 from .table import FrameTable, Split, VideoLabels
 
 __all__ = [
@@ -262,7 +268,7 @@ def convert(root: str | Path, cameras: str = "all") -> FrameTable:
     fmt = detect_format(root)
     chosen = _cameras(cameras)
     if fmt == "mstcn":
-        layout = mstcn.read_layout(root, compile_pattern(VIDEO_ID), views=chosen)
+        layout = read_layout(root, compile_pattern(VIDEO_ID), views=chosen)
     else:
         layout = read_raw(root, chosen)
     return layout.to_table(
@@ -270,7 +276,8 @@ def convert(root: str | Path, cameras: str = "all") -> FrameTable:
         fps=FPS,
         background=BACKGROUND,
         source_format=f"breakfast-{fmt}",
-        converter_version=VERSION,
+        converter=NAME,
+        version=VERSION,
     )
 
 

@@ -36,7 +36,7 @@ inclusive. Rules:
   Frames no row covers (gaps, and frames before the first row) are background.
 * Overlapping rows: rows are painted in order of start frame (ties: file order), each over
   the frames it covers, so the later-starting row wins on shared frames and a row nested in
-  a longer one labels only its own frames (:func:`data_prep.layout.paint_segments`).
+  a longer one labels only its own frames (:func:`data_prep.segments.paint_segments`).
   Overlaps and gaps are counted in the notes the command prints.
 * Participant: ``s`` + the subject zero-padded to two digits (``8`` -> ``s08``), which is
   the prefix of the video id; a video id ``sNN-...`` whose ``NN`` differs from its subject,
@@ -58,15 +58,15 @@ import typer
 
 from .commands import write_prepared
 from .errors import DataError
-from .layout import paint_segments
+from .layout import Layout
+from .segments import paint_segments
 from .splits import person_folds
-from .table import DatasetCard, FrameTable, VideoLabels, hash_inputs
+from .table import FrameTable, VideoLabels
 
-__all__ = ["BACKGROUND", "NAME", "VERSION", "Row", "command", "convert", "convert_with_notes",
-           "read_rows"]  # fmt: skip
+__all__ = ["BACKGROUND", "NAME", "VERSION", "Row", "command", "convert", "read_rows"]
 
 NAME = "mpii"
-VERSION = "1.0"
+VERSION = "1"
 FPS = 29.4
 BACKGROUND = "Background activity"
 
@@ -171,13 +171,14 @@ def _participant(subject: int) -> str:
     return f"s{subject:02d}"
 
 
-def convert_with_notes(
+def convert(
     csv_path: str | Path,
     fps: float = FPS,
     name: str = "mpii_cooking",
     background: str = BACKGROUND,
-) -> tuple[FrameTable, list[str]]:
-    """Like :func:`convert`, plus human-readable notes on what the stated rules did."""
+) -> FrameTable:
+    """Convert an MPII Cooking (1 or 2) annotation CSV into a frame table (module
+    docstring); what the stated rules did (overlaps, gaps) is in ``table.card.notes``."""
     path = Path(csv_path)
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -232,16 +233,6 @@ def convert_with_notes(
         splits = person_folds(names, people, folds=4)
     except ValueError as e:  # fewer than 4 subjects: bad input, not a usage error
         raise DataError(str(e), path) from None
-    card = DatasetCard(
-        name=name,
-        fps=float(fps),
-        classes=classes,
-        background=classes[0],
-        source_format="mpii-cooking-csv",
-        converter_version=f"{NAME}-{VERSION}",
-        splits=splits,
-        input_hash=hash_inputs([path]),
-    )
     notes = [
         f"{n_overlap} row(s) overlap an earlier-starting row ({n_shared} frame(s) shared; "
         "the later-starting row labels them)",
@@ -249,18 +240,23 @@ def convert_with_notes(
     ]
     if added:
         notes.insert(0, f"no row uses {background!r}: added it as class 0 for uncovered frames")
-    table = FrameTable.from_videos(card.replace(notes=tuple(notes)), videos, source=path)
-    return table, notes
-
-
-def convert(
-    csv_path: str | Path,
-    fps: float = FPS,
-    name: str = "mpii_cooking",
-    background: str = BACKGROUND,
-) -> FrameTable:
-    """Convert an MPII Cooking (1 or 2) annotation CSV into a frame table (module docstring)."""
-    return convert_with_notes(csv_path, fps, name, background)[0]
+    layout = Layout(
+        root=path.parent,
+        classes=classes,
+        videos=videos,
+        splits=splits,
+        inputs=[path],
+        class_source=path,
+        notes=notes,
+    )
+    return layout.to_table(
+        name=name,
+        fps=float(fps),
+        background=classes[0],
+        source_format="mpii-cooking-csv",
+        converter=NAME,
+        version=VERSION,
+    )
 
 
 def command(
@@ -274,7 +270,7 @@ def command(
 ) -> None:
     """MPII Cooking 1 or 2 from its annotation CSV (gaps are background)."""
     try:
-        table, _ = convert_with_notes(csv_path, fps, name, background)
+        table = convert(csv_path, fps, name, background)
     except ValueError as e:
         if isinstance(e, DataError):
             raise

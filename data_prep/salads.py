@@ -42,7 +42,7 @@ Levels and sources (``--level`` / ``--source``):
     any other label outside the 51 fine labels is an error. A segment covers frames
     ``[frame(start), frame(end))``; ``end == start`` is allowed (covers nothing, counted),
     ``end < start`` is an error. Overlapping fine segments: the later-starting one wins on
-    the shared frames (ties: file order; see :func:`data_prep.layout.paint_segments`) —
+    the shared frames (ties: file order; see :func:`data_prep.segments.paint_segments`) —
     the rule that reproduces ``groundTruth_fine_derived``; counted. Segment parts outside
     ``[0, frames)`` are clipped (counted, never silent). Uncovered frames are background.
     The number of frames of a video is the length of its ``groundTruth/`` file; without a
@@ -91,15 +91,11 @@ import typer
 
 from .commands import write_prepared
 from .errors import DataError
-from .layout import (
-    paint_segments,
-    read_bundle,
-    read_label_file,
-    read_mapping,
-    split_bundles,
-)
+from .layout import Layout
+from .readers import read_bundle, read_label_file, read_mapping, split_bundles
+from .segments import paint_segments
 from .splits import person_folds
-from .table import DatasetCard, FrameTable, Split, VideoLabels, hash_inputs
+from .table import FrameTable, Split, VideoLabels
 
 __all__ = [
     "BACKGROUND",
@@ -110,13 +106,12 @@ __all__ = [
     "VERSION",
     "command",
     "convert",
-    "convert_with_notes",
     "load_alignment",
     "read_activity_annotations",
 ]
 
 NAME = "salads"
-VERSION = "1.0"
+VERSION = "1"
 FPS = 30.0
 
 #: The 17 mid-level actions (``label_lists/mid_level_actions.txt``).
@@ -453,14 +448,15 @@ def _read_fine_raw(
     return labels, used, notes
 
 
-def convert_with_notes(
+def convert(
     root: str | Path,
     level: Literal["fine", "mid"] = "fine",
     source: Literal["derived", "raw"] = "derived",
     alignment: str | Path | None = None,
     splits: str | Path | None = None,
-) -> tuple[FrameTable, list[str]]:
-    """Like :func:`convert`, plus human-readable notes on what the stated rules did."""
+) -> FrameTable:
+    """Convert 50 Salads under ``root`` into a validated frame table (module docstring);
+    what the stated rules did is in ``table.card.notes``."""
     root = Path(root)
     if not root.is_dir():
         raise DataError("50 Salads root folder not found", root)
@@ -502,37 +498,26 @@ def convert_with_notes(
             for k, p in bundles.items()
         )
         used += [p for parts in bundles.values() for p in parts.values()]
-    card = DatasetCard(
-        name="50salads" if level == "fine" else "50salads_mid",
-        fps=FPS,
+    layout = Layout(
+        root=root,
         classes=tuple(classes),
-        background=background,
-        source_format=fmt,
-        converter_version=f"{NAME}-{VERSION}",
-        splits=split_list,
-        # names relative to root when every input lies under it (a portable hash)
-        input_hash=hash_inputs(used, root if all(p.is_relative_to(root) for p in used) else None),
-    )
-    table = FrameTable.from_videos(
-        card.replace(notes=tuple(notes)),
-        (
+        videos=[
             VideoLabels(v, labels[v], participant=p, activity="salad", view="top")
             for v, p in zip(videos, participants, strict=True)
-        ),
-        source=root,
+        ],
+        splits=split_list,
+        inputs=used,
+        class_source=root / "mapping.txt" if level == "mid" else None,
+        notes=notes,
     )
-    return table, notes
-
-
-def convert(
-    root: str | Path,
-    level: Literal["fine", "mid"] = "fine",
-    source: Literal["derived", "raw"] = "derived",
-    alignment: str | Path | None = None,
-    splits: str | Path | None = None,
-) -> FrameTable:
-    """Convert 50 Salads under ``root`` into a validated frame table (module docstring)."""
-    return convert_with_notes(root, level, source, alignment, splits)[0]
+    return layout.to_table(
+        name="50salads" if level == "fine" else "50salads_mid",
+        fps=FPS,
+        background=background,
+        source_format=fmt,
+        converter=NAME,
+        version=VERSION,
+    )
 
 
 def command(
@@ -555,7 +540,7 @@ def command(
 ) -> None:
     """50 Salads (fine 52 or mid 19 classes) from derived per-frame or raw annotations."""
     try:
-        table, _ = convert_with_notes(root, level, source, alignment, splits)
+        table = convert(root, level, source, alignment, splits)
     except ValueError as e:
         if isinstance(e, DataError):
             raise

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from .layout import converter_version
 from .simulate import DEFAULT_CONFUSION, simulate
 from .splits import person_folds
 from .table import DatasetCard, FrameTable, VideoLabels, describe, write_table
@@ -46,6 +47,7 @@ from .table import DatasetCard, FrameTable, VideoLabels, describe, write_table
 __all__ = [
     "BACKGROUND",
     "KITCHENS",
+    "NAME",
     "SHARED_ACTIONS",
     "VERSION",
     "Kitchen",
@@ -54,6 +56,7 @@ __all__ = [
     "make_kitchens",
 ]
 
+NAME = "synth"
 VERSION = "1"
 BACKGROUND = "background"
 
@@ -192,8 +195,8 @@ def make_kitchen(
         fps=fps,
         classes=classes,
         background=BACKGROUND,
-        source_format="synth",
-        converter_version=VERSION,
+        source_format=NAME,
+        converter_version=converter_version(NAME, VERSION),
         input_hash=hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest(),
     )
     splits = person_folds([v.video for v in made], [v.participant for v in made], folds=4)

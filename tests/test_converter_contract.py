@@ -51,6 +51,21 @@ def test_schema_and_dtypes(converted):
     assert card["input_hash"], "the input hash must be filled in"
 
 
+def test_one_card_scheme(converted):
+    """Every converter finishes through Layout.to_table: one converter-version scheme, a
+    named background class (its declared default, or the one the example asks for), and
+    the notes in the card only."""
+    name, table, _ = converted
+    conv = CONVERTERS[name]
+    assert table.card.converter_version == f"{name}-{conv.VERSION}"
+    assert conv.VERSION.isdigit()
+    assert table.card.background is not None, "the example datasets all have a background"
+    assert table.card.background in table.card.classes
+    if conv.BACKGROUND is not None:
+        assert table.card.background == conv.BACKGROUND
+    assert not hasattr(importlib.import_module(f"data_prep.{name}"), "convert_with_notes")
+
+
 def test_round_trip_and_invariants(converted):
     _, table, out = converted
     back = read_table(out)

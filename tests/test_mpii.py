@@ -24,7 +24,8 @@ def names(table, video: str) -> list[str]:
 
 
 def test_rules(csv_path):
-    t, notes = mpii.convert_with_notes(csv_path)
+    t = mpii.convert(csv_path)
+    notes = t.card.notes
     # classes by category id, stripped, background first
     assert t.card.classes == ("Background activity", "change temperature", "cut in",
                               "move from X to Y", "take \\& put in cupboard")  # fmt: skip
@@ -58,7 +59,8 @@ def test_unparsed_ids_and_missing_background(tmp_path):
             (4, "kitchen_d", 1, 1, 7)]  # fmt: skip
     path = tmp_path / "x.csv"
     path.write_text(fmt.csv_text(rows, {3: "stir", 7: "pour"}))
-    t, notes = mpii.convert_with_notes(path)
+    t = mpii.convert(path)
+    notes = t.card.notes
     assert t.card.classes == ("Background activity", "stir", "pour")
     assert "added it as class 0" in notes[0]
     assert t.activity == [None] * 4 and t.view == [None] * 4
@@ -190,7 +192,8 @@ def test_missing_csv(tmp_path):
 @pytest.mark.realdata
 def test_real_mpii_cooking(real_data):
     path = real_data / "mpii_cooking" / "detectionGroundtruth-1-0.csv"
-    t, notes = mpii.convert_with_notes(path)
+    t = mpii.convert(path)
+    notes = t.card.notes
     assert (t.num_videos, t.card.num_classes, len(set(t.participant))) == (44, 65, 12)
     assert t.card.classes[0] == "Background activity" == t.card.background
     assert len(t.card.splits) == 4

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from data_prep import mstcn
+from data_prep import layout, mstcn
 from data_prep.errors import DataError
 from data_prep.table import read_table
 from tests.formats import mstcn as fmt
@@ -61,8 +61,8 @@ def test_default_pattern_and_name(root):
     [("P03_cam01_P03_cereals", "P03"), ("rgb-01-1", "01"), ("S1_Cheese_C1", "S1")],
 )
 def test_default_pattern_examples(video, participant):
-    rx = mstcn.compile_pattern(mstcn.DEFAULT_PARTICIPANT_PATTERN)
-    assert mstcn.parse_video_id(video, rx, "f").participant == participant
+    rx = layout.compile_pattern(layout.DEFAULT_PARTICIPANT_PATTERN)
+    assert layout.parse_video_id(video, rx, "f").participant == participant
 
 
 def test_input_hash_tracks_the_inputs(root):
@@ -82,18 +82,18 @@ def test_every_bundle_pair_becomes_a_split(root):
 
 
 def test_views_selection_restricts_splits(root):
-    layout = mstcn.read_layout(root, fmt.PATTERN, views=["cam_b"])
-    assert [v.video for v in layout.videos] == ["S1_coffee_cam_b", "S3_tea_cam_b"]
-    assert layout.splits[0].test == ("S1_coffee_cam_b",)
+    kept = layout.read_layout(root, fmt.PATTERN, views=["cam_b"])
+    assert [v.video for v in kept.videos] == ["S1_coffee_cam_b", "S3_tea_cam_b"]
+    assert kept.splits[0].test == ("S1_coffee_cam_b",)
     with pytest.raises(DataError, match="no videos from view"):
-        mstcn.read_layout(root, fmt.PATTERN, views=["cam"])  # exact match, not a prefix
+        layout.read_layout(root, fmt.PATTERN, views=["cam"])  # exact match, not a prefix
 
 
 def test_bad_pattern_is_a_value_error():
     with pytest.raises(ValueError, match="named group 'participant'"):
-        mstcn.compile_pattern(r"^(S\d+)_")
+        layout.compile_pattern(r"^(S\d+)_")
     with pytest.raises(ValueError, match="not a regular expression"):
-        mstcn.compile_pattern(r"(?P<participant>")
+        layout.compile_pattern(r"(?P<participant>")
 
 
 # -- the command line: success and every bad input ---------------------------------------

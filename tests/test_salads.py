@@ -57,7 +57,8 @@ def test_raw_matches_derived(root, alignment):
         "report": root / "groundTruth_fine_derived" / "ALIGNMENT_REPORT.json",
         "timestamps": root / "timestamps",
     }[alignment]
-    raw, notes = salads.convert_with_notes(root, source="raw", alignment=path)
+    raw = salads.convert(root, source="raw", alignment=path)
+    notes = raw.card.notes
     derived = salads.convert(root)
     np.testing.assert_array_equal(raw.labels, derived.labels)
     np.testing.assert_array_equal(raw.offsets, derived.offsets)
@@ -90,7 +91,8 @@ def test_raw_overlap_rule_clipping_and_notes(tmp_path, alignment):
     (root / "activityAnnotations" / "01-1-activityAnnotation.txt").write_text(
         "\n".join(fmt.raw_lines(segments)) + "\n"
     )
-    t, notes = salads.convert_with_notes(root, source="raw", alignment=root / alignment)
+    t = salads.convert(root, source="raw", alignment=root / alignment)
+    notes = t.card.notes
     want = ["background"] * 40
     want[0:4] = ["cut_tomato_prep"] * 4
     want[4:18] = ["cut_tomato_core"] * 14
@@ -109,7 +111,8 @@ def test_raw_frame_count_and_video_set_come_from_groundtruth(root):
     # an annotation file without a groundTruth video is not converted, and said so
     extra = root / "activityAnnotations" / "09-1-activityAnnotation.txt"
     extra.write_text("\n".join(fmt.raw_lines()) + "\n")
-    t, notes = salads.convert_with_notes(root, source="raw", alignment=root / "timestamps")
+    t = salads.convert(root, source="raw", alignment=root / "timestamps")
+    notes = t.card.notes
     assert "rgb-09-1" not in t.videos
     assert any("not converted: 09-1" in n for n in notes)
     # a groundTruth video without an annotation file is an error
@@ -308,7 +311,8 @@ def test_real_fine_and_mid(real_data):
 @pytest.mark.realdata
 def test_real_raw_agrees_with_derived(real_data):
     root = real_data / "50salads"
-    raw, notes = salads.convert_with_notes(root, source="raw")
+    raw = salads.convert(root, source="raw")
+    notes = raw.card.notes
     derived = salads.convert(root)
     assert raw.videos == derived.videos
     np.testing.assert_array_equal(raw.offsets, derived.offsets)

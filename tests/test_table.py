@@ -115,10 +115,10 @@ def test_converter_notes_travel_in_the_card(tmp_path):
         "10,s10-d01-cam-002,1,5,5,take out\n"
         "11,s11-d01-cam-002,1,5,5,take out\n"
     )
-    table, notes = mpii.convert_with_notes(csv)
+    table = mpii.convert(csv)
     out = write_table(table, tmp_path / "m.parquet")
-    assert read_card(out).notes == tuple(notes)
-    assert any("1 row(s) overlap" in n for n in notes)
+    assert read_card(out).notes == table.card.notes
+    assert any("1 row(s) overlap" in n for n in table.card.notes)
 
 
 def test_card_rejects_unknown_keys():
