@@ -40,12 +40,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data_prep.table import write_table  # noqa: E402
-from trainables.cnn import (  # noqa: E402
-    CNNConfig,
-    CNNTrainer,
-    _TrainFrames,
-    export_features,
-)
+from trainables.cnn_config import CNNConfig  # noqa: E402
+from trainables.cnn_data import TrainFrames  # noqa: E402
+from trainables.cnn_job import CNNTrainer, export_features  # noqa: E402
 from trainables.frames import FrameSource, render_toy_dataset  # noqa: E402
 
 
@@ -100,7 +97,7 @@ def _bare_infer_run(trainer: CNNTrainer, batch: int, frames: int):
 
 
 def _loader_run(trainer: CNNTrainer, batches: int):
-    ds = _TrainFrames(trainer.source, trainer.videos, trainer.train_videos, trainer.cfg,
+    ds = TrainFrames(trainer.source, trainer.videos, trainer.train_videos, trainer.cfg,
                       trainer.size, trainer.resize, start_epoch=0)
     it = iter(ds)
     next(it)

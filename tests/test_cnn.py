@@ -14,19 +14,18 @@ from typer.testing import CliRunner
 from data_prep.errors import DataError
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, read_table, write_table
 from study.cli import app
-from trainables.cnn import (
+from trainables.cnn_config import CNNConfig, CNNSpec
+from trainables.cnn_data import plan_epoch
+from trainables.cnn_job import (
     CheckpointMismatch,
-    CNNConfig,
-    CNNSpec,
     CNNTrainer,
     ConfigError,
-    build_model,
     export_features,
     load_checkpoint,
-    plan_epoch,
-    svm_baseline,
 )
+from trainables.cnn_model import build_model
 from trainables.frames import FrameSource, render_toy_dataset
+from trainables.svm_baseline import svm_baseline
 
 # Small and fast on 2 shared CPU cores; the toy shapes are learnt in ~20 steps.
 SMALL = {

@@ -333,7 +333,7 @@ def test_transfer_pretrains_on_the_source_first(tables):
 
 def test_multiple_random_pretraining_lives_in_the_joint_space(tables, tmp_path):
     pre, path = _pretrained(tables, tmp_path, arrangement="multiple_random")
-    assert pre.trainer.arrangement.kind == "multiple_random" and pre.trainer.mode == "source"
+    assert pre.trainer.arrangement.kind == "multiple_random" and pre.trainer.batches == "source"
     run = TrainRun.create(small(target_path=tables[0], source_path=tables[1], mode="transfer",
                                 arrangement="multiple_random", init_checkpoint=str(path),
                                 iterations=0))

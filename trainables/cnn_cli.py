@@ -106,7 +106,7 @@ def train(
     """Fine-tune a CNN on one split's training frames (optionally export its softmax)."""
     from data_prep.errors import DataError
 
-    from .cnn import CheckpointMismatch, CNNRun, ConfigError
+    from .cnn_job import CheckpointMismatch, CNNRun, ConfigError
 
     try:
         config: dict[str, Any] = {
@@ -205,18 +205,20 @@ def export(
     from data_prep.errors import DataError
     from data_prep.table import read_table
 
-    from .cnn import CheckpointMismatch, ConfigError, export_features, load_checkpoint
+    from .cnn_job import (
+        CheckpointMismatch,
+        ConfigError,
+        check_classes,
+        export_features,
+        load_checkpoint,
+    )
     from .frames import FrameSource
 
     try:
         source = FrameSource(frames, frames_kind, pattern, source_fps, tail_tolerance)
         model, meta = load_checkpoint(checkpoint)
         data = read_table(table, features=False)
-        if list(meta["classes"]) != list(data.card.classes):
-            raise CheckpointMismatch(
-                f"{checkpoint}: trained on {meta['dataset']!r} with {len(meta['classes'])} "
-                f"classes; {table} ({data.card.name!r}) has {data.card.num_classes} other classes"
-            )
+        check_classes(meta, data, checkpoint)
         data.card.split(meta["split"])  # the split the model was trained for must exist here
         summary = export_features(
             model, data, source, out, split=meta["split"], batch_size=batch, workers=workers,
@@ -260,7 +262,7 @@ def svm(
     from data_prep.errors import DataError
     from data_prep.table import read_table
 
-    from .cnn import svm_baseline
+    from .svm_baseline import svm_baseline
 
     try:
         grid_c = [float(x) for x in c_grid.split(",") if x.strip()]

@@ -4,24 +4,51 @@
   :class:`ConfigError` naming the key.
 - :func:`parse_iterations`: ``"512,1024"`` as the CLI and YAML write iteration lists.
 - :func:`resolve_trial_path`: a driver-relative path seen from inside a Ray Tune trial.
+- :func:`resolve_device`: the one rule for where a job runs (:class:`ConfigError` when it
+  cannot).
+- :class:`Checkpoint`, :func:`write_checkpoint`, :func:`read_checkpoint`: one
+  self-describing checkpoint file for every job (format tag, config, label spaces,
+  iteration, state), read with ``torch.load(weights_only=True)``; a file that is not such a
+  checkpoint is a :class:`CheckpointError`, one that is but does not fit the run a
+  :class:`CheckpointMismatch`.
+
+torch is imported inside the functions that need it, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from data_prep.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
     "CheckpointMismatch",
     "ConfigError",
     "StrictConfig",
+    "load_tensors",
     "parse_iterations",
+    "read_checkpoint",
+    "resolve_device",
     "resolve_trial_path",
+    "write_checkpoint",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -29,7 +56,8 @@ class ConfigError(ValueError):
 
 
 class CheckpointMismatch(ValueError):
-    """A checkpoint that does not fit the run: other label space, arrangement or model shape."""
+    """A checkpoint that does not fit the run: other label space, arrangement or model shape.
+    (A file that is no checkpoint of the job's kind is a :class:`CheckpointError`.)"""
 
 
 def _format_validation(e: ValidationError, what: str) -> str:
@@ -80,3 +108,136 @@ def resolve_trial_path(path: str) -> Path:
     if not p.is_absolute() and not p.exists() and "TUNE_ORIG_WORKING_DIR" in os.environ:
         p = Path(os.environ["TUNE_ORIG_WORKING_DIR"]) / p
     return p
+
+
+# -- devices -------------------------------------------------------------------------------
+
+
+def resolve_device(name: str | torch.device | None = None, *, gpus: float | None = None
+                   ) -> torch.device:
+    """The one rule for where a job runs.
+
+    ``name`` ``None`` or ``"auto"``: CUDA when it is available, else the CPU; with ``gpus``
+    (a Ray Tune trial's GPU allocation) CUDA only when the trial holds a GPU, and a trial that
+    holds one while CUDA does not work runs on the CPU with a warning. A named device (``cpu``,
+    ``cuda``, ``cuda:N``) is taken as asked; one that cannot run here (no CUDA, no such GPU,
+    not a device name) is a :class:`ConfigError`.
+    """
+    import torch
+
+    if name is None or str(name) == "auto":
+        cuda = torch.cuda.is_available()
+        if gpus is None:
+            return torch.device("cuda" if cuda else "cpu")
+        if gpus > 0 and not cuda:
+            log.warning("trial holds %s GPU but CUDA is not available: using the CPU", gpus)
+        return torch.device("cuda" if gpus > 0 and cuda else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {str(name)!r} (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {str(device)!r} requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist"
+            )
+    return device
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+class CheckpointError(DataError):
+    """A file that is not a checkpoint of the expected kind: missing, empty, corrupt, not a
+    ``torch.save`` file, holding pickled objects, or another job's checkpoint. A
+    :class:`~data_prep.errors.DataError`, so a CLI reports it as ``error: FILE: message``."""
+
+
+@dataclass
+class Checkpoint:
+    """A self-describing checkpoint: ``format`` (which job wrote it, e.g.
+    ``kitchen-study.lstm/1``), ``meta`` (JSON-able: at least ``config`` and ``iteration``,
+    plus the job's label spaces and whatever it needs to resume) and ``state`` (tensors and
+    plain numbers: weights, optimiser, RNG)."""
+
+    format: str
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def iteration(self) -> int:
+        return int(self.meta["iteration"])
+
+    def where(self) -> str:
+        return f"checkpoint {self.path}" if self.path is not None else "checkpoint"
+
+
+#: keys every checkpoint's ``meta`` holds
+_META_KEYS = ("config", "iteration")
+
+
+def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` atomically (temporary file, then rename) as one ``torch.save``
+    dict: ``format``, ``meta`` (a JSON string) and the ``state`` entries beside them."""
+    import torch
+
+    from data_prep.table import atomic_output
+
+    clash = {"format", "meta"} & set(checkpoint.state)
+    missing = [k for k in _META_KEYS if k not in checkpoint.meta]
+    if clash or missing:
+        raise ValueError(f"bad checkpoint: state keys {sorted(clash)}, meta lacks {missing}")
+    payload = {"format": checkpoint.format, "meta": json.dumps(checkpoint.meta),
+               **checkpoint.state}
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_tensors(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and plain data only,
+    never arbitrary unpickling. A missing, empty or unloadable file is a
+    :class:`CheckpointError` in one line (not torch's advice to load it unsafely)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such {what} file", path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"not a loadable {what} (empty file)", path)
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CheckpointError(f"not a loadable {what} (not a torch.save file)", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it holds pickled objects, not only tensors and plain data"
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        lines = str(e).strip().splitlines()
+        reason = lines[0] if lines else type(e).__name__
+    raise CheckpointError(f"not a loadable {what} ({reason})", path)
+
+
+def read_checkpoint(path: str | Path, format: str) -> Checkpoint:
+    """Read a checkpoint that :func:`write_checkpoint` wrote with this ``format`` tag; any
+    other file (see :func:`load_tensors`), another tag or broken metadata is a
+    :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    payload = load_tensors(path)
+    theirs = payload.get("format") if isinstance(payload, dict) else None
+    if not isinstance(theirs, str) or not isinstance(payload.get("meta"), str):
+        raise CheckpointError(f"not a kitchen-study checkpoint (expected format {format})", path)
+    if theirs != format:
+        raise CheckpointError(f"a {theirs} checkpoint, not the {format} this job reads", path)
+    try:
+        meta = json.loads(payload.pop("meta"))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS):
+        raise CheckpointError(f"broken {format} checkpoint metadata", path)
+    payload.pop("format")
+    return Checkpoint(format=theirs, meta=meta, state=payload, path=path)

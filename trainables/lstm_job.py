@@ -48,37 +48,40 @@ MS-TCN numbers); ``input_acc`` is the frame
 accuracy of the argmax of the input features alone (the paper's "CNN" column), or None when
 the features are not class scores.
 
-**Checkpoints** are one ``torch.save`` file of tensors, plain numbers and a JSON string
-(config, arrangement with both label spaces, model shape, iteration, run state): model and
-Adam state, and the CPU generator that draws the batches. They load with
-``torch.load(weights_only=True)`` (no arbitrary unpickling). Restoring one reproduces the
-uninterrupted run exactly on a CPU (same config, seed and thread count).
+**Checkpoints** are the shared self-describing file of :mod:`trainables.job` (format
+``kitchen-study.lstm/1``): meta = config, arrangement with both label spaces, model shape,
+iteration, run state; state = model and Adam state, and the CPU generator that draws the
+batches. They load with ``torch.load(weights_only=True)`` (no arbitrary unpickling); a file
+that is not an LSTM checkpoint (empty, corrupt, a CNN's) is a :class:`CheckpointError`.
+Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
+thread count).
 """
 
 from __future__ import annotations
 
-import json
-import pickle
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from data_prep.errors import DataError
-from data_prep.table import FrameTable, atomic_output, read_card, read_table
+from data_prep.table import FrameTable, read_card, read_table
 
 from .arrangements import Arrangement, LabelSpace, make_arrangement, restrict
 from .job import (
+    Checkpoint,
+    CheckpointError,
     CheckpointMismatch,
     ConfigError,
-    StrictConfig,
-    parse_iterations,
+    read_checkpoint,
+    resolve_device,
     resolve_trial_path,
+    write_checkpoint,
 )
 from .lstm_config import LSTMConfig, TrainSpec
 from .lstm_model import FramewiseLSTM
@@ -88,19 +91,18 @@ from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, windo
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "Batches",
     "Checkpoint",
+    "CheckpointError",
     "CheckpointMismatch",
     "ConfigError",
+    "LSTMCheckpoint",
     "LSTMConfig",
     "SplitData",
-    "StrictConfig",
-    "parse_iterations",
-    "resolve_trial_path",
     "TrainRun",
     "TrainSpec",
     "Trainer",
     "load_checkpoint",
-    "resolve_device",
     "save_checkpoint",
 ]
 
@@ -109,16 +111,8 @@ METRIC_KEYS = METRIC_NAMES
 PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
 #: frames per evaluation chunk when the state is not reset (results do not depend on it)
 EVAL_CHUNK = 1024
-
-
-def resolve_device(name: str | torch.device | None = None) -> torch.device:
-    """``None`` → CUDA when available, else CPU."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available")
-    return device
+#: which data feeds a :class:`Trainer`'s batches
+Batches = Literal["target", "joint", "source"]
 
 
 # -- data on the device --------------------------------------------------------------------
@@ -219,15 +213,13 @@ def _arrangement_str(a: Arrangement) -> str:
 
 
 @dataclass
-class Checkpoint:
-    """A loaded checkpoint: ``meta`` (JSON-able description) and ``state`` (tensors)."""
-
-    meta: dict[str, Any]
-    state: dict[str, Any]
-    path: Path | None = None
+class LSTMCheckpoint(Checkpoint):
+    """The shared checkpoint file (:class:`trainables.job.Checkpoint`) of an LSTM job, with
+    typed views of its meta."""
 
     @property
     def arrangement(self) -> Arrangement:
+        """Both label spaces and the maps the model was trained in."""
         return Arrangement.from_dict(self.meta["arrangement"])
 
     @property
@@ -235,41 +227,20 @@ class Checkpoint:
         return LSTMConfig.parse(self.meta["config"])
 
     @property
-    def iteration(self) -> int:
-        return int(self.meta["iteration"])
-
-    @property
     def space(self) -> LabelSpace:
         """The label space the model's outputs live in when it is a single-dataset model."""
         return self.arrangement.target
 
-    def where(self) -> str:
-        return f"checkpoint {self.path}" if self.path is not None else "checkpoint"
-
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write ``checkpoint`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    payload = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(checkpoint.meta), **checkpoint.state}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    """Write an LSTM checkpoint atomically (:func:`trainables.job.write_checkpoint`)."""
+    return write_checkpoint(path, checkpoint)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such checkpoint file", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise DataError(f"not a loadable checkpoint ({str(e).splitlines()[0]})", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"not a kitchen-study LSTM checkpoint (format {CHECKPOINT_FORMAT})", path)
-    meta = json.loads(payload.pop("meta"))
-    payload.pop("format")
-    return Checkpoint(meta=meta, state=payload, path=path)
+def load_checkpoint(path: str | Path) -> LSTMCheckpoint:
+    """Read an LSTM checkpoint onto the CPU; anything else is a :class:`CheckpointError`."""
+    c = read_checkpoint(path, CHECKPOINT_FORMAT)
+    return LSTMCheckpoint(c.format, c.meta, c.state, c.path)
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -293,11 +264,11 @@ class TrainStats:
 class Trainer:
     """A frame-wise LSTM, its Adam optimiser and batch sampler in one label arrangement.
 
-    ``mode``: ``"none"`` trains on ``target`` (in ``arrangement``'s space, through
-    ``target_map``); ``"joint"`` on ``target`` and ``source`` mixed at
-    ``config.joint_ratio``; ``"source"`` on ``source`` alone through all of its
+    ``batches`` says which data feeds the batches: ``"target"`` the target alone (in
+    ``arrangement``'s space, through ``target_map``); ``"joint"`` target and source mixed
+    at ``config.joint_ratio``; ``"source"`` the source alone through all of its
     ``source_maps`` (multiple_random pre-training). Evaluation is on the trained dataset's
-    test split (``target``'s, or ``source``'s in mode ``"source"``, through map 0).
+    test split (``target``'s, or ``source``'s with ``"source"`` batches, through map 0).
     """
 
     def __init__(
@@ -307,36 +278,36 @@ class Trainer:
         target: SplitData | None,
         source: SplitData | None = None,
         *,
-        mode: str = "none",
+        batches: Batches = "target",
         device: torch.device | str | None = None,
     ):
         self.config = LSTMConfig.parse(config).lstm_config()
         self.arrangement = arrangement
-        self.mode = mode
+        self.batches = batches
         self.device = resolve_device(device) if device is not None else (
             (target or source).features.device  # type: ignore[union-attr]
         )
         a = arrangement
-        if mode not in ("none", "joint", "source"):
-            raise ValueError(f"unknown trainer mode {mode!r}")
-        if mode in ("none", "joint"):
+        if batches not in ("target", "joint", "source"):
+            raise ValueError(f"unknown trainer batches {batches!r} (target, joint or source)")
+        if batches in ("target", "joint"):
             if target is None:
-                raise ValueError(f"trainer mode {mode!r} needs target data")
+                raise ValueError(f"{batches!r} batches need target data")
             if not _same_space(target.space, a.target):
                 raise ConfigError(
                     f"target data {target.describe()} is not the arrangement's target "
                     f"({_arrangement_str(a)})"
                 )
-        if mode in ("joint", "source"):
+        if batches in ("joint", "source"):
             if source is None or a.source is None:
-                raise ValueError(f"trainer mode {mode!r} needs source data and arrangement")
+                raise ValueError(f"{batches!r} batches need source data and arrangement")
             if not _same_space(source.space, a.source):
                 raise ConfigError(
                     f"source data {source.describe()} is not the arrangement's source "
                     f"({_arrangement_str(a)})"
                 )
-        used = [d for d in ((target if mode != "source" else None),
-                            (source if mode != "none" else None)) if d is not None]
+        used = [d for d in ((target if batches != "source" else None),
+                            (source if batches != "target" else None)) if d is not None]
         if len({d.mapped for d in used}) > 1:
             raise ConfigError(
                 "one dataset's features are class scores (dim == classes) and the other's are "
@@ -360,15 +331,15 @@ class Trainer:
                 feature_maps=maps if self.feature_mapped else None,
             )
 
-        if mode == "none":
+        if batches == "target":
             parts, counts = [part(target, a.target_map)], [self.config.batch_size]
-        elif mode == "joint":
+        elif batches == "joint":
             parts = [part(target, a.target_map), part(source, a.source_maps)]
             counts = split_batch(self.config.batch_size, self.config.joint_ratio)
         else:
             parts, counts = [part(source, a.source_maps)], [self.config.batch_size]
-        self.eval_data = target if mode != "source" else source
-        self.eval_map = np.asarray(a.target_map if mode != "source" else a.source_maps[0])
+        self.eval_data = target if batches != "source" else source
+        self.eval_map = np.asarray(a.target_map if batches != "source" else a.source_maps[0])
 
         init_seed, sample_seed = np.random.SeedSequence(self.config.seed).generate_state(2)
         # a private RNG for the init, so constructing a trainer never disturbs global state
@@ -491,7 +462,7 @@ class Trainer:
         return {
             "config": self.config.model_dump(mode="json"),
             "arrangement": self.arrangement.to_dict(),
-            "trainer_mode": self.mode,
+            "batches": self.batches,
             "input_dim": self.input_dim,
             "num_classes": self.num_classes,
             "feature_mapped": self.feature_mapped,
@@ -506,12 +477,12 @@ class Trainer:
             "generator": self.generator.get_state(),
         }
 
-    def checkpoint(self, **extra: Any) -> Checkpoint:
+    def checkpoint(self, **extra: Any) -> LSTMCheckpoint:
         meta = self.describe()
         meta.update(extra)
-        return Checkpoint(meta=meta, state=self.state_dict())
+        return LSTMCheckpoint(CHECKPOINT_FORMAT, meta, self.state_dict())
 
-    def _check_shape(self, ckpt: Checkpoint) -> None:
+    def _check_shape(self, ckpt: LSTMCheckpoint) -> None:
         theirs, ours = ckpt.config, self.config
         diffs = [
             f"{k} {getattr(theirs, k)!r} vs {getattr(ours, k)!r}"
@@ -526,14 +497,15 @@ class Trainer:
                 + "; ".join(diffs)
             )
 
-    def restore(self, ckpt: Checkpoint) -> None:
+    def restore(self, ckpt: LSTMCheckpoint) -> None:
         """Resume exactly: model, optimiser, sampler RNG and iteration from ``ckpt``."""
         self._check_shape(ckpt)
-        if not _same_arrangement(ckpt.arrangement, self.arrangement) or (
+        theirs = ckpt.arrangement
+        if not _same_arrangement(theirs, self.arrangement) or (
             int(ckpt.meta["input_dim"]) != self.input_dim
         ):
             raise CheckpointMismatch(
-                f"{ckpt.where()} was trained in the {_arrangement_str(ckpt.arrangement)} with "
+                f"{ckpt.where()} was trained in the {_arrangement_str(theirs)} with "
                 f"input dim {ckpt.meta['input_dim']}; this run uses the "
                 f"{_arrangement_str(self.arrangement)} with input dim {self.input_dim}"
             )
@@ -542,15 +514,15 @@ class Trainer:
         self.generator.set_state(ckpt.state["generator"])
         self.iteration = ckpt.iteration
 
-    def init_from(self, ckpt: Checkpoint) -> str:
+    def init_from(self, ckpt: LSTMCheckpoint) -> str:
         """Initialise the weights from a (pre-trained) checkpoint; see the module docstring.
 
         Returns how: ``"same-space"`` or ``"source-map"``. The optimiser, sampler and
         iteration count are left as they are (fine-tuning starts fresh)."""
         self._check_shape(ckpt)
         theirs = ckpt.state["model"]
-        a = self.arrangement
-        if _same_arrangement(ckpt.arrangement, a):
+        a, ca = self.arrangement, ckpt.arrangement
+        if _same_arrangement(ca, a):
             if int(ckpt.meta["input_dim"]) != self.input_dim:
                 raise CheckpointMismatch(
                     f"{ckpt.where()} has input dim {ckpt.meta['input_dim']}, this run "
@@ -558,15 +530,15 @@ class Trainer:
                 )
             self.model.load_state_dict(theirs)
             return "same-space"
-        single = ckpt.arrangement.source is None
-        if not (single and a.source is not None and _same_space(ckpt.space, a.source)):
+        single = ca.source is None
+        if not (single and a.source is not None and _same_space(ca.target, a.source)):
             expected = (
                 f"the same arrangement or the source's own space {_space_str(a.source)}"
                 if a.source is not None
                 else f"the same label space {_space_str(a.target)}"
             )
             raise CheckpointMismatch(
-                f"{ckpt.where()} was trained in the {_arrangement_str(ckpt.arrangement)}; "
+                f"{ckpt.where()} was trained in the {_arrangement_str(ca)}; "
                 f"this run ({_arrangement_str(a)}) can load only {expected}"
             )
         smap = torch.as_tensor(np.array(a.source_maps[0], dtype=np.int64))
@@ -617,7 +589,7 @@ class TrainRun:
     trainer: Trainer
     target: SplitData | None
     source: SplitData | None
-    init: Checkpoint | None = None
+    init: LSTMCheckpoint | None = None
     curve: dict[str, float] = field(default_factory=dict)
     started: bool = False
     init_how: str | None = None
@@ -660,11 +632,11 @@ class TrainRun:
                 kind, target_space, source_space, seed=spec.arrangement_seed, k=spec.arrangement_k
             )
             if mode == "joint":
-                trainer = Trainer(cfg, arr, target, source, mode="joint")
+                trainer = Trainer(cfg, arr, target, source, batches="joint")
             elif mode == "transfer":
                 trainer = Trainer(cfg, arr, target)
             elif kind == "multiple_random":  # pretrain in the joint space with the k maps
-                trainer = Trainer(cfg, arr, None, source, mode="source")
+                trainer = Trainer(cfg, arr, None, source, batches="source")
             else:  # pretrain in the source's own space: reusable for every target
                 trainer = Trainer(cfg, make_arrangement("identity", source_space), source)
         return cls(spec=spec, device=device, trainer=trainer, target=target, source=source,
@@ -689,7 +661,7 @@ class TrainRun:
             cfg = spec.lstm_config()
             a = self.trainer.arrangement
             if kind == "multiple_random":
-                pre = Trainer(cfg, a, None, self.source, mode="source")
+                pre = Trainer(cfg, a, None, self.source, batches="source")
             else:
                 pre = Trainer(cfg, make_arrangement("identity", a.source), self.source)
             n = spec.pretrain_iterations or spec.iterations
@@ -744,7 +716,7 @@ class TrainRun:
         return result
 
     # -- checkpoints -------------------------------------------------------------------
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self) -> LSTMCheckpoint:
         return self.trainer.checkpoint(
             run={"spec": self.spec.model_dump(mode="json"), "curve": self.curve,
                  "started": self.started, "init_how": self.init_how}
@@ -753,11 +725,11 @@ class TrainRun:
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.checkpoint())
 
-    def load(self, path_or_ckpt: str | Path | Checkpoint) -> None:
+    def load(self, path_or_ckpt: str | Path | LSTMCheckpoint) -> None:
         """Resume from a checkpoint this run (or an identical one) saved."""
-        ckpt = (
-            path_or_ckpt if isinstance(path_or_ckpt, Checkpoint) else load_checkpoint(path_or_ckpt)
-        )
+        ckpt = path_or_ckpt
+        if not isinstance(ckpt, LSTMCheckpoint):
+            ckpt = load_checkpoint(ckpt)
         self.trainer.restore(ckpt)
         run = ckpt.meta.get("run") or {}
         self.curve = {str(k): float(v) for k, v in run.get("curve", {}).items()}

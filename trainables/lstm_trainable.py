@@ -1,6 +1,6 @@
 """``LSTMTrainable``: a thin Ray Tune class trainable around :class:`trainables.lstm_job.TrainRun`.
 
-Config: the keys of :class:`trainables.lstm_job.TrainSpec` (the :class:`LSTMConfig`
+Config: the keys of :class:`trainables.lstm_config.TrainSpec` (the :class:`LSTMConfig`
 hyperparameters plus ``target_path, target_split, source_path, source_split, mode,
 arrangement, arrangement_k, arrangement_seed, init_checkpoint, iterations,
 pretrain_iterations, iterations_per_step, eval_at, device, num_cpus, num_gpus``). Unknown
@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from .lstm_job import TrainRun, TrainSpec
-from .resources import TorchTrainable
+from .lstm_config import TrainSpec
+from .lstm_job import TrainRun
+from .tune_base import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "LSTMTrainable"]
 

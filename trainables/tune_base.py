@@ -1,14 +1,15 @@
-"""Resource handling shared by the Ray Tune trainables (LSTM and CNN).
+"""The base of the Ray Tune class trainables (LSTM and CNN): resources and checkpoints.
 
 A trial asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs from its config (fractions allowed,
 e.g. 0.25 to pack four trials on a GPU); ``tune.with_resources`` overrides that. In
 ``setup`` the trial's *actual* allocation decides: ``torch.set_num_threads`` = its CPU
-count, CUDA when it holds a GPU and CUDA works, else the CPU (with a warning).
+count, and the device by :func:`trainables.job.resolve_device` with the trial's GPUs: CUDA
+when it holds a GPU and CUDA works, else the CPU (with a warning). A job's
+``save(path)`` / ``load(path)`` write and read ``<checkpoint dir>/<checkpoint_file>``.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import torch
 from ray import tune
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-__all__ = ["TorchTrainable"]
+from .job import resolve_device
 
-log = logging.getLogger(__name__)
+__all__ = ["TorchTrainable"]
 
 
 class TorchTrainable(tune.Trainable):
@@ -37,7 +38,9 @@ class TorchTrainable(tune.Trainable):
         bundle = {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
         return PlacementGroupFactory([bundle])
 
-    def claim_device(self, device: str | None, num_cpus: float, num_gpus: float) -> tuple[str, int]:
+    def claim_device(
+        self, device: str | None, num_cpus: float, num_gpus: float
+    ) -> tuple[torch.device, int]:
         """Set torch's threads from the trial's allocation and pick its device.
 
         ``device`` forces one (e.g. ``"cpu"``); ``num_cpus``/``num_gpus`` are the config's
@@ -48,11 +51,7 @@ class TorchTrainable(tune.Trainable):
         cpus, gpus = float(held.get("CPU", 1)), float(held.get("GPU", 0))
         threads = max(1, int(cpus))
         torch.set_num_threads(threads)
-        if device is None:
-            device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-            if gpus > 0 and device == "cpu":
-                log.warning("trial holds %s GPU but CUDA is not available: using the CPU", gpus)
-        return device, threads
+        return resolve_device(device, gpus=gpus), threads
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.run.save(Path(checkpoint_dir) / self.checkpoint_file)
