@@ -25,7 +25,7 @@ def _trained(tmp_path, *, cell="cudnn", eval_reset=False, joint=False):
     if joint:
         source = SplitData.load(recipe_table(videos=6, classes=4, name="src", seed=4), 1)
         arr = make_arrangement("concat", target.space, source.space)
-        tr = Trainer(cfg, arr, target, source, mode="joint")
+        tr = Trainer(cfg, arr, target, source, batches="joint")
     else:
         tr = Trainer(cfg, make_arrangement("identity", target.space), target)
     tr.train(20)
