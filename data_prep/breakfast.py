@@ -30,9 +30,10 @@ Rules (stated, not guessed):
   each next one starts right after the previous end. A gap is an **error**, not background
   (the format is a run-length encoding, so a gap means a damaged file; filling it with
   ``SIL`` would invent labels); so are overlaps, an end before its start, non-integer,
-  negative or zero frames, a label not in ``mapping.txt``, a malformed or empty file, and
-  two files with the same video id. Blank lines are ignored. The video has ``<end>`` of
-  the last segment frames.
+  negative or zero frames, frames beyond :data:`~data_prep.table.MAX_FRAMES_PER_VIDEO`
+  (10^8), a label not in ``mapping.txt``, a malformed or empty file, a ``*.txt`` that is a
+  folder, a symlink loop or not UTF-8, and two files with the same video id. Blank lines
+  are ignored. The video has ``<end>`` of the last segment frames.
 * **Classes** (raw files): ``ROOT/mapping.txt`` if present (then every label must be in
   it), else the sorted set of labels found, with ``SIL`` at index 0 (even if unused).
 * **Video ids** ``P03_cam01_P03_cereals`` give participant ``P03``, camera ``cam01`` and
@@ -64,8 +65,8 @@ from .layout import (
     read_layout,
     select_views,
 )
-from .readers import read_mapping
-from .table import FrameTable, Split, VideoLabels
+from .readers import read_mapping, read_text
+from .table import MAX_FRAMES_PER_VIDEO, FrameTable, Split, VideoLabels
 
 __all__ = [
     "BACKGROUND",
@@ -111,6 +112,13 @@ def _frame(text: str, what: str, path: Path, lineno: int) -> int:
         raise DataError(f"{what} frame {value} is negative", path, lineno)
     if value == 0:
         raise DataError(f"{what} frame is 0, but frames are 1-based", path, lineno)
+    if value > MAX_FRAMES_PER_VIDEO:
+        raise DataError(
+            f"{what} frame {value} is beyond the limit of {MAX_FRAMES_PER_VIDEO:,} frames per "
+            "video",
+            path,
+            lineno,
+        )
     return value
 
 
@@ -122,7 +130,7 @@ def read_coarse_file(path: str | Path) -> tuple[np.ndarray, list[str], list[int]
     labels: list[str] = []
     lines: list[int] = []
     prev_end, prev_line = 0, 0
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), start=1):
         parts = raw.split()
         if not parts:
             continue
@@ -166,11 +174,11 @@ def read_coarse_file(path: str | Path) -> tuple[np.ndarray, list[str], list[int]
 
 
 def _raw_files(root: Path) -> list[Path]:
+    # Not filtered by is_file(): a "<video>.txt" that is a folder or a symlink loop is an
+    # error when it is read, never a video silently left out.
     skip = {root / "mapping.txt"}
     return sorted(
-        p
-        for p in root.rglob("*.txt")
-        if p.is_file() and p not in skip and (root / "splits") not in p.parents
+        p for p in root.rglob("*.txt") if p not in skip and (root / "splits") not in p.parents
     )
 
 

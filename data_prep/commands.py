@@ -7,6 +7,7 @@ use it without an import cycle.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -25,6 +26,14 @@ R = TypeVar("R")
 def reports_data_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a typer command so bad input prints ``error: FILE:LINE: message`` and exits 2.
 
+    Rules, the same for every wrapped command:
+
+    * a :class:`DataError` is printed as one line, exit status 2, no traceback;
+    * so is an ``OSError`` about a named file (unreadable, a folder, a symlink loop):
+      ``error: FILE: reason``;
+    * an ``out`` argument that is the same file as another path argument (``simulate X
+      --out X``) is refused before anything runs: a command never writes over its input.
+
     Done per command rather than only in ``main()`` so the exit status is the same under
     typer's test runner and inside other programs that invoke the app.
     """
@@ -32,12 +41,40 @@ def reports_data_errors(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            _refuse_writing_over_input(kwargs)
             return command(*args, **kwargs)
         except DataError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except OSError as e:
+            if e.filename is None:
+                raise
+            typer.echo(f"error: {e.filename}: {e.strerror or e}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        try:
+            return a.resolve() == b.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: reported where it is read
+            return False
+
+
+def _refuse_writing_over_input(kwargs: dict[str, object]) -> None:
+    out = kwargs.get("out")
+    if not isinstance(out, Path):
+        return
+    for name, value in kwargs.items():
+        if name != "out" and isinstance(value, Path) and _same_file(value, out):
+            raise DataError(
+                f"--out is the input {name.upper()} itself; write the result elsewhere",
+                out,
+            )
 
 
 def write_prepared(table: FrameTable, out: Path) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .readers import read_bundle, read_label_file, read_mapping, split_bundles
+from .readers import read_bundle, read_label_file, read_mapping, read_text, split_bundles
 from .table import DatasetCard, FrameTable, Split, VideoLabels, hash_inputs
 
 __all__ = [
@@ -267,6 +267,16 @@ def _read_features(
                 f"groundTruth/{m.video}.txt has {n} labels",
                 p,
             )
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr.sum()):
+            bad = ~np.isfinite(arr)
+            if bad.any():  # (a finite sum can only overflow to inf: then bad is empty)
+                t = int(bad.any(axis=0).argmax())
+                d = int(bad[:, t].argmax())
+                raise DataError(
+                    f"video {m.video!r} frame {t}: feature {d} is {arr[d, t]} "
+                    "(features must be finite)",
+                    p,
+                )
         if dim is None:
             dim = int(arr.shape[0])
         elif arr.shape[0] != dim:
@@ -279,7 +289,7 @@ def _read_features(
 
 def _bundle_line(path: Path, video: str) -> int | None:
     """1-based line of ``video`` in a bundle file (for error messages only)."""
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), start=1):
         name = raw.strip()
         if name in (video, f"{video}.txt"):
             return lineno

@@ -23,8 +23,10 @@ start_frame, end_frame, activity_category_id, activity_category_name``; frames 1
 inclusive. Rules:
 
 * Every row has exactly 6 columns; subject, frames and category id are integers (surrounding
-  spaces allowed); frames are >= 1 and ``end_frame >= start_frame``; anything else is a
-  DataError naming the file and line. A CSV without rows is an error.
+  spaces allowed); frames are >= 1, at most :data:`~data_prep.table.MAX_FRAMES_PER_VIDEO`
+  (10^8: a video's frames are allocated from its largest end frame), and ``end_frame >=
+  start_frame``; the file is UTF-8 text; anything else is a DataError naming the file and
+  line. A CSV without rows is an error.
 * Class names are stripped of surrounding whitespace (`` Background activity`` ->
   ``Background activity``) and otherwise kept as written (e.g. ``take \\& put in fridge``).
   One category id always has one name and one name one id, else DataError (file:line).
@@ -50,6 +52,7 @@ inclusive. Rules:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +62,10 @@ import typer
 from .commands import write_prepared
 from .errors import DataError
 from .layout import Layout
+from .readers import read_text
 from .segments import paint_segments
 from .splits import person_folds
-from .table import FrameTable, VideoLabels
+from .table import MAX_FRAMES_PER_VIDEO, FrameTable, VideoLabels
 
 __all__ = ["BACKGROUND", "NAME", "VERSION", "Row", "command", "convert", "read_rows"]
 
@@ -99,10 +103,10 @@ def _int(value: str, column: str, path: Path, line: int) -> int:
 def read_rows(path: str | Path) -> list[Row]:
     """All rows of an MPII Cooking (1 or 2) annotation CSV, validated one by one."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError("annotation CSV not found", path)
     rows: list[Row] = []
-    with path.open(newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.reader(f)
         for fields in reader:
             line = reader.line_num
@@ -125,6 +129,13 @@ def read_rows(path: str | Path) -> list[Row]:
                 raise DataError(f"frames are 1-based: got {start}-{end}", path, line)
             if end < start:
                 raise DataError(f"end_frame {end} is before start_frame {start}", path, line)
+            if end > MAX_FRAMES_PER_VIDEO:
+                raise DataError(
+                    f"end_frame {end} is beyond the limit of {MAX_FRAMES_PER_VIDEO:,} frames "
+                    "per video",
+                    path,
+                    line,
+                )
             if not video:
                 raise DataError("empty file_name", path, line)
             if not name:

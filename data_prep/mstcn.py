@@ -34,7 +34,10 @@ Rules (stated, not guessed):
 * **Features**: if ``features/`` exists, every video needs ``features/<video>.npy`` of
   shape (D, T) with the same D for all videos and T equal to its number of groundTruth
   lines (a length mismatch is an error naming the ``.npy`` file); they become the
-  ``features`` column (float32, one D-vector per frame).
+  ``features`` column (float32, one D-vector per frame). A NaN or infinite value is an
+  error naming the ``.npy`` file, the video and the frame.
+* **Files**: every input is UTF-8 text (else an error naming the file and line); a
+  ``groundTruth/<video>.txt`` that is a folder or a symlink loop is an error, never skipped.
 * **Background**: none unless ``--background LABEL`` names one (it must be a class).
 
 The reader (:func:`data_prep.layout.read_layout`) is shared with the ``breakfast``

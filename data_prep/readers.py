@@ -1,4 +1,9 @@
-"""File readers shared by the converters: the MS-TCN layout's text files.
+"""File readers shared by the converters: strict text reading and the MS-TCN layout's
+text files.
+
+Every input is read through :func:`read_bytes` / :func:`read_text`, so a path that is a
+folder, a symlink loop or unreadable, and text that is not UTF-8, is a :class:`DataError`
+naming the file (and, for bad bytes, the line) rather than a traceback or a silent skip.
 
 The layout (Farha & Gall, MS-TCN, CVPR 2019; used by most action segmentation code)::
 
@@ -20,19 +25,51 @@ from .errors import DataError
 
 __all__ = [
     "read_bundle",
+    "read_bytes",
+    "read_text",
+    "utf8_error",
     "read_label_file",
     "read_mapping",
     "split_bundles",
 ]
 
 
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes; a :class:`DataError` naming it if it is missing, a folder, a symlink
+    loop or otherwise unreadable."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("no such file", path) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, expected a file", path) from None
+    except OSError as e:  # ELOOP, EACCES, EIO, ...
+        raise DataError(f"cannot read ({e.strerror or e})", path) from None
+
+
+def utf8_error(data: bytes, e: UnicodeDecodeError, path: str | Path) -> DataError:
+    """The :class:`DataError` for bytes that are not UTF-8: file, line and the byte."""
+    line = data.count(b"\n", 0, e.start) + 1
+    return DataError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", path, line)
+
+
+def read_text(path: str | Path) -> str:
+    """A file's text, decoded as strict UTF-8 (see :func:`read_bytes` for other errors)."""
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise utf8_error(data, e, path) from None
+
+
 def read_mapping(path: str | Path) -> tuple[str, ...]:
     """Class names in index order from ``mapping.txt``."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError("mapping file not found", path)
     names: list[str] = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), start=1):
         if not raw.strip():
             continue
         parts = raw.split()
@@ -60,7 +97,7 @@ def read_label_file(
     have no ``mapping.txt``).
     """
     path = Path(path)
-    data = path.read_bytes().rstrip()
+    data = read_bytes(path).rstrip()
     if not data:
         raise DataError("annotation file is empty", path)
     # Hot path (millions of lines per dataset): split the bytes once and look every line up
@@ -80,7 +117,11 @@ def read_label_file(
             raise DataError("blank line: expected one label name per frame", path, lineno)
         idx = lookup.get(name)
         if idx is None:
-            label = name.decode(errors="replace")
+            try:
+                label = name.decode()
+            except UnicodeDecodeError as e:
+                byte = name[e.start]
+                raise DataError(f"not UTF-8 text (byte 0x{byte:02x})", path, lineno) from None
             raise DataError(f"label {label!r} is not in {vocabulary}", path, lineno)
         out[lineno - 1] = idx
     return out
@@ -92,7 +133,7 @@ def read_bundle(path: str | Path, known_videos: Collection[str]) -> tuple[str, .
     path = Path(path)
     videos: list[str] = []
     first_line: dict[str, int] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), start=1):
         name = raw.strip()
         if not name:
             continue

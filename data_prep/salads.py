@@ -68,7 +68,10 @@ else a ``timestamps/`` folder under the root):
   after the last frame the clock runs on at the mean frame interval (so such times give
   frames outside the video, clipped and counted).
 
-A video without an alignment entry is an error.
+A video without an alignment entry is an error; so is a fitted-clock video whose last
+segment ends beyond :data:`~data_prep.table.MAX_FRAMES_PER_VIDEO` (10^8) frames, a
+timestamp of 2^62 microseconds or more, a ``*.txt`` that is a folder or a symlink loop, and
+text that is not UTF-8 (naming the file and line).
 
 Participant: from the video id, ``rgb-01-2`` -> ``01``; activity ``salad``; view ``top``.
 Splits: by default 4 leave-person-out folds over the sorted participants (75/25, the
@@ -92,10 +95,10 @@ import typer
 from .commands import write_prepared
 from .errors import DataError
 from .layout import Layout
-from .readers import read_bundle, read_label_file, read_mapping, split_bundles
+from .readers import read_bundle, read_label_file, read_mapping, read_text, split_bundles
 from .segments import paint_segments
 from .splits import person_folds
-from .table import FrameTable, Split, VideoLabels
+from .table import MAX_FRAMES_PER_VIDEO, FrameTable, Split, VideoLabels
 
 __all__ = [
     "BACKGROUND",
@@ -135,6 +138,8 @@ HIGH_LEVEL_LABELS = ("cut_and_mix_ingredients", "prepare_dressing", "serve_salad
 _VIDEO = re.compile(r"^rgb-(\d+)-(\d+)$")
 _ANNOTATION = re.compile(r"^(\d+-\d+)-activityAnnotation\.txt$")
 _INT = re.compile(r"^[+-]?\d+$")
+#: Timestamps must fit int64 arithmetic (2^62 us is ~146,000 years: any real clock fits).
+_MAX_TIMESTAMP = 1 << 62
 
 
 # -- raw annotations ---------------------------------------------------------------------
@@ -156,6 +161,8 @@ def _timestamp(token: str, what: str, path: Path, line: int) -> int:
     value = int(token)
     if value < 0:
         raise DataError(f"{what} timestamp {value} is negative", path, line)
+    if value >= _MAX_TIMESTAMP:
+        raise DataError(f"{what} timestamp {value} is beyond 2^62 microseconds", path, line)
     return value
 
 
@@ -164,7 +171,7 @@ def read_activity_annotations(path: str | Path) -> list[Annotation]:
     path = Path(path)
     known = set(FINE_CLASSES[1:]) | set(HIGH_LEVEL_LABELS)
     out: list[Annotation] = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), start=1):
         parts = raw.split()
         if not parts:
             continue
@@ -248,7 +255,7 @@ class Alignment:
         if not path.is_file():
             raise DataError(f"no alignment for video {key!r} (no {path.name})", self.path)
         values: list[int] = []
-        for lineno, raw in enumerate(path.read_text().rstrip().splitlines(), start=1):
+        for lineno, raw in enumerate(read_text(path).rstrip().splitlines(), start=1):
             parts = raw.split()
             if not parts:  # line i is frame i: a blank line would shift every later frame
                 raise DataError("blank line: expected one timestamp per frame", path, lineno)
@@ -270,7 +277,7 @@ def load_alignment(path: str | Path) -> Alignment:
     if not path.is_file():
         raise DataError("alignment not found (a JSON file or a timestamps folder)", path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON ({e.msg})", path, e.lineno) from None
     if not isinstance(data, dict):
@@ -309,7 +316,7 @@ def _video_files(folder: Path, what: str) -> dict[str, Path]:
 
 
 def _frame_count(path: Path) -> int:
-    n = len(path.read_text().split())
+    n = len(read_text(path).split())
     if n == 0:
         raise DataError("annotation file is empty", path)
     return n
@@ -326,7 +333,7 @@ def _read_fine_derived(root: Path) -> tuple[dict[str, np.ndarray], list[Path], l
     for video, path in files.items():
         labels[video] = read_label_file(path, index, vocabulary="the 50 Salads fine labels")
         gt = gt_dir / path.name
-        if gt.is_file():
+        if gt.exists() or gt.is_symlink():  # a folder or a loop there is an error
             used.append(gt)
             n = _frame_count(gt)
             if n != len(labels[video]):
@@ -421,6 +428,13 @@ def _read_fine_raw(
                 n = int(ends.max()) if anns else 0
                 if n <= 0:
                     raise DataError("no fine annotation ends after frame 0", path)
+                if n > MAX_FRAMES_PER_VIDEO:
+                    raise DataError(
+                        f"ends at frame {n:,}, beyond the limit of {MAX_FRAMES_PER_VIDEO:,} "
+                        "frames per video",
+                        path,
+                        anns[int(ends.argmax())].line,
+                    )
         lo, hi = starts.clip(0, n), ends.clip(0, n)
         cut = (hi - lo) < (ends - starts)
         n_clipped += int(cut.sum())

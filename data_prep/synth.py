@@ -27,6 +27,8 @@ and kitchen ``k`` depends only on ``(seed, k)``: asking for fewer kitchens gives
 first ones.
 
     kitchen-study synth --out data/synth --seed 0
+
+The command writes every kitchen's file or none (:func:`data_prep.table.write_tables`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import typer
 from .layout import converter_version
 from .simulate import DEFAULT_CONFUSION, simulate
 from .splits import person_folds
-from .table import DatasetCard, FrameTable, VideoLabels, describe, write_table
+from .table import DatasetCard, FrameTable, VideoLabels, describe, write_tables
 
 __all__ = [
     "BACKGROUND",
@@ -248,7 +250,8 @@ def command(
         tables = make_kitchens(seed, kitchens, videos, participants, accuracy, correlation_s)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    for name, table in tables.items():
-        path = write_table(table, Path(out) / f"{name}.parquet")
+    # all files or none: a full disk half-way leaves no mix of new and old kitchens
+    paths = write_tables({Path(out) / f"{name}.parquet": t for name, t in tables.items()})
+    for path, table in zip(paths, tables.values(), strict=True):
         acc = (table.card.features or {}).get("accuracy_achieved")
         typer.echo(f"{describe(table, path)}; simulated accuracy {acc:.1f}%")
