@@ -248,6 +248,48 @@ def test_checkpoint_restores_the_model(toy, trained):
             ckpt)
 
 
+def test_the_two_jobs_checkpoints_are_not_interchangeable(toy, trained, tmp_path):
+    """A CNN checkpoint given to the LSTM, and an LSTM checkpoint given to the CNN: one clean
+    CheckpointError (a DataError: exit 2 in the CLI) naming the file and both formats."""
+    from tests.test_lstm_job import recipe_table
+    from trainables.job import CheckpointError
+    from trainables.lstm_job import TrainRun
+    from trainables.lstm_job import load_checkpoint as load_lstm
+
+    root, path = toy
+    _, _, cnn_ckpt = trained
+    lstm_table = write_table(recipe_table(videos=4, classes=4), tmp_path / "r.parquet")
+    run = TrainRun.create({"target_path": str(lstm_table), "iterations": 1, "history": 8,
+                           "hidden": 4, "batch_size": 2})
+    run.run()
+    lstm_ckpt = run.save(tmp_path / "lstm.pt")
+
+    with pytest.raises(CheckpointError, match=rf"^{cnn_ckpt}: a kitchen-study\.cnn/1 checkpoint, "
+                       r"not the kitchen-study\.lstm/1"):
+        load_lstm(cnn_ckpt)
+    with pytest.raises(CheckpointError, match=rf"^{lstm_ckpt}: a kitchen-study\.lstm/1 checkpoint"):
+        load_checkpoint(lstm_ckpt)
+    fresh = CNNTrainer(CNNConfig(**SMALL), read_table(path), 1, FrameSource(root / "videos"),
+                       device="cpu")
+    with pytest.raises(CheckpointError, match="kitchen-study.lstm/1 checkpoint"):
+        fresh.load(lstm_ckpt)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        fresh.load(tmp_path / "empty.pt")
+    # the CLIs: exit 2, one line, no traceback and no advice to load the file unsafely
+    for args in (["train", lstm_table, "--iterations", "1", "--init", cnn_ckpt],
+                 ["train", lstm_table, "--iterations", "1", "--init", tmp_path / "empty.pt"],
+                 ["cnn", "export", lstm_ckpt, path, "--frames", root / "videos", "--out",
+                  tmp_path / "x.parquet"],
+                 ["cnn", "export", tmp_path / "empty.pt", path, "--frames", root / "videos",
+                  "--out", tmp_path / "x.parquet"]):
+        r = invoke(*args)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert "checkpoint" in r.stderr and "weights_only" not in r.stderr
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_loader_workers_give_the_same_results(toy, trained, tmp_path):
     # the multi-process path (what a GPU run uses): same softmax rows, errors still DataError
     root, path = toy

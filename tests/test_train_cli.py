@@ -77,6 +77,7 @@ def test_human_summary(data):
         (["--cell", "gru"], "cell: Input should be 'cudnn' or 'peephole'"),
         (["--joint-ratio", "5"], "joint ratio must look like 5:3"),
         (["--init", "{missing}"], "no such checkpoint file"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
     ],
 )
 def test_config_errors_exit_2(data, tmp_path, args, message):
