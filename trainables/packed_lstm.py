@@ -65,7 +65,15 @@ from .lstm_job import Checkpoint, Trainer, save_checkpoint
 from .lstm_model import CELLS, FramewiseLSTM
 from .sampler import IGNORE
 
-__all__ = ["PackedAdam", "PackedLSTM", "PackedStats", "PackedTrainer", "member_keys"]
+__all__ = [
+    "MemberFailure",
+    "PackedAdam",
+    "PackedLSTM",
+    "PackedStats",
+    "PackedTrainer",
+    "member_keys",
+    "member_losses",
+]
 
 PackedState = tuple[Tensor, Tensor]
 
@@ -248,12 +256,13 @@ class PackedLSTM(nn.Module):
 
 
 def member_losses(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-member mean cross-entropy over real frames: ``(losses (K,), weights (K, B, T))``.
+    """Per-member mean cross-entropy over real frames: ``(losses (K,), weighted (K, B, T))``.
 
     ``losses[k]`` is ``F.cross_entropy(logits[k], y[k], ignore_index=IGNORE)`` (the Trainer's
-    loss; NaN when member k has no real frame). ``weights`` is ``1 / real frames of k`` on
-    member k's real frames and 0 elsewhere (detached): ``(per_frame * weights).sum()``
-    backpropagates every member's mean without a 0/0 from a member with no real frame.
+    loss; NaN when member k has no real frame). ``weighted`` is the per-frame loss times
+    ``1 / real frames of k`` on member k's real frames and 0 elsewhere (a constant factor):
+    ``weighted.sum()`` backpropagates every member's mean without a 0/0 from a member with
+    no real frame (a frozen member's masked stand-in batch).
     """
     k = logits.shape[0]
     per_frame = F.cross_entropy(
