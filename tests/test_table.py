@@ -1,8 +1,11 @@
-"""The canonical frame table: construction checks, Parquet round trip, atomic writes."""
+"""The canonical frame table: construction checks, Parquet round trip, atomic writes,
+content digest, finite features, permissions."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +20,7 @@ from data_prep.table import (
     Split,
     VideoLabels,
     atomic_output,
+    content_digest,
     read_card,
     read_table,
     summarize,
@@ -190,3 +194,76 @@ def test_info_json_reports_the_feature_dim(tmp_path):
     assert s["splits"] == [{"name": "split1", "train": 2, "test": 1}]
     bad = CliRunner().invoke(app, ["info", str(tmp_path / "absent.parquet")])
     assert bad.exit_code == 2 and "absent.parquet: no such file" in bad.stderr
+
+
+# -- content digest, finite features, permissions -----------------------------------------
+
+
+def _featured(values: np.ndarray | None = None) -> FrameTable:
+    t = FrameTable.from_videos(_card(), _videos())
+    if values is None:
+        values = np.arange(t.num_frames * 3, dtype=np.float32).reshape(t.num_frames, 3) / 7
+    return t.with_features(values, {"kind": "test"})
+
+
+def test_content_digest_is_recorded_and_follows_the_frames(tmp_path):
+    t = _featured()
+    assert t.card.content_digest == ""  # filled in by the writer
+    out = write_table(t, tmp_path / "a.parquet")
+    digest = read_card(out).content_digest
+    assert digest == content_digest(t) == t.card.content_digest and len(digest) == 64
+    # the same frames written again (another file, another row-group size): the same digest
+    again = write_table(read_table(out), tmp_path / "b.parquet", row_group_frames=4)
+    assert read_card(again).content_digest == digest
+    # one feature value changed under the same card: a different digest
+    changed = t.features.copy()
+    changed[7, 1] += 1e-3
+    assert content_digest(_featured(changed)) != digest
+    # labels without features, and one label changed
+    plain = FrameTable.from_videos(_card(), _videos())
+    other = _videos()
+    other[0].labels = np.array([0, 1, 1, 2, 1])
+    assert content_digest(plain) not in (digest, content_digest(FrameTable.from_videos(
+        _card(), other)))  # fmt: skip
+    # replacing the features clears the digest until written
+    assert t.with_features(t.features, {"kind": "x"}).card.content_digest == ""
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_are_refused_on_write_and_read(tmp_path, bad):
+    values = np.full((10, 3), 0.5, dtype=np.float32)
+    values[6, 2] = bad  # row 6 = video P2_a (frames 5..9), frame 1
+    t = _featured(values)
+    with pytest.raises(DataError, match=r"video 'P2_a' frame 1: feature value (nan|inf|-inf)"):
+        write_table(t, tmp_path / "w.parquet")
+    assert list(tmp_path.iterdir()) == []
+    # a file written by something else: read_table names the file, video and frame
+    from data_prep.table import to_arrow
+
+    path = tmp_path / "r.parquet"
+    pq.write_table(to_arrow(t), path)
+    with pytest.raises(DataError, match=r"r\.parquet: video 'P2_a' frame 1: feature value"):
+        read_table(path)
+    assert read_table(path, features=False).num_frames == 10
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        out = write_table(_featured(), tmp_path / "t.parquet")
+        with atomic_output(tmp_path / "other.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for p in (out, tmp_path / "other.bin"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_too_many_frames_per_video_is_refused(monkeypatch):
+    from data_prep import table as table_mod
+
+    t = FrameTable.from_videos(_card(), _videos())
+    monkeypatch.setattr(table_mod, "MAX_FRAMES_PER_VIDEO", 4)
+    with pytest.raises(DataError, match="'P2_a' has 5 frames, more than the limit of 4"):
+        t.validate()

@@ -1,0 +1,358 @@
+"""Every bad input is one line through the CLI: ``error: FILE[:LINE]: message``, exit 2, no
+traceback, and no file or temporary file left behind (a previous output unchanged).
+
+One table, one test: a case builds its inputs under a fresh folder and returns the
+``kitchen-study`` arguments and the text the error line must contain (the file, and the
+line where there is one). The data cases are below; the study cases (checkpoints, tracking
+URIs, specs, ...) have their own section at the end of the table.
+
+Full disk: there is no tiny tmpfs without root tricks here, so ENOSPC is a fault injection:
+``pyarrow.parquet.write_table`` is replaced in-process by a writer that puts half a file
+on disk and then raises ``OSError(ENOSPC)``, as a real full disk does mid-write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, write_table
+from study.cli import app
+from tests.formats import breakfast as bf_fmt
+from tests.formats import mpii as mpii_fmt
+from tests.formats import mstcn as mstcn_fmt
+from tests.formats import salads as salads_fmt
+
+
+@dataclass(frozen=True)
+class Case:
+    """``setup(folder)`` writes the inputs and returns (CLI args, text the error names)."""
+
+    id: str
+    setup: Callable[[Path], tuple[list[str], str]]
+    #: files made by ``setup`` that must be byte-for-byte unchanged afterwards
+    unchanged: tuple[str, ...] = ()
+    marks: tuple = field(default=())
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _mstcn(d: Path, features: bool = False) -> Path:
+    return mstcn_fmt.write(d / "ds", with_features=features)
+
+
+def _mstcn_args(root: Path, out: Path) -> list[str]:
+    return ["prepare", "mstcn", "--root", str(root), "--out", str(out),
+            "--participant-pattern", mstcn_fmt.PATTERN]  # fmt: skip
+
+
+def _append_bytes(path: Path, data: bytes) -> int:
+    """Append ``data`` as a new line; returns its 1-based line number."""
+    text = path.read_bytes()
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    path.write_bytes(text + data + b"\n")
+    return text.count(b"\n") + 1
+
+
+def _replace_line(path: Path, lineno: int, data: bytes) -> None:
+    lines = path.read_bytes().splitlines()
+    lines[lineno - 1] = data
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _loop(path: Path) -> None:
+    os.symlink(path.name, path)  # a symlink to itself: ELOOP when read
+
+
+def _small_table(path: Path) -> Path:
+    card = DatasetCard(name="t", fps=15.0, classes=("bg", "a"), background="bg",
+                       source_format="test", converter_version="test-1",
+                       splits=(Split("split1", ("P1_a",), ("P2_a",)),))  # fmt: skip
+    videos = [VideoLabels("P1_a", np.array([0, 1, 1]), "P1"),
+              VideoLabels("P2_a", np.array([1, 0]), "P2")]  # fmt: skip
+    return write_table(FrameTable.from_videos(card, videos), path)
+
+
+def _raw_breakfast(d: Path) -> Path:
+    return bf_fmt.write_raw(d / "bf")
+
+
+def _raw_file(root: Path) -> Path:
+    v = bf_fmt.VIDEOS[0]
+    return root / "segmentation_coarse" / bf_fmt.activity(v) / f"{v}.txt"
+
+
+# -- the data cases ---------------------------------------------------------------------
+
+
+def gt_is_a_folder(d):
+    root = _mstcn(d)
+    bad = root / "groundTruth" / "S1_soup_cam_a.txt"
+    bad.mkdir()
+    return _mstcn_args(root, d / "out.parquet"), f"{bad}: is a folder"
+
+
+def gt_is_a_symlink_loop(d):
+    root = _mstcn(d)
+    bad = root / "groundTruth" / "S1_soup_cam_a.txt"
+    _loop(bad)
+    return _mstcn_args(root, d / "out.parquet"), f"{bad}: cannot read"
+
+
+def raw_breakfast_folder(d):
+    root = _raw_breakfast(d)
+    bad = root / "segmentation_coarse" / "tea" / "P03_cam02_P03_tea.txt"
+    bad.mkdir()
+    return ["prepare", "breakfast", "--root", str(root), "--out", str(d / "o.parquet")], str(bad)
+
+
+def raw_breakfast_symlink_loop(d):
+    root = _raw_breakfast(d)
+    bad = root / "segmentation_coarse" / "tea" / "P03_cam02_P03_tea.txt"
+    _loop(bad)
+    return ["prepare", "breakfast", "--root", str(root), "--out", str(d / "o.parquet")], str(bad)
+
+
+def mapping_not_utf8(d):
+    root = _mstcn(d)
+    line = _append_bytes(root / "mapping.txt", b"4 caf\xe9")
+    return _mstcn_args(root, d / "o.parquet"), f"mapping.txt:{line}: not UTF-8"
+
+
+def bundle_not_utf8(d):
+    root = _mstcn(d)
+    bundle = root / "splits" / "train.split1.bundle"
+    _replace_line(bundle, 2, b"S2_t\xe9a_cam_a.txt")
+    return _mstcn_args(root, d / "o.parquet"), f"{bundle}:2: not UTF-8"
+
+
+def gt_not_utf8(d):
+    root = _mstcn(d)
+    gt = root / "groundTruth" / "S2_tea_cam_a.txt"
+    _replace_line(gt, 3, b"pour_w\xffter")
+    return _mstcn_args(root, d / "o.parquet"), f"{gt}:3: not UTF-8"
+
+
+def raw_breakfast_not_utf8(d):
+    root = _raw_breakfast(d)
+    f = _raw_file(root)
+    _replace_line(f, 2, b"4-7 take_b\xf6wl")
+    return ["prepare", "breakfast", "--root", str(root), "--out", str(d / "o.parquet")], (
+        f"{f}:2: not UTF-8"
+    )
+
+
+def mpii_csv_not_utf8(d):
+    csv = mpii_fmt.example(d / "m")["csv_path"]
+    _replace_line(csv, 3, b"8,s08-d02-cam-002,12,20,5,cut \xe0n")
+    return ["prepare", "mpii", "--csv", str(csv), "--out", str(d / "o.parquet")], (
+        f"{csv}:3: not UTF-8"
+    )
+
+
+def mpii_end_frame_too_large(d):
+    csv = mpii_fmt.example(d / "m")["csv_path"]
+    _replace_line(csv, 2, b"8,s08-d02-cam-002,6,1000000000000,2,change temperature")
+    return ["prepare", "mpii", "--csv", str(csv), "--out", str(d / "o.parquet")], (
+        f"{csv}:2: end_frame 1000000000000 is beyond the limit of 100,000,000 frames"
+    )
+
+
+def raw_breakfast_end_frame_too_large(d):
+    root = _raw_breakfast(d)
+    f = _raw_file(root)
+    _replace_line(f, 1, b"1-1000000000000 SIL")
+    return ["prepare", "breakfast", "--root", str(root), "--out", str(d / "o.parquet")], (
+        f"{f}:1: end frame 1000000000000 is beyond the limit"
+    )
+
+
+def salads_fitted_clock_too_long(d):
+    root = salads_fmt.write(d / "s")
+    for p in (root / "groundTruth").iterdir():  # lengths then come from the fitted clock
+        p.unlink()
+    (root / "groundTruth").rmdir()
+    ann = root / "activityAnnotations" / "01-1-activityAnnotation.txt"
+    _replace_line(ann, 2, b"%d %d cut_tomato_prep" % (salads_fmt.timestamp(3), 10**15))
+    return ["prepare", "salads", "--root", str(root), "--source", "raw",
+            "--out", str(d / "o.parquet")], f"{ann}:2: ends at frame"  # fmt: skip
+
+
+def nan_features(d):
+    root = _mstcn(d, features=True)
+    npy = root / "features" / "S2_tea_cam_a.npy"
+    x = np.load(npy)
+    x[1, 4] = np.nan
+    np.save(npy, x)
+    return _mstcn_args(root, d / "o.parquet"), (
+        f"{npy}: video 'S2_tea_cam_a' frame 4: feature 1 is nan (features must be finite)"
+    )
+
+
+def inf_features(d):
+    root = _mstcn(d, features=True)
+    npy = root / "features" / "S3_tea_cam_b.npy"
+    x = np.load(npy)
+    x[0, 7] = -np.inf
+    np.save(npy, x)
+    return _mstcn_args(root, d / "o.parquet"), f"{npy}: video 'S3_tea_cam_b' frame 7"
+
+
+def out_is_an_existing_folder(d):
+    csv = mpii_fmt.example(d / "m")["csv_path"]
+    (d / "out").mkdir()
+    return ["prepare", "mpii", "--csv", str(csv), "--out", str(d / "out")], (
+        f"{d / 'out'}: is a folder"
+    )
+
+
+def _writable(folder: Path) -> bool:
+    probe = folder / ".kitchen_study_probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def out_in_a_read_only_folder(d):
+    csv = mpii_fmt.example(d / "m")["csv_path"]
+    ro = d / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if _writable(ro):  # root ignores the mode: use a read-only system folder instead
+        ro.chmod(0o755)
+        ro = Path("/sys")
+        if not ro.is_dir() or _writable(ro):
+            pytest.skip("no read-only folder available to this user")
+    out = ro / "kitchen_study_test.parquet"
+    return ["prepare", "mpii", "--csv", str(csv), "--out", str(out)], f"{out}: cannot write"
+
+
+def simulate_onto_its_input(d):
+    x = _small_table(d / "x.parquet")
+    return ["simulate", str(x), "--out", str(d / "." / "x.parquet"), "--accuracy", "50"], (
+        f"{d / 'x.parquet'}: --out is the input PATH itself"
+    )
+
+
+def prepare_onto_its_input(d):
+    csv = mpii_fmt.example(d / "m")["csv_path"]
+    return ["prepare", "mpii", "--csv", str(csv), "--out", str(csv)], (
+        f"{csv}: --out is the input CSV_PATH itself"
+    )
+
+
+DATA_CASES = [
+    Case("groundTruth txt is a folder", gt_is_a_folder),
+    Case("groundTruth txt is a symlink loop", gt_is_a_symlink_loop),
+    Case("raw Breakfast txt is a folder", raw_breakfast_folder),
+    Case("raw Breakfast txt is a symlink loop", raw_breakfast_symlink_loop),
+    Case("mapping.txt not UTF-8", mapping_not_utf8),
+    Case("split bundle not UTF-8", bundle_not_utf8),
+    Case("groundTruth file not UTF-8", gt_not_utf8),
+    Case("raw Breakfast file not UTF-8", raw_breakfast_not_utf8),
+    Case("MPII CSV not UTF-8", mpii_csv_not_utf8),
+    Case("MPII end_frame 10^12", mpii_end_frame_too_large),
+    Case("raw Breakfast end frame 10^12", raw_breakfast_end_frame_too_large),
+    Case("50 Salads fitted clock past the frame limit", salads_fitted_clock_too_long),
+    Case("NaN feature", nan_features),
+    Case("-inf feature", inf_features),
+    Case("--out is an existing folder", out_is_an_existing_folder),
+    Case("--out in a read-only folder", out_in_a_read_only_folder),
+    Case("simulate X --out X", simulate_onto_its_input, unchanged=("x.parquet",)),
+    Case("prepare --csv X --out X", prepare_onto_its_input,
+         unchanged=("m/detectionGroundtruth-1-0.csv",)),
+]  # fmt: skip
+
+
+# -- the study cases (owned by the study side of issue 9) --------------------------------
+# Add Case(...) rows here: a 0-byte or foreign checkpoint, an unreachable tracking URI,
+# `best --metric bogus`, `--device tpu`, a duplicate YAML key, a corrupt mlflow.db, ...
+
+STUDY_CASES: list[Case] = []
+
+
+# -- the test ---------------------------------------------------------------------------
+
+
+def _tree(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*")}
+
+
+def assert_one_line_error(res, expected: str) -> None:
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert expected in lines[0], (expected, lines[0])
+
+
+@pytest.mark.parametrize("case", DATA_CASES + STUDY_CASES, ids=lambda c: c.id)
+def test_bad_input_is_one_line(case: Case, tmp_path):
+    args, expected = case.setup(tmp_path)
+    before = _tree(tmp_path)
+    kept = {name: (tmp_path / name).read_bytes() for name in case.unchanged}
+    res = CliRunner().invoke(app, args)
+    assert_one_line_error(res, expected)
+    assert _tree(tmp_path) == before, "a file or temporary file was left behind"
+    for name, data in kept.items():
+        assert (tmp_path / name).read_bytes() == data, f"{name} changed"
+
+
+# -- full disk (fault injection, see the module docstring) --------------------------------
+
+
+def _disk_full_after(monkeypatch, good_writes: int) -> None:
+    real = pq.write_table
+    calls = {"n": 0}
+
+    def write(table, where, **kw):
+        calls["n"] += 1
+        if calls["n"] <= good_writes:
+            return real(table, where, **kw)
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pq, "write_table", write)
+
+
+def test_full_disk_leaves_the_previous_output(tmp_path, monkeypatch):
+    csv = mpii_fmt.example(tmp_path / "m")["csv_path"]
+    out = tmp_path / "out" / "mpii.parquet"
+    args = ["prepare", "mpii", "--csv", str(csv), "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before, tree = out.read_bytes(), _tree(tmp_path)
+    _disk_full_after(monkeypatch, 0)
+    res = CliRunner().invoke(app, args)
+    assert_one_line_error(res, f"{out}: cannot write (No space left on device)")
+    assert out.read_bytes() == before
+    assert _tree(tmp_path) == tree
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh folder", "over a previous run"])
+def test_full_disk_synth_leaves_none_of_its_files(tmp_path, monkeypatch, previous):
+    out = tmp_path / "synth"
+    args = ["synth", "--out", str(out), "--videos", "8", "--participants", "4"]
+    if previous:
+        assert CliRunner().invoke(app, [*args, "--seed", "1"]).exit_code == 0
+    else:
+        out.mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _disk_full_after(monkeypatch, 1)  # the second of three files hits the full disk
+    res = CliRunner().invoke(app, [*args, "--seed", "2"])
+    assert_one_line_error(res, f"{out}: cannot write (No space left on device)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
