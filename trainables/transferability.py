@@ -177,7 +177,8 @@ def _class_evidence(
 def logme(features: Any, labels: Any, *, max_iter: int = 11, tol: float = 1e-3) -> float:
     """LogME (You, Liu, Wang, Long, "LogME: Practical Assessment of Pre-trained Models for
     Transfer Learning", ICML 2021; fixed-point form of You et al., "Ranking and Tuning
-    Pre-trained Models", JMLR 2022, as in the reference code github.com/thuml/LogME).
+    Pre-trained Models", arXiv:2110.10545 / JMLR 2022, as in the reference code
+    github.com/thuml/LogME).
 
     Rule: for each target class c present in ``labels``, fit a Bayesian linear regression
     ``y_c = F w + e`` of the class indicator on the features F (N x D) with prior
@@ -722,9 +723,8 @@ def _loss_at(curve: Mapping[Any, float], at: int, what: str) -> float:
 def probe_score(transfer: Mapping[Any, float], baseline: Mapping[Any, float], at: int) -> float:
     """The short probe: ``transfer[at] - baseline[at]``, the target loss after ``at``
     iterations of the edge's fine-tune minus the no-transfer baseline's after as many
-    (negative: the transferred initialisation is ahead). In the spirit of the "brief
-    fine-tune" baselines of the transferability literature (e.g. the partial-training
-    proxies compared by You et al., ICML'21), applied to this project's two jobs.
+    (negative: the transferred initialisation is ahead). An early-learning-curve proxy of
+    this project (issue 12), not a published estimator.
 
     Curves are ``{iteration: loss}`` (int or str keys, as ``TrainRun.curve`` writes them);
     both must hold ``at`` exactly — nothing is interpolated. Lower is better
@@ -835,8 +835,9 @@ def top1_by_target(
     Estimates are oriented by ``higher_is_better`` (default: :data:`ESTIMATORS`'s, True for
     unregistered names).
     """
+    if targets is None:
+        raise ValueError("top1_by_target needs each edge's target")
     est, g, t = _as_frame(estimates, gains, targets)
-    assert t is not None
     orient = _orientation([str(c) for c in est.columns], higher_is_better)
     labels = np.asarray([str(i) for i in est.index], dtype=object)
     rows = []
