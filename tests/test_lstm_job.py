@@ -23,6 +23,7 @@ from trainables.lstm_job import (
     TrainSpec,
     load_checkpoint,
 )
+from trainables.metrics import METRIC_NAMES
 
 
 @pytest.fixture(autouse=True)
@@ -206,7 +207,7 @@ def test_joint_run_predicts_only_target_classes(tables):
                                 arrangement="concat", iterations=5, batch_size=16))
     assert run.trainer.sampler.counts == [10, 6]
     result = run.run()
-    assert set(engine.METRIC_KEYS) <= set(result) and result["iterations"] == 5
+    assert set(METRIC_NAMES) <= set(result) and result["iterations"] == 5
     preds = np.concatenate(run.trainer.predict())
     assert preds.min() >= 0 and preds.max() < 6  # target labels, never a source block index
     # restricting the joint logits to the target block is what makes that hold
@@ -240,7 +241,7 @@ def _weights(run: TrainRun) -> dict[str, torch.Tensor]:
 def test_same_seed_same_metrics_other_seed_other_model(tables):
     spec = small(target_path=tables[0], iterations=12, eval_at=[6])
     a, b = TrainRun.create(spec).run(), TrainRun.create(spec).run()
-    for key in (*engine.METRIC_KEYS, "loss", "curve"):
+    for key in (*METRIC_NAMES, "loss", "curve"):
         assert a[key] == b[key], key
     r1, r2 = TrainRun.create(spec), TrainRun.create({**spec, "seed": 1})
     assert not torch.equal(_weights(r1)["head.weight"], _weights(r2)["head.weight"])

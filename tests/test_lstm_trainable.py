@@ -10,8 +10,9 @@ import torch
 
 from data_prep.table import write_table
 from tests.test_lstm_job import recipe_table
-from trainables.lstm_job import METRIC_KEYS, ConfigError
+from trainables.job import ConfigError
 from trainables.lstm_trainable import CHECKPOINT_FILE, LSTMTrainable
+from trainables.metrics import METRIC_NAMES
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def config(tmp_path):
 
 
 def _strip(result: dict) -> dict:
-    keys = ("iteration", "loss", "done", "curve", *METRIC_KEYS)
+    keys = ("iteration", "loss", "done", "curve", *METRIC_NAMES)
     return {k: result[k] for k in keys if k in result}
 
 

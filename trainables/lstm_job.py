@@ -85,8 +85,8 @@ from .job import (
 )
 from .lstm_config import LSTMConfig, TrainSpec
 from .lstm_model import FramewiseLSTM
-from .metrics import METRIC_NAMES, frame_accuracy, mstcn_background
 from .metrics import evaluate as evaluate_metrics
+from .metrics import frame_accuracy, mstcn_background
 from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
 
 __all__ = [
@@ -107,7 +107,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "kitchen-study.lstm/1"
-METRIC_KEYS = METRIC_NAMES
 PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
 #: frames per evaluation chunk when the state is not reset (results do not depend on it)
 EVAL_CHUNK = 1024
