@@ -140,7 +140,7 @@ def _bare(root: Path, data: Path, iterations: int) -> float:
     plan = make_plan(load_spec(_spec(root, data, iterations, "bare")))
     first, rest = [], []
     for t in plan:
-        cfg = {k: v for k, v in t.config.items() if v is not None}
+        cfg = {k: v for k, v in t.trial_config().items() if v is not None}
         if t.kind == "pretrain":
             cfg["_save"] = str(root / f"{t.id.replace(':', '_')}.pt")
             first.append(cfg)

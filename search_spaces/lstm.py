@@ -2,7 +2,7 @@
 
 Every space is a function ``space(trial, *, ...options) -> dict`` that only calls
 ``trial.suggest_*`` and returns the **complete** set of LSTM config values it decides
-(field names of ``trainables.lstm_job.LSTMConfig``). The study runner merges that dict into
+(field names of ``trainables.lstm_config.LSTMConfig``). The study runner merges that dict into
 the task's base config; the suggested parameters themselves (as Optuna records them) may
 be named differently, e.g. ``target_eighths`` → ``joint_ratio``. Keyword-only options are
 set from a spec's ``search.space_args``.
@@ -20,12 +20,13 @@ support (a categorical's choices may not change between trials, so none is used 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from trainables.arrangements import ARRANGEMENTS
+
 __all__ = [
-    "ARRANGEMENTS",
     "BYTES_PER_UNIT",
+    "JOINT_ARRANGEMENTS",
     "DEFAULT_MEMORY_BUDGET_MB",
     "PAPER_CONFIG",
     "activation_bytes",
@@ -45,8 +46,10 @@ PAPER_CONFIG: dict[str, Any] = {
     "lr": 1e-3,
 }
 
-#: Label arrangements a joint search may choose among.
-ARRANGEMENTS: tuple[str, ...] = ("merged", "random", "multiple_random", "concat")
+#: Label arrangements a joint search may choose among: every registered arrangement of two
+#: label spaces (``trainables.arrangements.ARRANGEMENTS`` without ``identity``).
+JOINT_ARRANGEMENTS: tuple[str, ...] = tuple(
+    name for name, kind in ARRANGEMENTS.items() if kind.needs_source)
 
 #: float32 bytes kept per (frame, layer, hidden unit, sequence): 4 gates + cell + hidden.
 BYTES_PER_UNIT = 4 * 6
@@ -138,7 +141,7 @@ def lstm_joint(
     max_hidden: int = 512,
     max_batch: int = 256,
     lr: tuple[float, float] = (1e-4, 1e-2),
-    arrangements: tuple[str, ...] = ARRANGEMENTS,
+    arrangements: tuple[str, ...] = JOINT_ARRANGEMENTS,
 ) -> dict[str, Any]:
     """:func:`lstm` plus the joint ratio (target:source, in eighths of a batch: 5 → the
     paper's 5:3) and the label arrangement."""
@@ -176,8 +179,3 @@ def small(
         lr=lr,
     )
 
-
-def _check_budget(cfg: dict[str, Any], memory_budget_mb: float) -> bool:
-    """True when ``cfg`` fits the budget (used by tests and the docs)."""
-    used = activation_bytes(cfg["history"], cfg["depth"], cfg["hidden"], cfg["batch_size"])
-    return used <= math.floor(memory_budget_mb * 2**20)

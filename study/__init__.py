@@ -7,7 +7,8 @@
 >>> load_study("studies/demo.yaml").best_transfer_pairs()
 
 Names are loaded on first use, so ``import study`` (and the CLI's ``--help``) stays fast:
-the query API needs pandas and MLflow, the runner Ray and torch.
+the query API needs pandas and MLflow, the runner Ray and torch (status and queries need
+neither Ray nor torch).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ _WHERE = {
     "make_plan": "plan",
     "StudyOutcome": "runner",
     "run_study": "runner",
-    "study_status": "runner",
+    "study_status": "status",
     "StudyResults": "query",
     "load_study": "query",
 }

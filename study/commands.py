@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from data_prep.errors import DataError
+from trainables.metrics import METRIC_NAMES
 
 __all__ = ["best", "demo", "register", "report", "resume", "run", "status"]
 
@@ -43,7 +44,8 @@ def _not_found(e: Exception) -> DataError:
 
 def _print_plan(loaded: Any, tracking_uri: str | None) -> None:
     from .plan import make_plan
-    from .runner import preflight, study_status
+    from .runner import preflight
+    from .status import study_status
 
     plan = make_plan(loaded.spec)
     preflight(plan, loaded.spec.source)
@@ -54,7 +56,7 @@ def _print_plan(loaded: Any, tracking_uri: str | None) -> None:
         deps = f"  <- {', '.join(t.deps)}" if t.deps else ""
         trials = f" x{t.trials}" if t.trials > 1 else ""
         mark = "done" if status.get(t.id) == "FINISHED" else "    "
-        typer.echo(f"  {mark} {t.kind:<9} {t.id}{trials}  [{t.config['iterations']} it]{deps}")
+        typer.echo(f"  {mark} {t.kind:<9} {t.id}{trials}  [{t.config.iterations} it]{deps}")
     counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
     typer.echo(f"{counts}")
     left = plan.trial_count - _done_trials(plan, status)
@@ -68,8 +70,8 @@ def _done_trials(plan: Any, status: dict[str, str]) -> int:
 
 def _run(spec: Path, address: str | None, tracking_uri: str | None, num_cpus: int | None,
          verbose: bool, resume: bool) -> None:
+    from .mlflow_layout import StudyNotFound
     from .runner import run_study
-    from .tracking import StudyNotFound
 
     loaded = _open(spec)
     try:
@@ -116,7 +118,7 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="One JSON object per task, as a list."),
 ) -> None:
     """Per-task state of a study (from MLflow; no Ray needed)."""
-    from .runner import study_status
+    from .status import study_status
 
     loaded = _open(spec)
     rows = study_status(loaded, tracking_uri)
@@ -136,8 +138,8 @@ def status(
 
 
 def _load_results(spec: Path, tracking_uri: str | None):
+    from .mlflow_layout import StudyNotFound
     from .query import load_study
-    from .tracking import StudyNotFound
 
     _open(spec)  # spec errors first, with their key paths
     try:
@@ -155,7 +157,7 @@ def _fmt(v: Any) -> str:
 def best(
     spec: Path = _SPEC,
     target: str | None = typer.Option(None, "--target", help="Only pairs into this dataset."),
-    metric: str = typer.Option("frame_acc", "--metric", help="frame_acc, edit, f1@10, ..."),
+    metric: str = typer.Option("frame_acc", "--metric", help=", ".join(METRIC_NAMES) + "."),
     k: int = typer.Option(10, "--k", help="How many pairs."),
     tracking_uri: str | None = _TRACKING,
     json_out: bool = typer.Option(False, "--json", help="A JSON list of pairs."),

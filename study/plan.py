@@ -11,8 +11,8 @@ with a mode and a label arrangement, repeated per seed. Tasks:
               **once** per ``(source, source split, seed)`` and shared by every transfer
               edge out of it, whatever the target or arrangement. Exception:
               ``multiple_random`` pre-trains in the joint space with the k random maps
-              (the checkpoint records that arrangement), so its pre-train is keyed by the
-              target dataset and k as well (see INTERFACES.md).
+              (``mode: pretrain``; the checkpoint records that arrangement), so its
+              pre-train is keyed by the target dataset and k as well.
 ``finetune``  a transfer edge on one target split and seed; depends on its pre-train
               (same seed), which it is initialised from.
 ``joint``     a joint edge (batches mixing target and source at ``ratio``); no dependency.
@@ -26,18 +26,24 @@ come in a deterministic topological order: pre-trains first, then fine-tunes, jo
 runs, baselines, searches (the runner releases ready tasks in this order, so the
 pre-trains that unblock the most work start first).
 
-Each task's ``config`` is the trainable config (``trainables.lstm_job.TrainSpec``): the
-spec's ``model`` defaults plus ``seed``, ``arrangement_seed`` (= the seed, so random
+Each task's ``config`` is the trainable's validated config
+(``trainables.lstm_config.TrainSpec``; :meth:`Task.trial_config` is the mapping the trial
+receives and MLflow records: the fields the planner set): the spec's ``model`` defaults
+plus ``seed``, ``arrangement_seed`` (= the seed, so random
 arrangements vary with it), ``target_path``, ``target_split``, ``source_path`` and
 ``source_split`` (only where a source is read), ``mode``, ``arrangement``,
-``init_checkpoint`` (None here; the runner points a fine-tune at its pre-train's
-checkpoint), ``iterations``, ``iterations_per_step``,
+``init_checkpoint`` (None, except a fine-tune's: :func:`checkpoint_of` its pre-train, which
+the runner replaces by that checkpoint's URI), ``iterations``, ``iterations_per_step``,
 ``eval_at`` (evaluation points <= iterations; the final iteration is always evaluated),
 ``num_cpus`` and ``num_gpus`` (the spec's resources). Joint tasks add ``joint_ratio``
 ([target, source]); ``multiple_random`` tasks add ``arrangement_k``. A fine-tune has no
 ``source_path``: its source label space comes from the pre-train checkpoint, so the source
 data is not loaded twice. A pre-train is ``mode: none`` on the source (its own label
 space), or ``mode: pretrain`` with the target's card for ``multiple_random``.
+
+A task's kind and mode are one vocabulary: :data:`TASK_KINDS` says which config modes
+(``TrainSpec.mode``) each kind trains in, and :attr:`Task.mode` *is* its config's mode.
+A config the trainable would reject is a :class:`~study.spec.SpecError` naming the task.
 """
 
 from __future__ import annotations
@@ -45,14 +51,48 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
-from .spec import EdgeSpec, SearchSpec, StudySpec
+from trainables.job import ConfigError
+from trainables.lstm_config import TrainSpec
 
-__all__ = ["KINDS", "Plan", "Task", "asha_rungs", "make_plan"]
+from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec
 
-#: Task kinds in release order.
-KINDS: tuple[str, ...] = ("pretrain", "finetune", "joint", "baseline", "search")
+__all__ = ["KINDS", "TASK_KINDS", "Plan", "Task", "TaskKind", "asha_rungs", "checkpoint_of",
+           "make_plan"]
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A kind of task: what it trains and in which config modes (``TrainSpec.mode``)."""
+
+    name: str
+    modes: tuple[str, ...]
+    doc: str
+
+    def __post_init__(self) -> None:
+        known = get_args(TrainSpec.model_fields["mode"].annotation)
+        bad = [m for m in self.modes if m not in known]
+        if bad:
+            raise ValueError(f"task kind {self.name!r}: unknown mode(s) {bad} (known: {known})")
+
+
+#: The task kinds, in release order (pre-trains first: they unblock the most).
+TASK_KINDS: dict[str, TaskKind] = {k.name: k for k in (
+    TaskKind("pretrain", ("none", "pretrain"), "a source split, once per use, for fine-tunes"),
+    TaskKind("finetune", ("transfer",), "a transfer edge, from its pre-train's checkpoint"),
+    TaskKind("joint", ("joint",), "a joint edge: batches mixing target and source"),
+    TaskKind("baseline", ("none",), "no transfer: the target split alone"),
+    TaskKind("search", ("none", "joint"), "an Optuna search over one target split"),
+)}
+#: Task kind names in release order.
+KINDS: tuple[str, ...] = tuple(TASK_KINDS)
+
+
+def checkpoint_of(task_id: str) -> str:
+    """A fine-tune's ``init_checkpoint`` in the plan: a reference to its pre-train's
+    checkpoint, which the runner replaces by that checkpoint's URI before the trial runs."""
+    return f"<checkpoint of {task_id}>"
 
 
 @dataclass(frozen=True)
@@ -61,17 +101,34 @@ class Task:
 
     id: str
     kind: str
-    mode: str  # none | transfer | joint
     target: str
     target_split: str
     seed: int
-    config: dict[str, Any] = field(compare=True, hash=False)
+    config: TrainSpec = field(compare=True, hash=False)
     source: str | None = None
     source_split: str | None = None
     arrangement: str = "identity"
     deps: tuple[str, ...] = ()
     trials: int = 1
     search: SearchSpec | None = None
+
+    def __post_init__(self) -> None:
+        kind = TASK_KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"task {self.id}: unknown kind {self.kind!r} (known: {KINDS})")
+        if self.config.mode not in kind.modes:
+            raise ValueError(f"task {self.id}: a {self.kind} task runs in mode "
+                             f"{'|'.join(kind.modes)}, not {self.config.mode!r}")
+
+    @property
+    def mode(self) -> str:
+        """The config's mode (``TrainSpec.mode``)."""
+        return self.config.mode
+
+    def trial_config(self) -> dict[str, Any]:
+        """The config as the trial receives it and MLflow records it: the fields the planner
+        set, JSON-typed (lists, not tuples)."""
+        return self.config.model_dump(mode="json", exclude_unset=True)
 
     @property
     def node(self) -> str:
@@ -117,7 +174,7 @@ class Plan:
 
     def training_iterations(self) -> int:
         """Upper bound of training iterations over all trials (ASHA may stop some early)."""
-        return sum(t.config["iterations"] * t.trials for t in self.tasks)
+        return sum(t.config.iterations * t.trials for t in self.tasks)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -127,7 +184,7 @@ class Plan:
                     "kind": t.kind,
                     "deps": list(t.deps),
                     "trials": t.trials,
-                    "config": t.config,
+                    "config": t.trial_config(),
                 }
                 for t in self.tasks
             ],
@@ -179,11 +236,23 @@ def _pretrain_id(source: str, ssplit: str, seed: int, mr: tuple[str, int] | None
 
 
 def make_plan(spec: StudySpec) -> Plan:
-    """Expand a (validated) spec into its tasks. Deterministic: same spec → same plan."""
+    """Expand a (validated) spec into its tasks. Deterministic: same spec → same plan.
+
+    Raises :class:`~study.spec.SpecError` listing every task whose config the trainable
+    would reject (``TrainSpec``), e.g. a ``model`` value out of range."""
     ex = spec.experiments
     tasks: dict[str, Task] = {}
+    problems: dict[str, str] = {}
 
-    def add(t: Task) -> None:
+    def add(task_id: str, kind: str, cfg: dict[str, Any], **fields: Any) -> None:
+        if task_id in problems:
+            return
+        try:
+            config = TrainSpec.parse(cfg)
+        except ConfigError as e:
+            problems[task_id] = str(e)
+            return
+        t = Task(id=task_id, kind=kind, config=config, **fields)
         old = tasks.get(t.id)
         if old is not None and old != t:  # pragma: no cover - ids encode every varying field
             raise AssertionError(f"two different tasks share the id {t.id}")
@@ -213,53 +282,57 @@ def make_plan(spec: StudySpec) -> Plan:
                             cfg = _source(spec, cfg, e.source, ssplit)
                             cfg.update(mode="joint", joint_ratio=list(e.ratio))
                             ratio = f"{e.ratio[0]}-{e.ratio[1]}"
-                            add(Task(id=f"joint:{pair}:{arr}:{ratio}:s{seed}", kind="joint",
-                                     mode="joint", config=cfg, **common))
+                            add(f"joint:{pair}:{arr}:{ratio}:s{seed}", "joint", cfg, **common)
                             continue
                         mr = (e.target, e.k) if arr == "multiple_random" else None
                         pid = _pretrain_id(e.source, ssplit, seed, mr)
                         if pid not in tasks:
-                            add(_pretrain(spec, pid, e.source, ssplit, seed, mr))
+                            pcfg, fields = _pretrain(spec, e.source, ssplit, seed, mr)
+                            add(pid, "pretrain", pcfg, **fields)
                         # no source_path: the source's label space comes from the
                         # pre-train checkpoint, so the source data is not loaded again
-                        cfg["mode"] = "transfer"
-                        add(Task(id=f"finetune:{pair}:{arr}:s{seed}", kind="finetune",
-                                 mode="transfer", config=cfg, deps=(pid,), **common))
+                        cfg.update(mode="transfer", init_checkpoint=checkpoint_of(pid))
+                        add(f"finetune:{pair}:{arr}:s{seed}", "finetune", cfg, deps=(pid,),
+                            **common)
         for name in spec.baseline_datasets():
             for split in spec.datasets[name].splits:
                 cfg = _target(spec, base, name, split)
                 cfg.update(mode="none", arrangement="identity")
-                add(Task(id=f"baseline:{name}.{split}:s{seed}", kind="baseline", mode="none",
-                         target=name, target_split=split, seed=seed, config=cfg))
+                add(f"baseline:{name}.{split}:s{seed}", "baseline", cfg, target=name,
+                    target_split=split, seed=seed)
     if spec.search is not None:
-        add(_search_task(spec, spec.search))
+        sid, cfg, fields = _search_task(spec, spec.search)
+        add(sid, "search", cfg, **fields)
+    if problems:
+        raise SpecError([(f"task {tid}", msg) for tid, msg in problems.items()], spec.source)
     order = {k: i for i, k in enumerate(KINDS)}
     ordered = sorted(tasks.values(), key=lambda t: (order[t.kind], t.id))
     return Plan(tuple(ordered))
 
 
 def _pretrain(
-    spec: StudySpec, pid: str, source: str, ssplit: str, seed: int, mr: tuple[str, int] | None
-) -> Task:
+    spec: StudySpec, source: str, ssplit: str, seed: int, mr: tuple[str, int] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, task fields) of a pre-train."""
     ex = spec.experiments
     # The source's own training set and label space; only its final state matters to the
     # fine-tunes, so it is evaluated only at the end.
     cfg = _target(spec, _base_config(spec, seed, ex.source_iterations, []), source, ssplit)
     cfg.update(mode="none", arrangement="identity")
-    arrangement = "identity"
     if mr is not None:
         # multiple_random pre-trains in the joint space with the target: the source's
         # sequences under k random maps (the target's label space only defines the space).
         target, k = mr
-        arrangement = "multiple_random"
         cfg = _target(spec, cfg, target, spec.datasets[target].splits[0])
         cfg = _source(spec, cfg, source, ssplit)
         cfg.update(mode="pretrain", arrangement="multiple_random", arrangement_k=k)
-    return Task(id=pid, kind="pretrain", mode="none", target=source, target_split=ssplit,
-                seed=seed, config=cfg, arrangement=arrangement)
+    return cfg, dict(target=source, target_split=ssplit, seed=seed,
+                     arrangement=cfg["arrangement"])
 
 
-def _search_task(spec: StudySpec, s: SearchSpec) -> Task:
+def _search_task(spec: StudySpec, s: SearchSpec
+                 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(id, config, task fields) of the search."""
     its = s.iterations or spec.experiments.iterations
     split = s.split or spec.datasets[s.target].splits[0]
     # ASHA can only cut a trial where it reports the metric: evaluate at its rungs.
@@ -273,6 +346,7 @@ def _search_task(spec: StudySpec, s: SearchSpec) -> Task:
         cfg = _source(spec, cfg, source, source_split)
         cfg["joint_ratio"] = [5, 3]
     sid = f"search:{s.target}.{split}:{s.space}:s{s.seed}"
-    return Task(id=sid, kind="search", mode=s.mode, target=s.target, target_split=split,
-                seed=s.seed, config=cfg, source=source, source_split=source_split,
-                arrangement=cfg["arrangement"], trials=s.num_samples, search=s)
+    return sid, cfg, dict(
+        target=s.target, target_split=split, seed=s.seed, source=source,
+        source_split=source_split, arrangement=cfg["arrangement"], trials=s.num_samples,
+        search=s)

@@ -207,7 +207,9 @@ class StudyResults:
         target_split, mode, arrangement, metric, mean (of the runs), baseline (mean), gain,
         ci_low, ci_high (95 % t-interval of the per-seed differences), p_value (paired t-test,
         ``scipy.stats.ttest_rel``), n_seeds."""
-        from scipy import stats
+        # scipy.special, not scipy.stats: the same t distribution (scipy.stats.t's ppf and sf
+        # are stdtrit and stdtr) without the second of imports `kitchen-study best` waited for
+        from scipy.special import stdtr, stdtrit
 
         col = _metric_column(metric)
         g = self.gains(col, mode)
@@ -222,7 +224,8 @@ class StudyResults:
         per_seed = per_seed.sort_values(["pair", "seed"], ignore_index=True)
         n_of = per_seed.groupby("pair").size()
         rows = []
-        # pairs with the same number of seeds are tested in one vectorised ttest_rel call
+        # pairs with the same number of seeds are tested in one vectorised paired t-test,
+        # computed as scipy.stats.ttest_rel computes it (two-sided)
         for n, pairs in n_of.groupby(n_of):
             block = per_seed[per_seed["pair"].isin(pairs.index)]
             x = block["value"].to_numpy(float).reshape(-1, n)
@@ -230,10 +233,11 @@ class StudyResults:
             d = x - b
             gain = d.mean(axis=1)
             if n >= 2:
-                half = stats.t.ppf(0.975, n - 1) * d.std(axis=1, ddof=1) / math.sqrt(n)
-                with warnings.catch_warnings(), np.errstate(all="ignore"):
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    p = np.asarray(stats.ttest_rel(x, b, axis=1).pvalue, dtype=float)
+                sd = d.std(axis=1, ddof=1)
+                half = stdtrit(n - 1, 0.975) * sd / math.sqrt(n)
+                with np.errstate(all="ignore"):  # no spread: t = ±inf (p 0) or 0/0 (p NaN)
+                    t = d.mean(axis=1) / np.sqrt(d.var(axis=1, ddof=1) / n)
+                    p = np.asarray(2 * stdtr(n - 1, -np.abs(t)), dtype=float)
             else:
                 half = p = np.full(len(d), math.nan)
             keys = block.iloc[::n][_PAIR].to_dict("records")

@@ -38,8 +38,10 @@ Rules (stated here because the planner and the hash depend on them):
 * ``baselines: true`` means every dataset on every declared split; ``false`` none; a list
   names datasets. ``all_pairs`` adds an edge for every ordered pair of distinct datasets
   (optionally restricted to ``all_pairs.datasets``).
-* ``model`` holds LSTM config fields (``trainables.lstm_job.LSTMConfig``); study-level keys
-  (paths, modes, iterations) are not allowed there.
+* ``model`` holds LSTM config fields (``trainables.lstm_config.LSTMConfig``); study-level
+  keys (paths, modes, iterations, seed: what the planner sets per task) are not allowed there.
+* Names come from their registries: arrangements from ``trainables.arrangements``, metrics
+  from ``trainables.metrics.METRIC_NAMES``, modes are ``TrainSpec.mode`` names.
 * **Content hash** (:func:`content_hash`): sha256 of the canonical JSON of the validated
   spec *without* the execution settings in :data:`EXECUTION_FIELDS` (where and how it runs
   does not change what it computes) and without dataset paths, plus each dataset's card
@@ -75,9 +77,11 @@ from pydantic import (
 
 from data_prep.errors import DataError
 from data_prep.table import DatasetCard, read_card
+from trainables.arrangements import ARRANGEMENTS
+from trainables.lstm_config import LSTMConfig, TrainSpec
+from trainables.metrics import METRIC_NAMES
 
 __all__ = [
-    "ARRANGEMENT_KINDS",
     "EXECUTION_FIELDS",
     "AllPairsSpec",
     "AshaSpec",
@@ -96,10 +100,16 @@ __all__ = [
     "parse_spec",
 ]
 
-Mode = Literal["transfer", "joint"]
-ArrangementKind = Literal["merged", "random", "multiple_random", "concat"]
-ARRANGEMENT_KINDS: tuple[str, ...] = ("merged", "random", "multiple_random", "concat")
-Metric = Literal["frame_acc", "edit", "f1@10", "f1@25", "f1@50"]
+#: An edge's modes and a search's modes: names of ``TrainSpec.mode`` (a transfer edge is
+#: fine-tuned in mode ``transfer``, a joint edge and a joint search train in mode ``joint``,
+#: a search without a source in mode ``none``).
+EdgeMode = Literal["transfer", "joint"]
+SearchMode = Literal["none", "joint"]
+#: The arrangements of two label spaces (every registered one that needs a source).
+ArrangementKind = Literal[tuple(n for n, k in ARRANGEMENTS.items() if k.needs_source)]
+#: What a search may maximise: the evaluation metrics of the trained model (``input_acc``
+#: measures the input scores alone, which no LSTM configuration changes).
+Metric = Literal[tuple(m for m in METRIC_NAMES if m != "input_acc")]
 
 #: Top-level keys that say how/where a study runs, not what it computes: left out of the
 #: content hash, so e.g. moving a study from this laptop to a cluster keeps its results.
@@ -114,22 +124,11 @@ EXECUTION_FIELDS: tuple[str, ...] = (
     "reuse_actors",
 )
 
-#: Config keys the planner sets per task; a spec's ``model`` block may not set them.
-TASK_KEYS: frozenset[str] = frozenset(
-    {
-        "target_path",
-        "target_split",
-        "source_path",
-        "source_split",
-        "mode",
-        "arrangement",
-        "init_checkpoint",
-        "iterations",
-        "iterations_per_step",
-        "eval_at",
-        "seed",
-    }
-)
+#: Trainable config keys a spec's ``model`` block may not set: every ``TrainSpec`` field
+#: beyond the model's (data, mode, schedule, resources: the planner sets them per task from
+#: the rest of the spec), and ``seed`` (from ``experiments.seeds``).
+_PER_TASK_KEYS: frozenset[str] = (
+    frozenset(TrainSpec.model_fields) - frozenset(LSTMConfig.model_fields)) | {"seed"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -190,7 +189,7 @@ class DatasetSpec(_Model):
 
 
 class _EdgeOptions(_Model):
-    mode: list[Mode] = Field(default=["transfer"], min_length=1)
+    mode: list[EdgeMode] = Field(default=["transfer"], min_length=1)
     arrangement: list[ArrangementKind] = Field(default=["concat"], min_length=1)
     ratio: tuple[PositiveInt, PositiveInt] = (5, 3)
     k: PositiveInt = Field(default=3, description="number of maps for multiple_random")
@@ -277,7 +276,7 @@ class SearchSpec(_Model):
     split: str | None = None
     source: str | None = None
     source_split: str | None = None
-    mode: Literal["none", "joint"] = "none"
+    mode: SearchMode = "none"
     arrangement: ArrangementKind = "concat"
     num_samples: PositiveInt
     max_concurrent: PositiveInt = 2
@@ -475,7 +474,7 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
             problems.append(
                 (f"experiments.eval_at[{i}]", f"{p} is past experiments.iterations ({last})")
             )
-    bad_model = sorted(set(spec.model) & TASK_KEYS)
+    bad_model = sorted(set(spec.model) & _PER_TASK_KEYS)
     for k in bad_model:
         problems.append((f"model.{k}", "set per task by the study, not in model defaults"))
     s = spec.search
@@ -616,8 +615,6 @@ def arrangement_problem(
 
 def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
     """``model`` against the LSTM config schema (each problem at ``model.<key>``)."""
-    from trainables.lstm_config import LSTMConfig
-
     try:
         LSTMConfig.model_validate(model)
     except ValidationError as e:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from study.plan import KINDS, asha_rungs, make_plan
-from study.spec import load_spec, parse_spec
+from study.plan import KINDS, TASK_KINDS, Task, asha_rungs, checkpoint_of, make_plan
+from study.spec import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,10 @@ def test_no_duplicate_pretraining_and_dependencies():
             pre = by_id[dep]
             assert pre.kind == "pretrain"
             assert (pre.target, pre.target_split, pre.seed) == (t.source, t.source_split, t.seed)
-            assert t.config["mode"] == "transfer" and t.config["init_checkpoint"] is None
-            assert "source_path" not in t.config  # the space comes from the checkpoint
+            cfg = t.trial_config()
+            # the pre-train's checkpoint, which the runner replaces by its URI
+            assert cfg["mode"] == "transfer" and cfg["init_checkpoint"] == checkpoint_of(dep)
+            assert "source_path" not in cfg  # the space comes from the checkpoint
             # dependencies come earlier in the release order
             assert ids.index(dep) < ids.index(t.id)
         else:
@@ -79,8 +81,8 @@ def test_no_duplicate_pretraining_and_dependencies():
     assert {t.target for t in plan.dependents(pre_a0)} == {"b", "c"}
     joint = plan.of_kind("joint")
     assert len(joint) == 2 * 2  # 2 arrangements x 2 seeds
-    assert all(j.config["joint_ratio"] == [5, 3] for j in joint)
-    assert all(j.config["source_path"] == "/data/study/a.parquet" for j in joint)
+    assert all(j.trial_config()["joint_ratio"] == [5, 3] for j in joint)
+    assert all(j.trial_config()["source_path"] == "/data/study/a.parquet" for j in joint)
 
 
 def test_multiple_random_pretrains_per_target():
@@ -94,13 +96,16 @@ def test_multiple_random_pretrains_per_target():
         "pretrain:a.split1:multiple_random-k4>b:s0", "pretrain:a.split1:multiple_random-k4>b:s1",
         "pretrain:a.split1:multiple_random-k3>c:s0", "pretrain:a.split1:multiple_random-k3>c:s1",
     }
-    mr = pre["pretrain:a.split1:multiple_random-k4>b:s0"].config
+    mr_task = pre["pretrain:a.split1:multiple_random-k4>b:s0"]
+    # the task says what its config trains: one mode vocabulary (TrainSpec.mode)
+    assert mr_task.mode == "pretrain" and pre["pretrain:a.split1:s0"].mode == "none"
+    mr = mr_task.trial_config()
     assert mr["mode"] == "pretrain" and mr["arrangement_k"] == 4
     assert mr["source_path"] == "/data/study/a.parquet"
     assert mr["target_path"] == "/data/study/b.parquet"
     ft = plan["finetune:a.split1>b.split1:multiple_random:s0"]
     assert ft.deps == ("pretrain:a.split1:multiple_random-k4>b:s0",)
-    assert ft.config["arrangement_k"] == 4
+    assert ft.trial_config()["arrangement_k"] == 4
     plain = plan["finetune:a.split1>b.split1:concat:s0"]
     assert plain.deps == ("pretrain:a.split1:s0",)
 
@@ -108,16 +113,17 @@ def test_multiple_random_pretrains_per_target():
 def test_configs():
     plan = make_plan(_spec(all_pairs=True))
     base = plan["baseline:c.split3:s1"]
-    assert base.config["target_path"] == "/data/study/c.parquet"
-    assert base.config["target_split"] == "split3" and base.config["seed"] == 1
-    assert base.config["hidden"] == 8 and base.config["mode"] == "none"
-    assert base.config["iterations"] == 40 and base.config["eval_at"] == [10, 20]
+    assert base.trial_config()["target_path"] == "/data/study/c.parquet"
+    assert base.trial_config()["target_split"] == "split3" and base.trial_config()["seed"] == 1
+    assert base.trial_config()["hidden"] == 8 and base.trial_config()["mode"] == "none"
+    assert base.trial_config()["iterations"] == 40 and base.trial_config()["eval_at"] == [10, 20]
     pre = plan["pretrain:b.split1:s0"]
-    assert pre.config["iterations"] == 60 and pre.config["eval_at"] == []
-    assert pre.config["target_path"] == "/data/study/b.parquet" and pre.config["mode"] == "none"
+    assert pre.trial_config()["iterations"] == 60 and pre.trial_config()["eval_at"] == []
+    assert pre.trial_config()["target_path"] == "/data/study/b.parquet"
+    assert pre.trial_config()["mode"] == "none"
     s = plan.of_kind("search")[0]
     assert s.trials == 5 and s.search is not None
-    assert s.config["eval_at"] == [10, 20, 40]  # ASHA rungs 10, 20 (x2) and the end
+    assert s.trial_config()["eval_at"] == [10, 20, 40]  # ASHA rungs 10, 20 (x2) and the end
 
 
 def test_configs_are_valid_trainable_configs():
@@ -127,10 +133,36 @@ def test_configs_are_valid_trainable_configs():
         {"source": "a", "target": "b", "mode": ["transfer", "joint"],
          "arrangement": ["merged", "random", "multiple_random", "concat"]}]))
     for t in plan:
-        cfg = dict(t.config)
+        assert isinstance(t.config, TrainSpec) and t.mode == t.config.mode
+        assert t.mode in TASK_KINDS[t.kind].modes
+        cfg = t.trial_config()
+        assert TrainSpec.parse(cfg) == t.config  # what the trial receives is the same config
         if t.kind == "finetune":
             cfg["init_checkpoint"] = "/somewhere/lstm.pt"
         TrainSpec.parse(cfg)
+
+
+def test_a_config_the_trainable_rejects_is_a_spec_error_naming_the_task():
+    spec = _spec(baselines=["b"])
+    bad = spec.model_copy(update={"model": {"hidden": 0}})
+    with pytest.raises(SpecError) as ei:
+        make_plan(bad)
+    keys = [k for k, _ in ei.value.problems]
+    assert "task baseline:b.split1:s0" in keys and "hidden" in str(ei.value)
+
+
+def test_task_kinds_and_modes_are_one_vocabulary():
+    from trainables.lstm_config import TrainSpec
+
+    t = make_plan(_spec(baselines=["b"]))["baseline:b.split1:s0"]
+    assert list(TASK_KINDS) == list(KINDS)
+    with pytest.raises(ValueError, match="a baseline task runs in mode none"):
+        Task(id="x", kind="baseline", target="b", target_split="split1", seed=0,
+             config=TrainSpec.parse({**t.trial_config(), "mode": "joint",
+                                     "source_path": "/a.parquet", "arrangement": "concat"}))
+    with pytest.raises(ValueError, match="unknown kind"):
+        Task(id="x", kind="transfer", target="b", target_split="split1", seed=0,
+             config=t.config)
 
 
 def test_deterministic_and_stable_ids():

@@ -290,16 +290,21 @@ def test_mlflow_artifacts_live_beside_the_database(mlflow_store, name):
 
 def test_task_meta_from_a_planner_task():
     from study.plan import Task
+    from trainables.lstm_config import TrainSpec
 
-    task = Task(id="finetune:a.split1>b.split2:concat:s3", kind="finetune", mode="transfer",
-                target="b", target_split="split2", seed=3, config={}, source="a",
+    ft = TrainSpec(target_path="/b.parquet", mode="transfer", arrangement="concat",
+                   init_checkpoint="/lstm.pt")
+    task = Task(id="finetune:a.split1>b.split2:concat:s3", kind="finetune",
+                target="b", target_split="split2", seed=3, config=ft, source="a",
                 source_split="split1", arrangement="concat")
     tags = TaskMeta.from_task(task, node="n1").to_tags()
     assert (tags["ks.task_id"], tags["ks.seed"], tags["ks.source"], tags["ks.node"]) == (
         task.id, "3", "a", "n1")
-    base = Task(id="baseline:b.split1:s0", kind="baseline", mode="none", target="b",
-                target_split="split1", seed=0, config={})
+    assert tags["ks.mode"] == "transfer"  # the config's mode
+    base = Task(id="baseline:b.split1:s0", kind="baseline", target="b",
+                target_split="split1", seed=0, config=TrainSpec(target_path="/b.parquet"))
     tags = TaskMeta.from_task(base).to_tags()
+    assert (tags["ks.kind"], tags["ks.mode"]) == ("baseline", "none")
     assert (tags["ks.source"], tags["ks.source_split"], tags["ks.arrangement"]) == (
         "", "", "identity")
 

@@ -1,0 +1,286 @@
+"""The driver's Tune glue: which trial config runs next, and which trials a search's ASHA
+may stop. Runs in the driver process only.
+
+* :class:`StudySearcher` (a Tune ``Searcher``) hands out the plan's trial configs: a task's
+  config is released as soon as its dependencies are done, so a fine-tune starts the moment
+  its pre-train's checkpoint is stored, while unrelated tasks keep running. ``suggest``
+  returns None while nothing is ready and ``Searcher.FINISHED`` once every task has been
+  released (or skipped because a dependency failed). Ready tasks are released in plan order
+  (pre-trains first: they unblock the most).
+* A search task owns a seeded-TPE ``OptunaSearch`` (define-by-run space from
+  :mod:`search_spaces`, optional Optuna RDB storage) wrapped in a ``ConcurrencyLimiter``, and
+  an ``AsyncHyperBandScheduler`` (ASHA, ``time_attr="iteration"``) that
+  :class:`StudyScheduler` consults for that search's trials only (other trials are FIFO). A
+  trial ASHA stops early is told to Optuna as PRUNED (its metric at a lower rung is not
+  comparable with finished trials'); OptunaSearch ignores Optuna pruners, which is why ASHA
+  does the early stopping.
+* :class:`StudyState` is what the searcher, the scheduler and the tracking callback
+  (:mod:`study.callback`) share: pending, done, failed and skipped tasks, and which trial
+  runs which task.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from .plan import Plan, Task
+from .trial import STUDY_KEY
+
+__all__ = ["NotPickled", "SearchState", "StudyScheduler", "StudySearcher", "StudyState",
+           "make_search"]
+
+
+@dataclass
+class SearchState:
+    """One search task's Optuna searcher, ASHA and progress (driver side)."""
+
+    task: Task
+    searcher: Any  # ConcurrencyLimiter(OptunaSearch)
+    scheduler: Any | None  # AsyncHyperBandScheduler
+    metric: str
+    suggested: int = 0
+    completed: int = 0
+    succeeded: int = 0
+    run_id: str | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> Optuna params
+    best: tuple[float, str] | None = None  # (value, trial run id)
+    best_params: dict[str, Any] | None = None
+
+
+class NotPickled:
+    """Tune pickles its searcher, scheduler and callbacks into its experiment state (for
+    ``Tuner.restore``, which the study does not use: it resumes through MLflow). The
+    driver-side objects hold locks and MLflow clients, so they pickle as empty shells."""
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class StudyState(NotPickled):
+    """What the searcher, scheduler and callback share (all in the driver process)."""
+
+    def __init__(self, plan: Plan, todo: list[Task], done: dict[str, str], *,
+                 checkpoint_uri: Callable[[str], str], meta: Mapping[str, Any],
+                 faults: Mapping[str, int] | None, fault_dir: Callable[[], Path]):
+        self.plan = plan
+        self.tasks = {t.id: t for t in plan}
+        self.pending: list[str] = [t.id for t in todo]
+        self.done: dict[str, str] = dict(done)  # task id -> FINISHED run id
+        self.failed: dict[str, str] = {}  # task id -> reason
+        self.skipped: dict[str, str] = {}  # task id -> why never started
+        self.trial_task: dict[str, str] = {}  # Tune trial id -> task id
+        self.searches: dict[str, SearchState] = {}
+        self._ckpt_uri: dict[str, str] = {}
+        self._checkpoint_uri = checkpoint_uri
+        self.meta = dict(meta)
+        self.faults = dict(faults or {})
+        self.fault_dir = fault_dir
+        self.lock = threading.RLock()
+
+    def checkpoint_uri(self, pretrain_id: str) -> str:
+        if pretrain_id not in self._ckpt_uri:
+            self._ckpt_uri[pretrain_id] = self._checkpoint_uri(self.done[pretrain_id])
+        return self._ckpt_uri[pretrain_id]
+
+    def task_of(self, trial_id: str) -> Task | None:
+        tid = self.trial_task.get(trial_id)
+        return None if tid is None else self.tasks[tid]
+
+    def search_of(self, trial_id: str) -> SearchState | None:
+        t = self.task_of(trial_id)
+        return None if t is None else self.searches.get(t.id)
+
+    def config_for(self, task: Task, trial_id: str, overrides: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
+        cfg = task.trial_config()
+        if overrides:
+            cfg.update(overrides)
+        if task.kind == "finetune":
+            cfg["init_checkpoint"] = self.checkpoint_uri(task.deps[0])
+        meta = {**self.meta, "task_id": task.id}
+        if task.id in self.faults:
+            # once per task (the first trial of a search), marker keyed by task
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task.id)
+            meta["fail_once"] = {"iteration": self.faults.pop(task.id),
+                                 "marker": str(self.fault_dir() / "faults" / safe)}
+        cfg[STUDY_KEY] = meta
+        self.trial_task[trial_id] = task.id
+        return cfg
+
+
+class StudySearcher(NotPickled, Searcher):
+    """Releases the plan's trial configs as their dependencies complete (see module doc)."""
+
+    def __init__(self, state: StudyState):
+        super().__init__(metric=None, mode=None)
+        self.state = state
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # each search has its own metric; the study as a whole has none
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        st = self.state
+        with st.lock:
+            for tid in list(st.pending):
+                task = st.tasks[tid]
+                bad = [d for d in task.deps if d in st.failed or d in st.skipped]
+                if bad:
+                    st.pending.remove(tid)
+                    st.skipped[tid] = f"dependency {bad[0]} did not finish"
+                    continue
+                if any(d not in st.done for d in task.deps):
+                    continue
+                if task.kind == "search":
+                    cfg = self._suggest_search(st.searches[tid], trial_id)
+                    if cfg is None:
+                        continue
+                    return cfg
+                st.pending.remove(tid)
+                return st.config_for(task, trial_id)
+            return Searcher.FINISHED if not st.pending else None
+
+    def _suggest_search(self, s: SearchState, trial_id: str) -> dict | None:
+        st = self.state
+        params = s.searcher.suggest(trial_id)
+        if params is None:
+            return None  # at the search's concurrency limit
+        s.suggested += 1
+        if s.suggested >= s.task.trials:
+            st.pending.remove(s.task.id)
+        config = params.pop(_SPACE_KEY)
+        s.params[trial_id] = params
+        return st.config_for(s.task, trial_id, config)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        s = self.state.search_of(trial_id)
+        if s is not None and s.metric in result:
+            s.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        s = self.state.search_of(trial_id)
+        if s is None:
+            return
+        complete = (
+            not error and result is not None and s.metric in result
+            and result.get("iteration", 0) >= s.task.config.iterations
+        )
+        # stopped early by ASHA (or never reported): PRUNED for Optuna
+        s.searcher.on_trial_complete(trial_id, result if complete else None, error=error)
+
+    # Resume goes through MLflow, not Tune's experiment checkpoints.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    def save_to_dir(self, *args, **kwargs) -> None:
+        pass
+
+    def restore_from_dir(self, *args, **kwargs) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        pass
+
+
+class StudyScheduler(NotPickled, FIFOScheduler):
+    """FIFO for every trial, except a search's trials, which its ASHA decides on."""
+
+    def __init__(self, state: StudyState):
+        super().__init__()
+        self.state = state
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def _asha(self, trial) -> Any | None:
+        s = self.state.search_of(trial.trial_id)
+        return None if s is None else s.scheduler
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        a = self._asha(trial)
+        if a is not None:
+            a.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result) -> str:
+        a = self._asha(trial)
+        if a is None:
+            return TrialScheduler.CONTINUE
+        return a.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:
+        a = self._asha(trial)
+        if a is not None and trial.trial_id in a._trial_info:
+            a.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        a = self._asha(trial)
+        if a is not None and trial.trial_id in a._trial_info:
+            a.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "Study scheduler: FIFO, ASHA per search"
+
+
+# Key under which a wrapped search space returns its config values (the Optuna parameter
+# names may differ from config keys, e.g. target_eighths -> joint_ratio).
+_SPACE_KEY = "__config__"
+
+
+def _wrap_space(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+    def space(trial: Any) -> dict[str, Any]:
+        return {_SPACE_KEY: fn(trial)}
+
+    return space
+
+
+def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
+    import optuna
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_spaces import get_space
+
+    s = task.search
+    assert s is not None
+    storage = optuna.storages.RDBStorage(s.storage) if s.storage else None
+    optuna_search = OptunaSearch(
+        space=_wrap_space(get_space(s.space, **s.space_args)),
+        metric=s.metric,
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=s.seed),
+        study_name=f"{study_name}-{short_hash}-{task.id}",
+        storage=storage,
+    )
+    limited = ConcurrencyLimiter(optuna_search, max_concurrent=s.max_concurrent)
+    asha = None
+    if s.asha is not None:
+        asha = AsyncHyperBandScheduler(
+            time_attr="iteration",
+            metric=s.metric,
+            mode="max",
+            max_t=task.config.iterations,
+            grace_period=s.asha.grace_period,
+            reduction_factor=s.asha.reduction_factor,
+        )
+    return SearchState(task=task, searcher=limited, scheduler=asha, metric=s.metric)

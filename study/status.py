@@ -1,0 +1,66 @@
+"""Where a study stands, task by task, read from MLflow: ``kitchen-study status``.
+
+Read-only and light: it plans the spec (pure) and reads the store in bulk
+(:meth:`~study.tracking.MlflowRunLogger.study_runs`); it imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+from .mlflow_layout import (
+    BEST_PREFIX,
+    ROLE_TASK,
+    TAG_ERROR,
+    RunRecord,
+    StudyNotFound,
+    latest_finished,
+)
+from .plan import make_plan
+from .spec import LoadedStudy
+from .tracking import MlflowRunLogger, sqlite_path
+
+__all__ = ["study_status"]
+
+
+def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """One row per planned task: ``id, kind, deps, trials, status`` (``FINISHED``,
+    ``RUNNING``, ``FAILED``, ``KILLED`` of its latest run, or ``PENDING`` when it has none),
+    ``run_id``, ``frame_acc``, ``attempts`` and ``error``.
+
+    The run shown is the task's latest-started FINISHED run (the one that counts, see
+    :func:`~study.mlflow_layout.latest_finished`), else its latest-started run. A missing
+    SQLite store or study means every task is PENDING (a query never creates a store).
+    """
+    spec = loaded.spec
+    plan = make_plan(spec)
+    uri = tracking_uri or spec.tracking_uri
+    runs: list[RunRecord] = []
+    db = sqlite_path(uri)
+    if db is None or db.is_file():
+        with contextlib.suppress(StudyNotFound):
+            runs = MlflowRunLogger(uri).study_runs(spec.name, loaded.hash)
+    by_task: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if r.role == ROLE_TASK:
+            by_task.setdefault(r.task_id, []).append(r)
+    finished = latest_finished(runs)
+    rows = []
+    for t in plan:
+        rs = sorted(by_task.get(t.id, []), key=lambda r: r.start_time or 0)
+        r = finished.get(t.id) or (rs[-1] if rs else None)
+        acc = None if r is None else r.metrics.get("frame_acc")
+        if acc is None and r is not None:
+            acc = r.metrics.get(f"{BEST_PREFIX}frame_acc")
+        rows.append({
+            "id": t.id, "kind": t.kind, "deps": list(t.deps), "trials": t.trials,
+            "status": "PENDING" if r is None else r.status,
+            "run_id": None if r is None else r.run_id,
+            "frame_acc": None if acc is None or (isinstance(acc, float) and math.isnan(acc))
+            else float(acc),
+            "attempts": len(rs),
+            "error": None if r is None else r.tags.get(TAG_ERROR),
+        })
+    return rows

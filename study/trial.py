@@ -1,0 +1,101 @@
+"""The worker side of a study: what runs inside a Ray trial process.
+
+:class:`StudyTrainable` is ``LSTMTrainable`` plus the study's plumbing, all of it in the
+:data:`STUDY_KEY` config key, which the driver (:mod:`study.scheduling`) adds to each trial
+config and this class removes before the LSTM config is validated. Nothing here talks to
+MLflow's tracking store: results go back to the driver, which logs them
+(:mod:`study.callback`); the one MLflow call is fetching a pre-train checkpoint by URI.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from trainables.lstm_trainable import LSTMTrainable
+
+__all__ = ["STUDY_KEY", "StudyTrainable"]
+
+#: Config key with the runner's per-trial metadata; :class:`StudyTrainable` removes it
+#: before the LSTM config is validated, and it is never logged as a param.
+STUDY_KEY = "_study"
+
+
+def _local_checkpoint(uri: str, tracking_uri: str | None, dst: Callable[[], Path]) -> Path:
+    """A local path for a checkpoint URI: ``file://`` and plain paths are used in place,
+    anything else (``mlflow-artifacts:/``, ``s3://``, ``runs:/``) is downloaded into
+    ``dst()`` (a directory made only then)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        p = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+        if p.is_file():
+            return p
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(dst()), tracking_uri=tracking_uri
+    )
+    return Path(local)
+
+
+class StudyTrainable(LSTMTrainable):
+    """``LSTMTrainable`` plus the study's plumbing (all of it in the ``_study`` config key):
+
+    * ``init_checkpoint`` may be an artifact URI (fetched to a local file first);
+    * every result carries ``node_id`` (the Ray node), for the ``ks.node`` tag;
+    * fault injection for tests: ``_study.fail_once = {"iteration": N, "marker": PATH}``
+      raises once (the marker file makes it once across restarts), right after the step
+      that reaches iteration N, so the progress since the last checkpoint is lost.
+    """
+
+    def setup(self, config: dict[str, Any]) -> None:
+        import ray
+
+        cfg = dict(config)
+        self._study_meta = dict(cfg.pop(STUDY_KEY, None) or {})
+        init = cfg.get("init_checkpoint")
+        if init:
+            cfg["init_checkpoint"] = str(
+                _local_checkpoint(init, self._study_meta.get("tracking_uri"), self._download_dir)
+            )
+        self._node_id = ray.get_runtime_context().get_node_id()
+        super().setup(cfg)
+
+    def step(self) -> dict[str, Any]:
+        out = super().step()
+        fault = self._study_meta.get("fail_once")
+        if fault and out["iteration"] >= fault["iteration"]:
+            marker = Path(fault["marker"])
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(out["iteration"]))
+                raise RuntimeError(f"injected fault at iteration {out['iteration']}")
+        out["node_id"] = self._node_id
+        return out
+
+    _tmp: Path | None = None
+
+    def _download_dir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="ks-init-"))
+        return self._tmp
+
+    def _drop_downloads(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this actor for the next trial (``reuse_actors``): a fresh process would
+        spend seconds importing torch and Ray before its first step."""
+        self._drop_downloads()
+        self.setup(new_config)
+        return True
+
+    def cleanup(self) -> None:
+        self._drop_downloads()
+        super().cleanup()
