@@ -262,3 +262,17 @@ def test_shipped_specs_parse(name):
     path = Path(__file__).resolve().parents[1] / "studies" / name
     spec = load_spec(path)
     assert spec.name
+
+
+def test_names_come_from_the_registries():
+    from typing import get_args
+
+    from study.spec import ArrangementKind, EdgeMode, Metric, SearchMode
+    from trainables.arrangements import ARRANGEMENTS
+    from trainables.lstm_config import TrainSpec
+    from trainables.metrics import METRIC_NAMES
+
+    assert set(get_args(ArrangementKind)) == set(ARRANGEMENTS) - {"identity"}
+    assert set(get_args(Metric)) == set(METRIC_NAMES) - {"input_acc"}
+    modes = set(get_args(TrainSpec.model_fields["mode"].annotation))
+    assert set(get_args(EdgeMode)) <= modes and set(get_args(SearchMode)) <= modes
