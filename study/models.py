@@ -1,0 +1,89 @@
+"""Trained LSTMs as MLflow models: logged with a signature, loadable with
+``mlflow.pyfunc.load_model``, registrable in the Model Registry, streamable frame by frame.
+
+- :func:`log_lstm_model` logs one LSTM checkpoint as the run's model ``model`` (flavour
+  ``python_function``). The checkpoint itself is the model's one artifact (loaded with
+  ``torch.load(weights_only=True)``; nothing else of ours is unpickled) and the model's
+  metadata carries the label space (``classes``), the input width and the arrangement kind.
+- The pyfunc's ``predict`` takes **one video's frames in order**, shape ``(T, input_dim)``
+  (a float32 array or a DataFrame of the same shape), and returns ``(T, C)`` probabilities
+  over ``classes``: causal, the LSTM state carried from frame to frame, started fresh on each
+  call — :meth:`trainables.predictor.FramewisePredictor.predict_video`. For frame-at-a-time
+  use open the same model with ``FramewisePredictor.from_mlflow(uri)``.
+- :func:`register_model` registers a logged model under a name (a new version per call).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MODEL_NAME", "LSTMPyfunc", "log_lstm_model", "register_model"]
+
+#: the run-relative name every logged LSTM model has (``runs:/<run id>/model``)
+MODEL_NAME = "model"
+_ARTIFACT = "lstm_checkpoint"
+
+try:  # the class must subclass PythonModel; mlflow is a hard dependency of the study layer
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover - mlflow is installed with the package
+    PythonModel = object  # type: ignore[misc,assignment]
+
+
+class LSTMPyfunc(PythonModel):
+    """The pyfunc face of a trained LSTM (see the module docstring)."""
+
+    def load_context(self, context: Any) -> None:
+        from trainables.predictor import FramewisePredictor
+
+        self.predictor = FramewisePredictor.from_checkpoint(context.artifacts[_ARTIFACT])
+
+    # no type hints here: MLflow would try to infer a signature from them (we give one)
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        import numpy as np
+
+        frames = np.asarray(model_input, dtype=np.float32)
+        return self.predictor.predict_video(frames)
+
+
+def log_lstm_model(run_id: str, checkpoint: str | Path, tracking_uri: str | None = None) -> str:
+    """Log ``checkpoint`` as ``run_id``'s MLflow model; returns its ``runs:/`` URI.
+
+    Works on a finished or running run (the driver logs it right after the task ends)."""
+    import mlflow
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from trainables.predictor import FramewisePredictor
+
+    predictor = FramewisePredictor.from_checkpoint(checkpoint)
+    d, c = predictor.input_dim, len(predictor.classes)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c))]),
+    )
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id, nested=True):
+        mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=LSTMPyfunc(),
+            artifacts={_ARTIFACT: str(checkpoint)},
+            signature=signature,
+            metadata={"classes": list(predictor.classes), "input_dim": d,
+                      "feature_mapped": predictor.feature_mapped},
+            # the model runs with this package installed; do not let MLflow guess a pip list
+            # by importing and timing the model (slow, and wrong for a local checkout)
+            pip_requirements=[],
+        )
+    return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def register_model(model_uri: str, name: str, tracking_uri: str | None = None) -> Any:
+    """Register ``model_uri`` under ``name`` (a new version); returns the ModelVersion."""
+    import mlflow
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.register_model(model_uri, name)
