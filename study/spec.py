@@ -44,10 +44,18 @@ Rules (stated here because the planner and the hash depend on them):
   from ``trainables.metrics.METRIC_NAMES``, modes are ``TrainSpec.mode`` names.
 * **Content hash** (:func:`content_hash`): sha256 of the canonical JSON of the validated
   spec *without* the execution settings in :data:`EXECUTION_FIELDS` (where and how it runs
-  does not change what it computes) and without dataset paths, plus each dataset's card
-  identity (name, input hash, converter version, feature description). Changing a
-  dataset's content, an iteration count or an edge changes the hash; moving the data or
-  running the study on a cluster does not.
+  does not change what it computes) and without dataset paths, plus each dataset's
+  identity (:func:`card_identity`: name, input hash, converter version, feature
+  description, classes, splits and the card's ``content_digest``, the sha256 of the frames'
+  video ids, offsets, labels and features that the table writer records). Changing a
+  dataset's content — even its feature values alone, under the same path and card — an
+  iteration count or an edge changes the hash; moving the data or running the study on a
+  cluster does not. A table written before cards carried a digest (``content_digest`` "")
+  is identified by the sha256 of its file's bytes instead (``file-sha256:<hex>``, one
+  streamed read in :func:`check_spec`), so a rewritten old table is a new version too.
+* **Per-task identity** (:func:`dataset_digest`): each task of the plan is keyed by its own
+  config and the digests of the datasets it reads (``study.plan``), so a new study version
+  reuses every task whose inputs did not change.
 
 :func:`check_spec` does the checks that need the data: files exist and are frame tables,
 declared splits exist in their cards, tables carry a ``features`` column, each edge's
@@ -93,8 +101,10 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "StudySpec",
+    "card_identity",
     "check_spec",
     "content_hash",
+    "dataset_digest",
     "load_spec",
     "open_study",
     "parse_spec",
@@ -548,6 +558,9 @@ def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
         except DataError as e:
             problems.append((key, e.reason + f" ({p})"))
             continue
+        if not card.content_digest:
+            # written before cards carried a digest: the file's bytes identify it instead
+            card = card.replace(content_digest=f"file-sha256:{_file_sha256(p)}")
         cards[name] = card
         have = [s.name for s in card.splits]
         for i, s in enumerate(ds.splits):
@@ -625,16 +638,34 @@ def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
 # -- identity ------------------------------------------------------------------------------
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def card_identity(card: DatasetCard) -> dict[str, Any]:
-    """What identifies a prepared dataset's content for the study hash."""
+    """What identifies a prepared dataset's content: provenance, label space, splits and
+    the frames themselves (``content_digest``)."""
     return {
         "name": card.name,
         "input_hash": card.input_hash,
         "converter_version": card.converter_version,
         "source_format": card.source_format,
         "features": card.features,
-        "classes": len(card.classes),
+        "classes": list(card.classes),
+        "background": card.background,
+        "splits": [s.to_dict() for s in card.splits],
+        "content_digest": card.content_digest,
     }
+
+
+def dataset_digest(card: DatasetCard) -> str:
+    """sha256 (hex) of :func:`card_identity`: one dataset's content, as task keys use it."""
+    canon = json.dumps(card_identity(card), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
 
 
 def content_hash(spec: StudySpec, cards: dict[str, DatasetCard]) -> str:

@@ -238,6 +238,30 @@ def test_hash_follows_dataset_content(tmp_path):
     assert open_study(spec_path).hash != h0
 
 
+def test_hash_follows_feature_values_under_the_same_path_and_card(tmp_path):
+    """Issue 9: replacing a table's features (same path, same card otherwise) is a new
+    version of the study; the card's content digest is what says so."""
+    from study.spec import card_identity, dataset_digest
+
+    d = {"name": "t", "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]}},
+         "experiments": {"iterations": 10}}
+    spec_path = _write(tmp_path, d)
+    (path,) = write_kitchens(tmp_path / "data", kitchens=1, seed=0).values()
+    before = open_study(spec_path)
+    t = read_table(path)
+    t.features = (t.features[:, ::-1]).copy()  # same shape, same card fields, other values
+    write_table(t, path)
+    after = open_study(spec_path)
+    assert after.hash != before.hash
+    old, new = card_identity(before.cards[A]), card_identity(after.cards[A])
+    assert {k for k in old if old[k] != new[k]} == {"content_digest"}
+    assert dataset_digest(before.cards[A]) != dataset_digest(after.cards[A])
+    # the same bytes again: the same study
+    write_table(read_table(path), tmp_path / "copy.parquet")
+    d["datasets"][A]["path"] = "copy.parquet"
+    assert open_study(_write(tmp_path, d, "copy.yaml")).hash == after.hash
+
+
 def test_hash_is_the_same_in_another_process(data_dir):
     path = _write(data_dir, _spec(), "p.yaml")
     # cards read directly (check_spec would import torch: slow, and not what is tested)
