@@ -694,6 +694,7 @@ def summarize(table: FrameTable) -> dict[str, Any]:
         "feature_dim": (card.features or {}).get("dim", table.feature_dim),
         "features": card.features,
         "input_hash": card.input_hash,
+        "content_digest": card.content_digest,
     }
 
 
