@@ -531,6 +531,13 @@ class PackedTrainer:
         loss = [float(total_c[i]) / steps[i] if steps[i] else None for i in range(k)]
         return PackedStats(steps, loss, sum(steps) * self.batch_size * self.history, seconds)
 
+    def freeze(self, failure: MemberFailure) -> None:
+        """Mark member ``failure.member`` failed without a step (a pack restored from a
+        checkpoint that recorded the failure): it takes no further step and draws no
+        batch, as if it had failed in this pack."""
+        self.alive[failure.member] = False
+        self.failures[failure.member] = failure
+
     # -- members back out ----------------------------------------------------------------
     def unpack(self, member: int) -> Trainer:
         """Write member ``member``'s weights, Adam state and iteration into its Trainer and
