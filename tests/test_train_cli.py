@@ -49,6 +49,21 @@ def test_json_result_with_curve_and_checkpoint(data, tmp_path):
     assert r2.exit_code == 0, r2.output
 
 
+def test_progress_on_stderr_with_json(data):
+    """--json keeps stdout one JSON object; progress lines go to stderr, one per step."""
+    r = invoke(data[0], "--iterations", "12", "--set", "iterations_per_step=4", *SMALL, "--json")
+    assert r.exit_code == 0, r.output
+    json.loads(r.stdout)  # nothing but the JSON object on stdout
+    err = r.stderr.splitlines()
+    assert err[0] == "training 12 iterations"
+    steps = [ln for ln in err if ln.startswith("iteration ")]
+    assert [ln.split(":")[0] for ln in steps] == [
+        "iteration 4/12 (33%)", "iteration 8/12 (67%)", "iteration 12/12 (100%)"]
+    assert "frame_acc" in steps[-1]  # the final evaluation
+    # from the second step on, the time left, labelled as an estimate
+    assert "left (estimate)" in steps[1] and "left" not in steps[0]
+
+
 def test_transfer_pretrains_then_fine_tunes(data):
     r = invoke(data[0], "--source", data[1], "--source-split", "2", "--mode", "transfer",
                "--arrangement", "concat", "--pretrain-iterations", "4", "--iterations", "4",
@@ -56,6 +71,7 @@ def test_transfer_pretrains_then_fine_tunes(data):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["pretrain_iterations"] == 4 and out["iterations"] == 4
+    assert "after pre-training 4 on the source" in r.stderr
 
 
 def test_human_summary(data):

@@ -8,7 +8,10 @@ Examples::
 
 Prints one JSON object (``--json``) with the final ``frame_acc, input_acc, edit, f1@10,
 f1@25, f1@50, iterations, frames_per_s`` and, with ``--eval-at``, the ``curve``
-(``{iteration: frame_acc}``); otherwise a short human summary. Progress goes to stderr.
+(``{iteration: frame_acc}``); otherwise a short human summary. Progress goes to stderr
+(rich), with ``--json`` too, so stdout stays one JSON object: a live bar on a terminal, else
+one line per step (``iteration 512/4096 (12%): loss ..., ~3.1 min left (estimate)``); a
+transfer run without ``--init`` says first that it pre-trains on the source.
 A bad config (unknown ``--set`` key, bad value, missing split, ``--source`` without a mode,
 ...) or bad input file prints ``error: ...`` and exits 2. torch is imported inside the
 command so that ``kitchen-study --help`` stays instant.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +118,8 @@ def train(
                 raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
             config[key.strip()] = json.loads(value) if _is_json(value) else value
         run = TrainRun.create(config)
-
-        def progress(result: dict[str, Any]) -> None:
-            line = f"iteration {result['iteration']}: loss {_num(result['loss'])}"
-            if "frame_acc" in result:
-                line += f", frame_acc {result['frame_acc']:.2f}%"
-            typer.echo(line, err=True)
-
-        result = run.run(progress if not json_out else None)
+        with _Progress(run) as progress:
+            result = run.run(progress)
         if save is not None:
             run.save(save)
     except (ConfigError, CheckpointMismatch, DataError, ValueError) as e:
@@ -143,6 +141,73 @@ def train(
     if save is not None:
         typer.echo(f"  checkpoint {save}")
     sys.stdout.flush()
+
+
+class _Progress:
+    """Training progress on stderr through rich: a live bar when stderr is a terminal, else
+    one plain line per step (logs, CI, ``2> file``). The time left is an estimate from the
+    steps so far and says so."""
+
+    def __init__(self, run: Any):
+        from rich.console import Console
+
+        self.total = int(run.spec.iterations)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.t0 = time.monotonic()
+        self.first_it: int | None = None
+        self.bar: Any = None
+        spec = run.spec
+        pre = (spec.mode == "transfer" and not spec.init_checkpoint
+               and spec.source_path is not None)
+        self.intro = (f"training {self.total:,} iterations"
+                      + (f" after pre-training {spec.pretrain_iterations or spec.iterations:,} "
+                         "on the source (no progress shown during pre-training)" if pre else ""))
+
+    def __enter__(self) -> _Progress:
+        self.console.print(self.intro, markup=False)
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("iteration"), MofNCompleteColumn(), BarColumn(),
+                                TimeElapsedColumn(), TextColumn("left ~"),
+                                TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                                console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=self.total, note="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, result: dict[str, Any]) -> None:
+        it = int(result["iteration"])
+        note = f"loss {_num(result.get('loss'))}"
+        if "frame_acc" in result:
+            note += f", frame_acc {result['frame_acc']:.2f}%"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=it, note=note)
+            return
+        if self.first_it is None:  # the first step includes start-up (and pre-training)
+            self.first_it, self.t_first = it, time.monotonic()
+            left = ""
+        else:
+            rate = (it - self.first_it) / max(time.monotonic() - self.t_first, 1e-9)
+            left = (f", ~{_duration((self.total - it) / rate)} left (estimate)"
+                    if rate > 0 and it < self.total else "")
+        self.console.print(f"iteration {it}/{self.total} ({100 * it / self.total:.0f}%): "
+                           f"{note}{left}", markup=False)
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def _is_json(value: str) -> bool:
