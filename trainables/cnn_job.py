@@ -390,6 +390,15 @@ def export_features(
         first = int(np.flatnonzero(~seen)[0])
         video = table.videos[int(np.searchsorted(table.offsets, first, side="right") - 1)]
         raise DataError(f"video {video!r}: frame rows were not produced (first row {first})")
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if bad.size:  # a diverged or corrupt model: refuse before anything is written
+        row = int(bad[0])
+        i = int(np.searchsorted(table.offsets, row, side="right")) - 1
+        raise DataError(
+            f"video {table.videos[i]!r} frame {row - int(table.offsets[i])}: the model's "
+            f"softmax is not finite ({features[row][~np.isfinite(features[row])][0]}; "
+            f"{bad.size} frame(s) in all): the CNN diverged or its weights are corrupt; "
+            "nothing written", out)
     desc = {
         "kind": "cnn_softmax",
         "model": model.name,

@@ -12,6 +12,7 @@ The job itself (:mod:`trainables.lstm_job`) states what each mode does.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -19,17 +20,25 @@ from pydantic import Field, field_validator, model_validator
 from .arrangements import ARRANGEMENTS
 from .job import StrictConfig, parse_iterations
 
-__all__ = ["LSTMConfig", "TrainSpec"]
+__all__ = ["MAX_BATCH", "MAX_DEPTH", "MAX_HIDDEN", "MAX_HISTORY", "LSTMConfig", "TrainSpec"]
+
+#: Bounds on the state, beyond which a value is a typo rather than a setting (the paper:
+#: history 300, depth 1, hidden 128, batch 128). Whether a valid size fits the machine is
+#: checked when the job starts (``trainables.lstm_job.memory_estimate``).
+MAX_HISTORY = 100_000
+MAX_DEPTH = 16
+MAX_HIDDEN = 16_384
+MAX_BATCH = 65_536
 
 
 class LSTMConfig(StrictConfig):
     """Model and optimisation hyperparameters (defaults: the paper's, §4.2)."""
 
-    history: int = Field(300, ge=1, description="frames per training subsequence")
-    depth: int = Field(1, ge=1, description="stacked LSTM layers")
-    hidden: int = Field(128, ge=1, description="LSTM hidden units")
-    batch_size: int = Field(128, ge=1, description="subsequences per batch")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    history: int = Field(300, ge=1, le=MAX_HISTORY, description="frames per training subsequence")
+    depth: int = Field(1, ge=1, le=MAX_DEPTH, description="stacked LSTM layers")
+    hidden: int = Field(128, ge=1, le=MAX_HIDDEN, description="LSTM hidden units")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="subsequences per batch")
+    lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate (below 1)")
     cell: Literal["cudnn", "peephole"] = "cudnn"
     seed: int = Field(0, ge=0)
     clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clipping")
@@ -77,6 +86,15 @@ class TrainSpec(LSTMConfig):
     def _eval_at(cls, v: Any) -> Any:
         return parse_iterations(v)
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        # the names trainables.job.resolve_device takes; checked here (without torch) so a
+        # study refuses `device: tpu` at validation, not in every trial
+        if v is not None and not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
+            raise ValueError(f"unknown device {v!r} (cpu, cuda, cuda:N or auto)")
+        return v
+
     @field_validator("arrangement")
     @classmethod
     def _arrangement(cls, v: str | None) -> str | None:
@@ -112,6 +130,11 @@ class TrainSpec(LSTMConfig):
         ):
             raise ValueError(
                 "pretrain_iterations applies only to mode 'transfer' without init_checkpoint"
+            )
+        if self.mode == "joint" and min(self.joint_ratio) == 0:
+            raise ValueError(
+                f"joint_ratio {self.joint_ratio[0]}:{self.joint_ratio[1]} leaves one dataset out "
+                "of every joint batch: both sides must be positive (or use mode 'none'/'transfer')"
             )
         if self.init_checkpoint is not None and self.mode in ("joint", "pretrain"):
             raise ValueError(f"init_checkpoint does not apply to mode {self.mode!r}")

@@ -55,10 +55,20 @@ batches. They load with ``torch.load(weights_only=True)`` (no arbitrary unpickli
 that is not an LSTM checkpoint (empty, corrupt, a CNN's) is a :class:`CheckpointError`.
 Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
 thread count).
+
+**Poisoned numbers are refused.** A loss that becomes NaN or infinite stops training with
+:class:`NonFiniteLoss` (``non-finite loss at iteration N``; the losses stay on the device and
+are checked at the one host sync per :meth:`Trainer.train` call, so the check costs nothing
+per step); a Ray trial then ends FAILED with that reason and its numbers never become a
+result. At job start (:meth:`TrainRun.create`) a ``history`` longer than every training video
+of a dataset that feeds the batches is a :class:`ConfigError` naming the longest video, and so
+is a batch whose :func:`memory_estimate` exceeds the device's memory.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,11 +108,13 @@ __all__ = [
     "ConfigError",
     "LSTMCheckpoint",
     "LSTMConfig",
+    "NonFiniteLoss",
     "SplitData",
     "TrainRun",
     "TrainSpec",
     "Trainer",
     "load_checkpoint",
+    "memory_estimate",
     "save_checkpoint",
 ]
 
@@ -112,6 +124,35 @@ PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
 EVAL_CHUNK = 1024
 #: which data feeds a :class:`Trainer`'s batches
 Batches = Literal["target", "joint", "source"]
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite (diverged, or poisoned inputs)."""
+
+
+def memory_estimate(config: LSTMConfig, input_dim: int, num_classes: int) -> int:
+    """Bytes one training step needs at least, float32: the activations kept for the
+    backward pass, ``batch * history * (depth * 6 * hidden + input_dim + 3 * classes)``
+    (per layer four gates, the cell and the output; the input; logits, softmax and their
+    gradient), plus parameters with their gradients and Adam's two moments, ``4 * P``.
+    A lower bound (no allocator slack, cuDNN workspace or the data itself): a job above it
+    cannot run on the device."""
+    h, layers = config.hidden, config.depth
+    params = sum(4 * h * ((input_dim if i == 0 else h) + h + 2) for i in range(layers))
+    params += h * num_classes + num_classes
+    acts = config.batch_size * config.history * (layers * 6 * h + input_dim + 3 * num_classes)
+    return 4 * (acts + 4 * params)
+
+
+def device_memory(device: torch.device) -> int:
+    """Total memory of ``device`` in bytes (the machine's RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 # -- data on the device --------------------------------------------------------------------
@@ -305,6 +346,9 @@ class Trainer:
                     f"source data {source.describe()} is not the arrangement's source "
                     f"({_arrangement_str(a)})"
                 )
+        if batches == "joint" and min(self.config.joint_ratio) == 0:
+            raise ConfigError(f"joint batches need both sides of joint_ratio positive, got "
+                              f"{self.config.joint_ratio[0]}:{self.config.joint_ratio[1]}")
         used = [d for d in ((target if batches != "source" else None),
                             (source if batches != "target" else None)) if d is not None]
         if len({d.mapped for d in used}) > 1:
@@ -362,9 +406,9 @@ class Trainer:
         """Run ``iterations`` optimiser steps; the mean loss over them and the throughput."""
         model, opt, cfg = self.model, self.optimizer, self.config
         model.train()
-        total = torch.zeros((), device=self.device)
+        losses = torch.empty(iterations, device=self.device)
         start = time.perf_counter()
-        for _ in range(iterations):
+        for i in range(iterations):
             batch = self.sampler.sample()
             logits, _ = model(batch.x)
             # mean over every real (unmasked) frame of every subsequence, not the last frame
@@ -376,9 +420,15 @@ class Trainer:
             if cfg.clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
-            total += loss.detach()
+            losses[i] = loss.detach()
             self.iteration += 1
-        mean = total.item() / iterations if iterations else None  # the one host sync
+        mean = losses.mean().item() if iterations else None  # the one host sync
+        if mean is not None and not math.isfinite(mean):
+            bad = int(torch.nonzero(~torch.isfinite(losses))[0].item())
+            raise NonFiniteLoss(
+                f"non-finite loss at iteration {self.iteration - iterations + bad + 1} "
+                f"({losses[bad].item()}); lower lr, set clip, or check the input features"
+            )
         seconds = time.perf_counter() - start
         return TrainStats(iterations, mean, iterations * cfg.batch_size * cfg.history, seconds)
 
@@ -571,6 +621,32 @@ def _to_cpu(obj: Any) -> Any:
 # -- one job -------------------------------------------------------------------------------
 
 
+def _check_fits(spec: TrainSpec, trainer: Trainer, target: SplitData | None,
+                source: SplitData | None) -> None:
+    """``history`` against the training videos, the memory estimate against the device."""
+    feeds = {"none": [target], "transfer": [target, source], "joint": [target, source],
+             "pretrain": [source]}[spec.mode]
+    for data in feeds:
+        if data is None:
+            continue
+        lengths = np.diff(np.asarray(data.table.offsets))[data.train]
+        longest = int(lengths.max()) if len(lengths) else 0
+        if spec.history > longest:
+            raise ConfigError(
+                f"history {spec.history} is longer than every training video of "
+                f"{data.describe()} (the longest has {longest} frames)"
+            )
+    need = memory_estimate(spec, trainer.input_dim, trainer.num_classes)
+    have = device_memory(trainer.device)
+    if need > have:
+        raise ConfigError(
+            f"batch_size {spec.batch_size} x history {spec.history} x hidden {spec.hidden} "
+            f"(depth {spec.depth}) needs at least {_gib(need)} per training step "
+            f"(trainables.lstm_job.memory_estimate), but {trainer.device} has {_gib(have)}"
+        )
+
+
+
 @dataclass
 class TrainRun:
     """One training job (see the module docstring): ``step()`` until ``done``.
@@ -638,6 +714,7 @@ class TrainRun:
                 trainer = Trainer(cfg, arr, None, source, batches="source")
             else:  # pretrain in the source's own space: reusable for every target
                 trainer = Trainer(cfg, make_arrangement("identity", source_space), source)
+        _check_fits(spec, trainer, target, source)
         return cls(spec=spec, device=device, trainer=trainer, target=target, source=source,
                    init=init)
 

@@ -1,0 +1,207 @@
+"""One driver per study (study.lease): the pure rules, then real SQLite MLflow stores with
+drivers simulated as separate processes (a subprocess takes the lease and holds it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep.errors import DataError
+from study import lease as lease_mod
+from study.lease import (
+    EXPIRY_S,
+    Holder,
+    LeaseHeld,
+    acquire_lease,
+    check_store,
+    decide,
+    lease_name,
+    stale_reason,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HASH = "ab" * 32
+NOW = 1_800_000_000.0
+
+
+def _holder(gen=1, host="h1", pid=100, beat_ago=1.0, released=False) -> Holder:
+    return Holder(gen, host, pid, NOW - 3600, NOW - beat_ago, released)
+
+
+def _alive(pid: int) -> bool:
+    return pid == 100
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+def test_no_lease_or_a_released_one_gives_the_next_generation():
+    assert decide([], now=NOW, host="h2", takeover=False) == (1, None)
+    held = [_holder(1, released=True), _holder(2, released=True)]
+    assert decide(held, now=NOW, host="h2", takeover=False, alive=_alive) == (3, None)
+
+
+def test_a_live_lease_refuses_naming_its_holder():
+    with pytest.raises(LeaseHeld) as e:
+        decide([_holder(1, released=True), _holder(2)], now=NOW, host="h2", takeover=True,
+               study="s", short_hash="abab", where="spec.yaml", alive=_alive)
+    msg = str(e.value)
+    assert msg.startswith("spec.yaml: study 's' (hash abab) is already being run")
+    assert "host h1, pid 100, since " in msg and "\n" not in msg
+    assert e.value.holder.generation == 2
+
+
+def test_stale_by_heartbeat_or_by_a_dead_pid_on_this_host():
+    assert stale_reason(_holder(beat_ago=1), now=NOW, host="h2", alive=_alive) is None
+    assert "no heartbeat" in stale_reason(_holder(beat_ago=EXPIRY_S + 1), now=NOW, host="h2",
+                                          alive=_alive)
+    dead = _holder(pid=7)  # fresh heartbeat, but on this host and its process is gone
+    assert "no longer exists" in stale_reason(dead, now=NOW, host="h1", alive=_alive)
+    # another host's pid says nothing here
+    assert stale_reason(dead, now=NOW, host="h2", alive=_alive) is None
+
+
+def test_resume_takes_over_a_stale_lease_run_refuses_it():
+    stale = _holder(3, beat_ago=EXPIRY_S * 2)
+    assert decide([stale], now=NOW, host="h2", takeover=True, alive=_alive) == (4, stale)
+    with pytest.raises(LeaseHeld, match="`kitchen-study resume` takes over"):
+        decide([stale], now=NOW, host="h2", takeover=False, alive=_alive)
+
+
+# -- real stores, drivers as processes ---------------------------------------------------------
+
+_DRIVER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from study.lease import LeaseHeld, acquire_lease
+    go = sys.argv[3]
+    if go != "-":
+        while not os.path.exists(go):
+            time.sleep(0.01)
+    try:
+        lease = acquire_lease(sys.argv[2], "s", sys.argv[4], takeover=False, where="s.yaml")
+    except LeaseHeld as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"acquired {lease.holder.generation} {os.getpid()}", flush=True)
+    sys.stdin.read()  # hold the lease until the test closes stdin
+    lease.release()
+""")
+
+
+def _driver(uri: str, go: str = "-") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, str(ROOT), uri, go, HASH],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_acquired(p: subprocess.Popen) -> int:
+    line = p.stdout.readline()
+    assert line.startswith("acquired"), (line, p.stderr.read() if p.poll() is not None else "")
+    return int(line.split()[2])
+
+
+def test_a_second_driver_refuses_while_the_first_holds_the_lease(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _driver(uri)
+    try:
+        pid = _wait_acquired(first)
+        with pytest.raises(LeaseHeld, match=f"already being run by another driver .*pid {pid}"):
+            acquire_lease(uri, "s", HASH, takeover=True)
+    finally:
+        first.stdin.close()
+        first.wait(60)
+    assert first.returncode == 0
+    # released at its end: the next driver gets the next generation
+    with acquire_lease(uri, "s", HASH, takeover=False) as lease:
+        assert lease.holder.generation == 2 and lease.previous is None
+        assert lease.held
+    # another study hash is another lease
+    with acquire_lease(uri, "s", "cd" * 32, takeover=False) as other:
+        assert other.holder.generation == 1
+
+
+def test_a_killed_drivers_lease_is_taken_over_by_resume_only(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _driver(uri)
+    pid = _wait_acquired(first)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(30)
+    with pytest.raises(LeaseHeld, match=f"driver that is gone .*pid {pid}.*no longer exists"):
+        acquire_lease(uri, "s", HASH, takeover=False)  # `run`
+    with acquire_lease(uri, "s", HASH, takeover=True) as lease:  # `resume`
+        assert lease.holder.generation == 2
+        assert lease.previous is not None and lease.previous.pid == pid
+        with pytest.raises(LeaseHeld, match=f"pid {os.getpid()}"):
+            acquire_lease(uri, "s", HASH, takeover=True)  # now live again: ours
+
+
+def test_two_drivers_on_a_fresh_store_one_wins_the_other_gets_one_line(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    drivers = [_driver(uri, str(go)) for _ in range(2)]
+    try:
+        time.sleep(3)  # both have imported and wait for the go file (not a timing assertion)
+        go.touch()
+        # the loser exits 2; the winner holds until stdin closes
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and all(d.poll() is None for d in drivers):
+            time.sleep(0.1)
+        losers = [d for d in drivers if d.poll() is not None]
+        assert len(losers) == 1, "both drivers still running (both hold the lease?)"
+        loser = losers[0]
+        winner = next(d for d in drivers if d is not loser)
+        err = loser.stderr.read()
+        assert loser.returncode == 2, err
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: s.yaml: study 's'"), err
+        assert f"pid {winner.pid}" in lines[0]
+        assert _wait_acquired(winner) == winner.pid
+    finally:
+        for d in drivers:
+            if d.poll() is None:
+                d.stdin.close()
+                d.wait(60)
+
+
+def test_a_driver_taken_for_dead_notices_it_lost_the_lease(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease_mod, "HEARTBEAT_S", 0.05)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lost = threading.Event()
+    lease = acquire_lease(uri, "s", HASH, takeover=False, on_lost=lambda h: lost.set())
+    try:
+        # another driver took over generation 2 (as `resume` does after EXPIRY_S)
+        lease.client.create_experiment(lease_name("s", HASH, 2))
+        assert lost.wait(60)
+        assert lease.lost and not lease.held
+    finally:
+        lease.release()
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+def test_a_corrupt_store_and_a_silent_server_are_one_line_errors(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database\n" * 10)
+    with pytest.raises(DataError, match="not an SQLite database") as e:
+        check_store(f"sqlite:///{db}")
+    assert str(db) in str(e.value)
+    # a port nobody listens on (connection refused) answers at once
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match="does not answer"):
+        check_store(f"http://127.0.0.1:{port}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
