@@ -21,10 +21,29 @@ with a mode and a label arrangement, repeated per seed. Tasks:
 
 Rules: task ids are readable and derived from content only (never from counters or
 order), so they are the same in every run of the same spec and resume can match them.
-A task declared twice (e.g. by ``all_pairs`` and an explicit edge) is one task. Tasks
+A task declared twice (e.g. by ``all_pairs`` and an explicit edge) is one task.
+
+**One job, one task.** A source's pre-train (``mode: none`` on its split, in its own label
+space) and that split's no-transfer baseline are the same training job when the pre-train
+runs as many iterations as the baseline (``pretrain_iterations`` unset or equal to
+``iterations``) and the dataset has baselines: then there is no ``pretrain`` task, and the
+fine-tunes depend on (and start from the checkpoint of) the ``baseline`` task. The
+baseline's extra evaluations do not change its training (evaluation draws no random
+numbers; ``tests/test_growing_graph.py`` checks that the two checkpoints are equal).
+
+**Task keys** (:func:`task_key`, :attr:`Task.key`): a task's identity by content, the
+sha256 of its kind, its config *without* the execution-only fields
+(:data:`EXECUTION_CONFIG_FIELDS`: where the data lies, resources, step size, device, the
+checkpoint reference), the digest of each dataset it reads
+(:func:`study.spec.dataset_digest` of its card; without cards, the dataset's path), the
+keys of its dependencies (a fine-tune's pre-train) and, for a search, the search settings
+(minus its Optuna storage URL). The study hash changes when anything in the spec does; a
+task key changes only when something that task computes from does, so a new study version
+reuses every finished task whose key it already has (the runner, :mod:`study.reuse`). Tasks
 come in a deterministic topological order: pre-trains first, then fine-tunes, joint
 runs, baselines, searches (the runner releases ready tasks in this order, so the
-pre-trains that unblock the most work start first).
+pre-trains that unblock the most work start first); a baseline that serves as a pre-train
+comes with the pre-trains.
 
 Each task's ``config`` is the trainable's validated config
 (``trainables.lstm_config.TrainSpec``; :meth:`Task.trial_config` is the mapping the trial
@@ -48,18 +67,23 @@ A config the trainable would reject is a :class:`~study.spec.SpecError` naming t
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from trainables.job import ConfigError
 from trainables.lstm_config import TrainSpec
 
-from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec
+from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec, dataset_digest
 
-__all__ = ["KINDS", "TASK_KINDS", "Plan", "Task", "TaskKind", "asha_rungs", "checkpoint_of",
-           "make_plan"]
+if TYPE_CHECKING:
+    from data_prep.table import DatasetCard
+
+__all__ = ["CHECKPOINT_KINDS", "EXECUTION_CONFIG_FIELDS", "KINDS", "TASK_KINDS", "Plan",
+           "Task", "TaskKind", "asha_rungs", "checkpoint_of", "make_plan", "task_key"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,17 @@ TASK_KINDS: dict[str, TaskKind] = {k.name: k for k in (
 )}
 #: Task kind names in release order.
 KINDS: tuple[str, ...] = tuple(TASK_KINDS)
+#: Kinds whose final checkpoint is stored (``checkpoint/lstm.pt``): a fine-tune may start
+#: from either (a baseline serves as the pre-train when they are the same job), and a
+#: later study version that adds edges may reuse a finished baseline as one.
+CHECKPOINT_KINDS: tuple[str, ...] = ("pretrain", "baseline")
+#: ``TrainSpec`` fields that say where and how a task runs, not what it computes: left out
+#: of :func:`task_key` (the data paths are replaced by the datasets' digests, the
+#: checkpoint reference by the dependency's key).
+EXECUTION_CONFIG_FIELDS: frozenset[str] = frozenset({
+    "target_path", "source_path", "init_checkpoint", "iterations_per_step", "device",
+    "num_cpus", "num_gpus",
+})
 
 
 def checkpoint_of(task_id: str) -> str:
@@ -111,6 +146,8 @@ class Task:
     deps: tuple[str, ...] = ()
     trials: int = 1
     search: SearchSpec | None = None
+    #: identity by content (:func:`task_key`); what a later study version reuses it by
+    key: str = ""
 
     def __post_init__(self) -> None:
         kind = TASK_KINDS.get(self.kind)
@@ -184,6 +221,7 @@ class Plan:
                     "kind": t.kind,
                     "deps": list(t.deps),
                     "trials": t.trials,
+                    "key": t.key,
                     "config": t.trial_config(),
                 }
                 for t in self.tasks
@@ -235,8 +273,54 @@ def _pretrain_id(source: str, ssplit: str, seed: int, mr: tuple[str, int] | None
     return f"pretrain:{source}.{ssplit}{extra}:s{seed}"
 
 
-def make_plan(spec: StudySpec) -> Plan:
+def task_key(kind: str, config: TrainSpec, data: Mapping[str, str | None],
+             deps: Sequence[str] = (), search: SearchSpec | None = None) -> str:
+    """A task's identity by content (see the module doc): sha256 (hex) of the canonical
+    JSON of ``kind``, ``config`` minus :data:`EXECUTION_CONFIG_FIELDS`, ``data``
+    (``{"target": digest, "source": digest or None}``), the dependencies' keys in order
+    and the search settings (without ``storage``)."""
+    doc = {
+        "kind": kind,
+        "config": config.model_dump(mode="json", exclude=set(EXECUTION_CONFIG_FIELDS)),
+        "data": dict(data),
+        "deps": list(deps),
+        "search": None if search is None else search.model_dump(mode="json",
+                                                                 exclude={"storage"}),
+    }
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _with_keys(tasks: Sequence[Task], spec: StudySpec,
+               cards: Mapping[str, DatasetCard] | None) -> list[Task]:
+    """The tasks, in the same order, with their :attr:`Task.key`. A key includes its
+    dependencies' keys, and a fine-tune may depend on a baseline (later in release order),
+    so the dependency-free tasks are keyed first."""
+    by_path = {str(spec.dataset_path(n)): n for n in spec.datasets}
+
+    def digest(path: str | None) -> str | None:
+        if path is None:
+            return None
+        name = by_path[path]
+        if cards is None or name not in cards:
+            return f"path:{path}"  # no card at hand (a pure plan): the path stands for it
+        return dataset_digest(cards[name])
+
+    keyed: dict[str, Task] = {}
+    for t in sorted(tasks, key=lambda t: bool(t.deps)):  # stable: order kept otherwise
+        c = t.config
+        key = task_key(t.kind, c, {"target": digest(c.target_path),
+                                   "source": digest(c.source_path)},
+                       [keyed[d].key for d in t.deps], t.search)
+        keyed[t.id] = dataclasses.replace(t, key=key)
+    return [keyed[t.id] for t in tasks]
+
+
+def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -> Plan:
     """Expand a (validated) spec into its tasks. Deterministic: same spec → same plan.
+
+    ``cards`` (``LoadedStudy.cards``) give the datasets' digests for the task keys; without
+    them a dataset's path stands for its content (fine for a plan's shape, not for reuse).
 
     Raises :class:`~study.spec.SpecError` listing every task whose config the trainable
     would reject (``TrainSpec``), e.g. a ``model`` value out of range."""
@@ -258,9 +342,11 @@ def make_plan(spec: StudySpec) -> Plan:
             raise AssertionError(f"two different tasks share the id {t.id}")
         tasks[t.id] = t
 
+    baselined = set(spec.baseline_datasets())
     for seed in ex.seeds:
         base = _base_config(spec, seed, ex.iterations, ex.eval_at)
         for _, e in spec.edges():
+            same_job = e.source in baselined and ex.source_iterations == ex.iterations
             ssplit, tsplits = _edge_splits(spec, e)
             for mode in e.mode:
                 for arr in e.arrangement:
@@ -286,7 +372,10 @@ def make_plan(spec: StudySpec) -> Plan:
                             continue
                         mr = (e.target, e.k) if arr == "multiple_random" else None
                         pid = _pretrain_id(e.source, ssplit, seed, mr)
-                        if pid not in tasks:
+                        if mr is None and same_job:
+                            # the pre-train is the source split's baseline (module doc)
+                            pid = f"baseline:{e.source}.{ssplit}:s{seed}"
+                        elif pid not in tasks:
                             pcfg, fields = _pretrain(spec, e.source, ssplit, seed, mr)
                             add(pid, "pretrain", pcfg, **fields)
                         # no source_path: the source's label space comes from the
@@ -306,8 +395,11 @@ def make_plan(spec: StudySpec) -> Plan:
     if problems:
         raise SpecError([(f"task {tid}", msg) for tid, msg in problems.items()], spec.source)
     order = {k: i for i, k in enumerate(KINDS)}
-    ordered = sorted(tasks.values(), key=lambda t: (order[t.kind], t.id))
-    return Plan(tuple(ordered))
+    # topological: a baseline that serves as a pre-train is released with the pre-trains
+    serving = {d for t in tasks.values() for d in t.deps}
+    ordered = sorted(tasks.values(), key=lambda t: (
+        order["pretrain"] if t.id in serving else order[t.kind], t.id))
+    return Plan(tuple(_with_keys(ordered, spec, cards)))
 
 
 def _pretrain(

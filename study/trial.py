@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class StudyTrainable(LSTMTrainable):
 
     * ``init_checkpoint`` may be an artifact URI (fetched to a local file first);
     * every result carries ``node_id`` (the Ray node), for the ``ks.node`` tag;
+    * a fine-tune (``_study.estimate`` set by the driver) computes its edge's
+      transferability estimates in ``setup``, before training
+      (:func:`study.estimates.edge_estimates`), and reports them with its first result
+      (``estimates``, ``estimate_seconds``, or ``estimate_error``: a failed estimate never
+      fails the fine-tune);
     * fault injection for tests: ``_study.fail_once = {"iteration": N, "marker": PATH}``
       raises once (the marker file makes it once across restarts), right after the step
       that reaches iteration N, so the progress since the last checkpoint is lost.
@@ -64,6 +70,27 @@ class StudyTrainable(LSTMTrainable):
             )
         self._node_id = ray.get_runtime_context().get_node_id()
         super().setup(cfg)
+        self._estimate_result = self._estimate(self._study_meta.get("estimate"))
+
+    def _estimate(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        if not request:
+            return {}
+        from study.estimates import (
+            ERROR_KEY,
+            RESULT_KEY,
+            SECONDS_KEY,
+            edge_estimates,
+            source_train_labels,
+        )
+
+        t0 = time.perf_counter()
+        try:
+            labels = source_train_labels(request["source_path"], request["source_split"])
+            out: dict[str, Any] = {RESULT_KEY: edge_estimates(self.run, labels)}
+        except Exception as e:  # advice, not the task: the fine-tune still runs
+            out = {ERROR_KEY: f"{type(e).__name__}: {e}"}
+        out[SECONDS_KEY] = time.perf_counter() - t0
+        return out
 
     def step(self) -> dict[str, Any]:
         out = super().step()
@@ -75,6 +102,9 @@ class StudyTrainable(LSTMTrainable):
                 marker.write_text(str(out["iteration"]))
                 raise RuntimeError(f"injected fault at iteration {out['iteration']}")
         out["node_id"] = self._node_id
+        if self._estimate_result:
+            out.update(self._estimate_result)
+            self._estimate_result = {}
         return out
 
     _tmp: Path | None = None

@@ -202,8 +202,12 @@ def test_shipped_plans(name):
     plan = make_plan(load_spec(ROOT / "studies" / name))
     c = plan.counts()
     if name == "demo.yaml":
-        assert c == {"pretrain": 6, "finetune": 24, "joint": 2, "baseline": 6, "search": 1}
-        assert plan.trial_count == 42
+        # pretrain_iterations == iterations: each source's pre-train IS its baseline (one
+        # job, one task), so the fine-tunes start from the baselines' checkpoints
+        assert c == {"finetune": 24, "joint": 2, "baseline": 6, "search": 1}
+        assert plan.trial_count == 36
+        assert {d for t in plan.of_kind("finetune") for d in t.deps} == {
+            t.id for t in plan.of_kind("baseline")}
     else:
         # Table 4: 3 datasets x 4 splits x 3 seeds
         assert c["baseline"] == 36
@@ -212,3 +216,27 @@ def test_shipped_plans(name):
         assert c["finetune"] == 6 * 4 * 3 + 3 * 3
         assert c["joint"] == 4 * 3
         assert c["pretrain"] == 3 * 3 + 3  # + multiple_random's own pre-train per seed
+
+
+def test_a_pretrain_that_is_a_baseline_runs_once():
+    """Same iterations, same split, baselines on: the pre-train and the baseline are one job."""
+    plan = make_plan(_spec(all_pairs=True, pretrain_iterations=40))
+    c = plan.counts()
+    assert "pretrain" not in c and c["baseline"] == 10 and c["finetune"] == 20
+    by_id = {t.id: t for t in plan}
+    ids = plan.ids
+    for t in plan.of_kind("finetune"):
+        (dep,) = t.deps
+        assert dep == f"baseline:{t.source}.{t.source_split}:s{t.seed}"
+        assert t.trial_config()["init_checkpoint"] == checkpoint_of(dep)
+        assert ids.index(dep) < ids.index(t.id)  # still topological
+        assert by_id[dep].trial_config()["iterations"] == 40
+    # a source without baselines keeps its own pre-train
+    plan = make_plan(_spec(all_pairs=True, pretrain_iterations=40, baselines=["a", "b"]))
+    assert {t.id for t in plan.of_kind("pretrain")} == {"pretrain:c.split1:s0",
+                                                        "pretrain:c.split1:s1"}
+    # multiple_random pre-trains in the joint space: never a baseline
+    plan = make_plan(_spec(pretrain_iterations=40, edges=[
+        {"source": "a", "target": "b", "arrangement": "multiple_random"}]))
+    assert [t.id for t in plan.of_kind("pretrain")] == [
+        "pretrain:a.split1:multiple_random-k3>b:s0", "pretrain:a.split1:multiple_random-k3>b:s1"]
