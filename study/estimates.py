@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from .plan import Task
 
 __all__ = ["EDGE_COLUMNS", "MAX_FRAMES", "TAG_ESTIMATE_ERROR", "edge_estimates",
-           "estimate_request", "quality_table", "result_estimates", "source_train_labels",
-           "transferability_table"]
+           "estimate_request", "quality_table", "report_section", "result_estimates",
+           "source_train_labels", "transferability_table", "write_scatter_plots"]
 
 #: Cap on the target frames an edge's feature-based estimate runs the LSTM over.
 MAX_FRAMES = 20_000
@@ -172,3 +172,66 @@ def quality_table(table: Any, *, n_boot: int = 1000, seed: int = 0) -> Any:
     return estimator_quality(table[names].reset_index(drop=True),
                              table["gain"].astype(float).reset_index(drop=True),
                              targets, n_boot=n_boot, seed=seed)
+
+
+def report_section(study: Any) -> str:
+    """The report's "Transferability estimates" section: the estimator quality table and
+    one scatter plot per estimator (estimate vs measured gain, one point per edge;
+    :func:`write_scatter_plots` writes them). Empty when no edge has estimates."""
+    tab = study.transferability()
+    names = _estimated(tab)
+    if not names:
+        return ""
+    q = quality_table(tab)
+    rows = []
+    for r in q.itertuples():
+        def ci(lo: float, hi: float) -> str:
+            return "-" if lo != lo else f"[{lo:+.2f}, {hi:+.2f}]"
+
+        rows.append(f"| {r.estimator} | {'higher' if r.higher_is_better else 'lower'} | "
+                    f"{r.n_edges} | {_num(r.spearman)} {ci(r.spearman_lo, r.spearman_hi)} | "
+                    f"{_num(r.kendall)} {ci(r.kendall_lo, r.kendall_hi)} | "
+                    f"{_num(r.top1_hit_pct)} ({r.top1_targets}) |")
+    head = ("| estimator | better | edges | Spearman [95% CI] | Kendall tau-b [95% CI] | "
+            "top-1 hit % (targets) |\n|---|---|---|---|---|---|\n")
+    plots = "\n".join(f"![{n}](estimate_{n}.png)" for n in names)
+    return ("## Transferability estimates\n\nEach estimator against the measured gain "
+            "(frame accuracy, percentage points) over the edges, estimates and gains averaged "
+            "over seeds; correlations oriented so that positive means the estimate ranks the "
+            "gains right; percentile-bootstrap CIs over edges.\n\n" + head + "\n".join(rows)
+            + "\n\n" + plots + "\n")
+
+
+def _num(v: float) -> str:
+    return "-" if v != v else f"{v:.2f}"
+
+
+def _estimated(tab: Any) -> list[str]:
+    from trainables.transferability import ESTIMATORS
+
+    return [n for n in tab.columns if n in ESTIMATORS and tab[n].notna().any()]
+
+
+def write_scatter_plots(study: Any, out: Any) -> list[str]:
+    """``estimate_<name>.png`` per estimator in folder ``out``: estimate (x) vs measured gain
+    (y) per edge, with the gain's 95 % CI as an error bar; returns the names plotted."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    tab = study.transferability()
+    names = _estimated(tab)
+    for n in names:
+        fig = Figure(figsize=(4.5, 3.5), layout="constrained")
+        ax = fig.add_subplot()
+        ok = tab[n].notna() & tab["gain"].notna()
+        t = tab[ok]
+        err = [(t["gain"] - t["ci_low"]).fillna(0).clip(lower=0),
+               (t["ci_high"] - t["gain"]).fillna(0).clip(lower=0)]
+        ax.errorbar(t[n], t["gain"], yerr=err, fmt="o", alpha=0.7, capsize=2)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"estimate.{n}")
+        ax.set_ylabel("measured gain (pp)")
+        ax.set_title(f"{n}: {int(ok.sum())} edges")
+        fig.savefig(Path(out) / f"estimate_{n}.png", dpi=100)
+    return names

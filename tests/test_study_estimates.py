@@ -118,3 +118,29 @@ def test_transferability_and_estimator_quality_from_the_store():
     assert q.loc["logme", "top1_hit_pct"] == 100.0
     assert q.loc["label_structure", "spearman"] == pytest.approx(-1.0)
     assert q.loc["label_structure", "top1_hit_pct"] == 0.0
+
+
+def test_report_has_the_estimates_section_and_a_scatter_per_estimator(tmp_path):
+    from study.mlflow_layout import TaskMeta
+    from study.query import StudyResults
+    from study.report import write_report
+    from tests.memory_logger import InMemoryRunLogger
+
+    log = InMemoryRunLogger()
+    sid = log.start_study("r", "h")
+    for seed in (0, 1):
+        for tid, kind, mode, src, m in (
+                (f"b:{seed}", "baseline", "none", "", {"frame_acc": 40.0}),
+                (f"fa:{seed}", "finetune", "transfer", "a", {"frame_acc": 45.0 + seed,
+                                                              "estimate.nce": -0.5}),
+                (f"fb:{seed}", "finetune", "transfer", "b", {"frame_acc": 41.0,
+                                                              "estimate.nce": -1.5}),
+                (f"fc:{seed}", "finetune", "transfer", "c", {"frame_acc": 38.0 - seed,
+                                                              "estimate.nce": -2.0})):
+            rid = log.start_task(sid, TaskMeta(tid, kind, mode, "t", "split1", src,
+                                               "split1" if src else "", "concat", seed))
+            log.log_metrics(rid, m, step=10)
+            log.end_task(rid)
+    md = write_report(StudyResults.from_logger(log, "r", "h"), tmp_path / "rep").read_text()
+    assert "## Transferability estimates" in md and "| nce | higher | 3 | 1.00" in md
+    assert (tmp_path / "rep" / "estimate_nce.png").is_file()
