@@ -6,6 +6,7 @@ cluster needs: a CPU head running the MLflow server, autoscaling GPU workers on 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,55 @@ def test_head_runs_mlflow_and_nodes_install_the_project(config):
     assert any("pip install" in c and "/home/ray/kitchen-study" in c
                for c in config["setup_commands"])
     assert config["file_mounts"]["/home/ray/kitchen-study"] == "."
+
+
+# -- secure by default (docs/cluster.md, "Security") -------------------------------------------
+
+SECRETS = "/home/ray/kitchen-study/.cluster-secrets"
+
+
+def _start(config: dict, key: str) -> str:
+    """The `ray start` command of head or worker start commands."""
+    (cmd,) = [c for c in config[key] if "ray start" in c]
+    return cmd
+
+
+def test_nothing_binds_all_interfaces():
+    text = CONFIG.read_text()
+    assert "0.0.0.0" not in text
+    assert not re.search(r"(host|bind)\S*[= ]+['\"]?\[?::\]?", text)  # nor IPv6's
+
+
+def test_token_auth_on_head_and_workers(config):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        cmd = _start(config, key)
+        before_start = cmd[: cmd.index("ray start")]
+        assert "RAY_AUTH_MODE=token" in before_start, key
+        assert f"RAY_AUTH_TOKEN_PATH={SECRETS}/ray_auth_token" in before_start, key
+    # the token is generated on the head, once, inside the project directory the autoscaler
+    # syncs to every worker (so workers start with the same token)
+    gen = " ".join(config["head_setup_commands"])
+    assert "test -s ray_auth_token ||" in gen and "secrets.token_hex(32)" in gen
+    assert SECRETS.startswith(next(iter(config["file_mounts"])) + "/")
+    assert not any(".cluster-secrets" in p for p in config["rsync_exclude"])
+    # interactive shells on the nodes (ray exec / attach, `ray status`) authenticate too
+    assert any("export RAY_AUTH_MODE=token" in c for c in config["setup_commands"])
+
+
+def test_dashboard_and_job_api_on_loopback(config):
+    head = _start(config, "head_start_ray_commands")
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "--ray-client-server-port" not in head
+
+
+def test_mlflow_behind_basic_auth_not_on_all_interfaces(config):
+    (cmd,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    assert "--app-name basic-auth" in cmd
+    assert '--host "$HEAD_IP"' in cmd  # the head's private IP, which only cluster nodes reach
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD=" in cmd and "MLFLOW_FLASK_SERVER_SECRET_KEY=" in cmd
+    setup = " ".join(config["head_setup_commands"])
+    assert "mlflow[auth]" in setup
+    assert "default_permission = READ" in setup
+    # driver and workers log in (trials download pre-train checkpoints through the server)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "MLFLOW_TRACKING_PASSWORD=" in _start(config, key), key
