@@ -256,8 +256,11 @@ def reap_orphaned_ray(grace_s: float = _GRACE_S) -> list[int]:
             continue
         if _start_time(driver) == driver_start:
             continue  # its driver is alive: its Ray is its own business
-        pids = session_processes(session_dir, recorded)
-        if pids:
+        # a few rounds: a dying raylet may still spawn a process while we stop the others
+        for _ in range(3):
+            pids = session_processes(session_dir, recorded)
+            if not pids:
+                break
             log.warning("stopping %d process(es) of the local Ray %s left by a killed "
                         "driver (pid %d): %s", len(pids), session_dir, driver, pids)
             _terminate(pids, grace_s)
