@@ -234,9 +234,14 @@ def test_real_run_pair_trains_only_the_new_tasks(tmp_path):
         f"finetune:{A}.split1>{C}.split1:concat:s0", f"finetune:{B}.split1>{C}.split1:concat:s0",
         f"finetune:{C}.split1>{A}.split1:concat:s0", f"finetune:{C}.split1>{B}.split1:concat:s0",
     ])
-    res = load_study(p2).results()
+    study = load_study(p2)
+    res = study.results()
     assert len(res) == 3 + 6 and set(res["task_id"]) == set(make_plan(
         loaded.spec, loaded.cards).ids)
+    # every edge (trained here or adopted) carries its estimates, logged before it trained
+    tab = study.transferability()
+    assert len(tab) == 6 and (tab["n_estimated"] == 1).all()
+    assert tab[["logme", "leep", "nce", "label_structure"]].notna().all().all()
     # v1 again: nothing to run, nothing to adopt (its own runs are finished)
     again = run_study(open_study(p1), num_cpus=2, progress=False)
     assert again.finished == [] and again.reused == [] and len(again.skipped_done) == 4
