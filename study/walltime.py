@@ -1,0 +1,274 @@
+"""How long a study will take, estimated before it runs (``kitchen-study run --dry-run``).
+
+The figure is an **estimate**, printed as one: the plan's training frames (per trial:
+iterations x batch size x history) divided by a throughput measured on this machine at the
+plan's LSTM shapes, spread over the trial slots that run in parallel, and never shorter than
+the longest chain of dependent tasks (a fine-tune waits for its pre-train).
+
+* Throughput: a few Adam steps of the LSTM alone (random inputs, :func:`measure_throughput`)
+  with the threads a trial gets (``resources.cpu``) on the device it would use; one figure
+  per shape (history, hidden, depth, batch size, cell), at the largest label space among the
+  tasks of that shape (an upper bound on the cost). Measured figures are cached in
+  ``$XDG_CACHE_HOME/kitchen-study/throughput.json`` (default ``~/.cache``), keyed by the
+  shape, threads, device, host and torch version, so the next dry run is instant; the
+  output says whether a figure was measured now or read from the cache, and when.
+* Slots: ``floor(CPUs / resources.cpu)`` with the CPUs of ``--num-cpus`` or of this machine
+  (and ``floor(GPUs / resources.gpu)`` when trials take GPUs); a search runs at most
+  ``max_concurrent`` trials at once.
+* Not included (so a real run takes longer): evaluations, sampling batches, Ray start and
+  trial start-up; ASHA stopping search trials early makes it shorter.
+
+:func:`estimate` is pure (throughputs come from a function); :func:`estimate_lines` measures
+and formats.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Estimate", "Shape", "cache_path", "estimate", "estimate_lines",
+           "measure_throughput", "task_frames"]
+
+#: Steps timed per shape (after one untimed warm-up step).
+MEASURE_STEPS = 3
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What an LSTM training step costs depends on (besides the machine)."""
+
+    history: int
+    hidden: int
+    depth: int
+    batch_size: int
+    cell: str
+
+    def text(self) -> str:
+        return (f"history {self.history}, hidden {self.hidden}, depth {self.depth}, "
+                f"batch {self.batch_size}, {self.cell}")
+
+
+def task_shape(task: Any) -> Shape:
+    c = task.config
+    return Shape(c.history, c.hidden, c.depth, c.batch_size, c.cell)
+
+
+def task_frames(task: Any) -> int:
+    """Training frames of one trial of ``task``: iterations x batch size x history."""
+    c = task.config
+    return int(c.iterations) * int(c.batch_size) * int(c.history)
+
+
+def _label_dim(task: Any, cards: Mapping[str, Any]) -> int:
+    """Input/output width: the target's classes, plus the source's when a source is used
+    (an upper bound for every arrangement); feature vectors that are not class scores keep
+    their own width."""
+    def dim(name: str | None) -> int:
+        card = cards.get(name) if name else None
+        if card is None:
+            return 0
+        feats = getattr(card, "features", None) or {}
+        return max(int(feats.get("dim") or 0), len(card.classes))
+
+    return max(1, dim(task.target) + (dim(task.source) if task.source else 0))
+
+
+@dataclass
+class Estimate:
+    """The numbers behind the printed estimate (seconds)."""
+
+    trials: int
+    frames: int
+    compute_s: float  # every trial one after another
+    slots: int
+    chain_s: float  # the longest chain of dependent tasks
+    per_shape: dict[Shape, float] = field(default_factory=dict)  # frames/s used
+
+    @property
+    def wall_s(self) -> float:
+        return max(self.compute_s / max(self.slots, 1), self.chain_s)
+
+
+def estimate(plan: Any, skip: Collection[str], slots: int,
+             frames_per_s: Callable[[Shape], float]) -> Estimate:
+    """Pure: the plan's tasks not in ``skip`` at ``frames_per_s(shape)``, on ``slots``
+    parallel trial slots (see the module docstring)."""
+    todo = [t for t in plan if t.id not in skip]
+    per_shape: dict[Shape, float] = {}
+    seconds: dict[str, float] = {}  # one trial of the task
+    frames = compute = 0.0
+    for t in todo:
+        shape = task_shape(t)
+        if shape not in per_shape:
+            per_shape[shape] = float(frames_per_s(shape))
+        seconds[t.id] = task_frames(t) / max(per_shape[shape], 1e-9)
+        frames += task_frames(t) * t.trials
+        compute += seconds[t.id] * t.trials
+    # longest chain: a task starts when its dependencies (still to run) have ended; a
+    # search runs its trials in waves of max_concurrent (and of the slots)
+    finish: dict[str, float] = {}
+    for t in todo:  # plan order: dependencies come first
+        waves = 1
+        if t.trials > 1:
+            conc = t.search.max_concurrent if t.search is not None else t.trials
+            waves = math.ceil(t.trials / max(1, min(conc, slots)))
+        start = max((finish.get(d, 0.0) for d in t.deps), default=0.0)
+        finish[t.id] = start + waves * seconds[t.id]
+    return Estimate(trials=sum(t.trials for t in todo), frames=int(frames), compute_s=compute,
+                    slots=slots, chain_s=max(finish.values(), default=0.0),
+                    per_shape=per_shape)
+
+
+# -- throughput: measured, cached -----------------------------------------------------------
+
+
+def cache_path() -> Path:
+    """``$XDG_CACHE_HOME/kitchen-study/throughput.json`` (default ``~/.cache/...``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "kitchen-study" / "throughput.json"
+
+
+def _cache_key(shape: Shape, dim: int, threads: int, device: str) -> str:
+    import torch
+
+    return (f"torch {torch.__version__} | {device} | {platform.node()} {platform.machine()} | "
+            f"threads {threads} | {shape.text()} | classes {dim}")
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # no cache yet, or an unreadable one: measure again
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic: a temporary file renamed over the cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".throughput.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def measure_throughput(shape: Shape, dim: int, threads: int, device: str = "cpu",
+                       steps: int = MEASURE_STEPS) -> float:
+    """Training frames per second of :class:`~trainables.lstm_model.FramewiseLSTM` steps
+    (forward, cross-entropy, backward, Adam) on random inputs of ``shape`` and ``dim``
+    classes: the mean over ``steps`` timed steps after one warm-up step."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainables.lstm_model import FramewiseLSTM
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        dev = torch.device(device)
+        gen = torch.Generator().manual_seed(0)
+        model = FramewiseLSTM(dim, dim, shape.hidden, shape.depth, shape.cell).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.rand(shape.batch_size, shape.history, dim, generator=gen).to(dev)
+        y = torch.randint(0, dim, (shape.batch_size, shape.history), generator=gen).to(dev)
+
+        def step() -> None:
+            logits, _ = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, dim), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    return steps * shape.batch_size * shape.history / max(seconds, 1e-9)
+
+
+def _fmt_time(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
+                   num_cpus: int | None = None) -> list[str]:
+    """The dry run's estimate, measuring (or reading from the cache) the throughput of each
+    shape still to run. Every line says what it is: an estimate, a measured figure (now or
+    cached, with its date), or what is left out."""
+    todo = [t for t in plan if t.id not in skip]
+    if not todo:
+        return ["estimate: nothing left to run"]
+    import torch
+
+    res = loaded.spec.resources
+    threads = max(1, int(res.cpu))
+    cpus = num_cpus or os.cpu_count() or 1
+    slots = max(1, int(cpus // res.cpu))
+    device = "cpu"
+    if res.gpu > 0 and torch.cuda.is_available():
+        device = "cuda"
+        slots = max(1, min(slots, int(torch.cuda.device_count() // res.gpu)))
+    dims: dict[Shape, int] = {}
+    for t in todo:
+        s = task_shape(t)
+        dims[s] = max(dims.get(s, 1), _label_dim(t, loaded.cards))
+    path = cache_path()
+    cache = _read_cache(path)
+    where: dict[Shape, str] = {}
+
+    def fps(shape: Shape) -> float:
+        key = _cache_key(shape, dims[shape], threads, device)
+        hit = cache.get(key)
+        if isinstance(hit, dict) and isinstance(hit.get("frames_per_s"), int | float):
+            where[shape] = f"cached, measured {hit.get('measured_at', '?')}"
+            return float(hit["frames_per_s"])
+        value = measure_throughput(shape, dims[shape], threads, device)
+        cache[key] = {"frames_per_s": value, "steps": MEASURE_STEPS,
+                      "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+        where[shape] = "measured now"
+        return value
+
+    est = estimate(plan, skip, slots, fps)
+    try:
+        _write_cache(path, cache)
+        cached_note = f"cache {path}"
+    except OSError as e:  # a read-only home: the estimate stands, only the cache is missing
+        cached_note = f"not cached ({e.strerror or e})"
+    lines = [
+        f"estimate (not a measurement): about {_fmt_time(est.wall_s)} wall time for the "
+        f"{est.trials} trial(s) still to run",
+        f"  training frames: {est.frames:,} (iterations x batch x history; ASHA may stop "
+        "search trials earlier)",
+    ]
+    for shape, value in est.per_shape.items():
+        lines.append(f"  throughput {value:,.0f} frames/s at {shape.text()}, {dims[shape]} "
+                     f"classes, {threads} thread(s) on {device} ({where[shape]}, "
+                     f"{MEASURE_STEPS} steps)")
+    lines.append(f"  {est.slots} trial(s) in parallel ({cpus} CPUs / {res.cpu:g} per trial); "
+                 f"longest dependency chain {_fmt_time(est.chain_s)}; {cached_note}")
+    lines.append("  not included: evaluations, batch sampling, Ray and trial start-up")
+    return lines
