@@ -7,7 +7,10 @@ checkpoint is uploaded as the artifact ``checkpoint/lstm.pt`` when it completes.
 trial that Tune restarts from its checkpoint keeps its run (tags ``ks.retries`` and
 ``ks.last_error``); one that exhausts its retries ends FAILED with the reason in
 ``ks.error``. A search's run ends when its last trial does, with ``best.<metric>`` and the
-best trial's params. Progress: one line per finished trial on stdout (:class:`Progress`).
+best trial's searched params and final metrics as its own (:class:`SearchState`), tagged with
+its Optuna study name; each trial run is tagged with its Optuna trial number, and the Optuna
+trial carries the run id as the user attribute ``mlflow_run_id``. Progress: one line per
+finished trial on stdout (:class:`Progress`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 
 from ray import tune
 
+from .estimates import result_estimates
 from .mlflow_layout import (
-    BEST_PREFIX,
     CHECKPOINT_ARTIFACT,
     ROLE_TRIAL,
     TAG_BEST_PARAMS,
@@ -31,11 +34,14 @@ from .mlflow_layout import (
     TAG_EARLY_STOPPED,
     TAG_HOST,
     TAG_LAST_ERROR,
+    TAG_PACK,
     TAG_RETRIES,
-    TAG_TRIAL_PARAMS,
     TaskMeta,
     task_tag,
 )
+from .packed_trial import MEMBER_ERROR, PackMember, pack_members
+from .plan import CHECKPOINT_KINDS
+from .run_view import RunView
 from .scheduling import NotPickled, SearchState, StudyState
 from .tracking import RunLogger, log_checkpoint, log_result
 from .trial import STUDY_KEY
@@ -91,13 +97,15 @@ class TrackingCallback(NotPickled, tune.Callback):
     """Writes every task and trial to MLflow from the driver (see the module doc)."""
 
     def __init__(self, state: StudyState, logger: RunLogger, study_run_id: str,
-                 progress: Progress):
+                 progress: Progress, view: RunView | None = None):
         self.state, self.logger, self.study_run = state, logger, study_run_id
         self.progress = progress
+        self.view = view  # names, dataset inputs, gains, models (study.run_view)
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.open: set[str] = set()  # run ids not yet ended
         self.logged_to: dict[str, int] = {}  # trial id -> last logged iteration
         self.node_tagged: set[str] = set()
+        self.estimated: set[str] = set()  # trial ids whose edge estimates are logged
         self.started: dict[str, float] = {}
 
     # -- runs ---------------------------------------------------------------------
@@ -111,20 +119,49 @@ class TrackingCallback(NotPickled, tune.Callback):
         s = self.state.searches.get(task.id)
         if s is None:
             rid = self.logger.start_task(self.study_run, TaskMeta.from_task(task), params=params)
+            if self.view is not None:
+                self.view.task_started(task, rid)
         else:
             if s.run_id is None:
                 s.run_id = self.logger.start_task(
-                    self.study_run, TaskMeta.from_task(task), params=task.trial_config())
+                    self.study_run, TaskMeta.from_task(task), params=s.base_params())
                 self.open.add(s.run_id)
+                if self.view is not None:
+                    self.view.task_started(task, s.run_id)
+                self.logger.set_tags(s.run_id, s.run_tags())
+                self.progress.line(s.announce())
             rid = self.logger.start_task(
                 self.study_run, TaskMeta.from_task(task, role=ROLE_TRIAL), params=params,
                 parent_run_id=s.run_id)
-            self.logger.set_tags(rid, {TAG_TRIAL_PARAMS: json.dumps(
-                s.params.get(tid, {}), sort_keys=True, default=str)})
+            self.logger.set_tags(rid, s.trial_tags(tid, rid))
+            if self.view is not None:
+                order = list(s.params).index(tid) if tid in s.params else len(s.params)
+                self.view.trial_started(task, rid, order, s.params.get(tid, {}))
         self.runs[tid] = rid
         self.open.add(rid)
         self.started[tid] = time.monotonic()
+        if isinstance(trial, PackMember):
+            self.logger.set_tags(rid, {TAG_PACK: trial.pack})
         return rid
+
+    def _members(self, trial, result=None) -> list[tuple[Any, Any]]:
+        """``[(trial, result)]``; for a pack trial (:mod:`study.packed_trial`) each member
+        whose run is still open, as a trial of its own with its part of the result. A
+        member whose part reports its failure ends FAILED here and is left out."""
+        views = pack_members(trial, result)
+        if views is None:
+            return [(trial, result)]
+        out = []
+        with self.state.lock:
+            for view, part in views:
+                rid = self.runs.get(view.trial_id)
+                if rid is not None and rid not in self.open:
+                    continue  # ended earlier (failed)
+                if part is not None and MEMBER_ERROR in part:
+                    self._fail(view, part[MEMBER_ERROR])
+                    continue
+                out.append((view, part))
+        return out
 
     def _end(self, rid: str, status: str, reason: str | None = None) -> None:
         if rid in self.open:
@@ -134,9 +171,15 @@ class TrackingCallback(NotPickled, tune.Callback):
     # -- Tune hooks -----------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
-            self._ensure_run(trial)
+            for t, _ in self._members(trial):
+                self._ensure_run(t)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        for t, r in self._members(trial, result):
+            if r is not None:
+                self._result(t, r)
+
+    def _result(self, trial, result) -> None:
         with self.state.lock:
             rid = self._ensure_run(trial)
             tid = trial.trial_id
@@ -150,8 +193,19 @@ class TrackingCallback(NotPickled, tune.Callback):
             if it > self.logged_to.get(tid, -1):
                 log_result(self.logger, rid, result)
                 self.logged_to[tid] = it
+            if tid not in self.estimated and (result.get("estimates")
+                                              or result.get("estimate_error")):
+                self.estimated.add(tid)  # once per trial (a restored trial reports again)
+                metrics, tags = result_estimates(result)
+                self.logger.log_metrics(rid, metrics, step=0)
+                if tags:
+                    self.logger.set_tags(rid, tags)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        for t, _ in self._members(trial):
+            self._recover(t)
+
+    def _recover(self, trial) -> None:
         with self.state.lock:
             rid = self._ensure_run(trial)
             reason = _error_reason(trial)
@@ -163,11 +217,13 @@ class TrackingCallback(NotPickled, tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
-            self._complete(trial)
+            for t, _ in self._members(trial, trial.last_result):
+                self._complete(t)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
-            self._fail(trial, _error_reason(trial))
+            for t, _ in self._members(trial):
+                self._fail(t, _error_reason(trial))
 
     def _complete(self, trial) -> None:
         st, tid = self.state, trial.trial_id
@@ -175,7 +231,7 @@ class TrackingCallback(NotPickled, tune.Callback):
         rid = self._ensure_run(trial)
         result = dict(trial.last_result or {})
         seconds = time.monotonic() - self.started.get(tid, time.monotonic())
-        if task.kind == "pretrain":
+        if task.kind in CHECKPOINT_KINDS:  # a fine-tune may start from it, now or later
             try:
                 ckpt = trial.checkpoint
                 if ckpt is None:
@@ -189,18 +245,20 @@ class TrackingCallback(NotPickled, tune.Callback):
         if s is None:
             self._end(rid, "FINISHED")
             st.done[task.id] = rid
+            if self.view is not None:
+                self.view.task_finished(task, rid, result,
+                                        lambda: trial.checkpoint.as_directory())
             self.progress.trial("done", task.id, result, seconds)
             return
         full = result.get("iteration", 0) >= task.config.iterations
         if not full:
             self.logger.set_tags(rid, {TAG_EARLY_STOPPED: str(result.get("iteration"))})
+            if self.view is not None:
+                self.view.trial_stopped(rid, result.get("iteration"))
         self._end(rid, "FINISHED")
         s.completed += 1
         s.succeeded += 1
-        value = result.get(s.metric)
-        if full and isinstance(value, int | float) and (s.best is None or value > s.best[0]):
-            s.best = (float(value), rid)
-            s.best_params = s.params.get(tid)
+        s.record(tid, rid, result, full)
         label = f"{task.id} #{s.completed}/{task.trials}"
         self.progress.trial("done" if full else "stopped", label, result, seconds)
         self._maybe_finish_search(s)
@@ -228,13 +286,17 @@ class TrackingCallback(NotPickled, tune.Callback):
             return
         st = self.state
         if s.best is not None:
-            self.logger.log_metrics(s.run_id, {f"{BEST_PREFIX}{s.metric}": s.best[0]})
+            # the best trial's params and metrics as the search run's own
+            self.logger.log_params(s.run_id, s.best_run_params())
+            self.logger.log_metrics(s.run_id, s.best_metrics())
             self.logger.set_tags(s.run_id, {
                 TAG_BEST_TRIAL_RUN: s.best[1],
                 TAG_BEST_PARAMS: json.dumps(s.best_params, sort_keys=True, default=str),
             })
             self._end(s.run_id, "FINISHED")
             st.done[s.task.id] = s.run_id
+            if self.view is not None:
+                self.view.task_finished(s.task, s.run_id, {})
         else:
             reason = f"none of the {s.task.trials} trials ran to the end"
             self._end(s.run_id, "FAILED", reason)

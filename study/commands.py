@@ -18,50 +18,90 @@ import typer
 from data_prep.errors import DataError
 from trainables.metrics import METRIC_NAMES
 
-__all__ = ["best", "demo", "register", "report", "resume", "run", "status"]
+__all__ = ["best", "demo", "register", "register_best", "report", "resume", "run", "status"]
 
 _SPEC = typer.Argument(..., help="Study spec (YAML), e.g. studies/demo.yaml.")
 _ADDRESS = typer.Option(
     None, "--address", help="Ray address (default: the spec's ray_address, $RAY_ADDRESS, or a "
     "local Ray).")
+# the tracking URI rule (study.uri): --tracking-uri > $MLFLOW_TRACKING_URI (typer reads it
+# into this option) > the spec's tracking_uri > sqlite:///mlflow.db
 _TRACKING = typer.Option(
-    None, "--tracking-uri", help="MLflow tracking URI (default: the spec's tracking_uri).")
+    None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the spec's tracking_uri, "
+    "else sqlite:///mlflow.db).")
+_DATA_ROOT = typer.Option(
+    None, "--data-root", envvar="KITCHEN_DATA_ROOT",
+    help="Folder that relative dataset paths in the spec are relative to (default: the "
+    "spec's folder). Needed under `ray job submit --working-dir`, which does not upload "
+    "git-ignored data.")
 _CPUS = typer.Option(None, "--num-cpus", help="CPUs of a local Ray this command starts.")
 _VERBOSE = typer.Option(False, "--verbose", help="Ray Tune's own progress tables and logs.")
 
 _EXIT = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
 
 
-def _open(spec: Path):
-    from .spec import open_study
+def _open(spec: Path, data_root: Path | None = None):
+    import os
 
-    return open_study(spec)
+    from .uri import DATA_ROOT_ENV, open_study_at
+
+    if data_root is not None:  # and for load_study / status later in this command
+        os.environ[DATA_ROOT_ENV] = str(Path(data_root).expanduser().resolve())
+    return open_study_at(spec)
+
+
+def _check_store(loaded: Any, tracking_uri: str | None) -> None:
+    """A corrupt SQLite store or a silent tracking server: one line, before any read."""
+    from .lease import check_store
+
+    check_store(tracking_uri or loaded.spec.tracking_uri)
 
 
 def _not_found(e: Exception) -> DataError:
     return DataError(str(e))
 
 
-def _print_plan(loaded: Any, tracking_uri: str | None) -> None:
+def _print_plan(loaded: Any, tracking_uri: str | None, num_cpus: int | None = None) -> None:
     from .plan import make_plan
     from .runner import preflight
     from .status import study_status
 
-    plan = make_plan(loaded.spec)
+    plan = make_plan(loaded.spec, loaded.cards)
     preflight(plan, loaded.spec.source)
+    _check_store(loaded, tracking_uri)
     status = {r["id"]: r["status"] for r in study_status(loaded, tracking_uri)}
+    reuse = _reusable(loaded, plan, status, tracking_uri)
     done = sum(1 for s in status.values() if s == "FINISHED")
     typer.echo(f"study {loaded.spec.name} (hash {loaded.short_hash}): {len(plan)} tasks")
     for t in plan:
         deps = f"  <- {', '.join(t.deps)}" if t.deps else ""
         trials = f" x{t.trials}" if t.trials > 1 else ""
-        mark = "done" if status.get(t.id) == "FINISHED" else "    "
-        typer.echo(f"  {mark} {t.kind:<9} {t.id}{trials}  [{t.config.iterations} it]{deps}")
+        mark = ("done" if status.get(t.id) == "FINISHED" else "reuse" if t.id in reuse
+                else "    ")
+        typer.echo(f"  {mark:<5} {t.kind:<9} {t.id}{trials}  [{t.config.iterations} it]{deps}")
     counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
     typer.echo(f"{counts}")
-    left = plan.trial_count - _done_trials(plan, status)
+    left = plan.trial_count - _done_trials(plan, status) - sum(plan[t].trials for t in reuse)
     typer.echo(f"estimated trials: {plan.trial_count} ({left} still to run; {done} task(s) "
-               f"already finished); training iterations <= {plan.training_iterations():,}")
+               f"already finished, {len(reuse)} reused from earlier versions); training "
+               f"iterations <= {plan.training_iterations():,}")
+    from .walltime import estimate_lines  # an estimate, printed as one (study.walltime)
+
+    finished = {t for t, s in status.items() if s == "FINISHED"}
+    for line in estimate_lines(loaded, plan, finished | set(reuse), num_cpus):
+        typer.echo(line)
+
+
+def _reusable(loaded: Any, plan: Any, status: dict[str, str], tracking_uri: str | None
+              ) -> dict[str, Any]:
+    """Tasks not finished in this version that an earlier one finished (``study.reuse``)."""
+    from .reuse import finished_by_key, reusable
+    from .tracking import MlflowRunLogger
+
+    done = {t: "" for t, s in status.items() if s == "FINISHED"}
+    logger = MlflowRunLogger(tracking_uri or loaded.spec.tracking_uri)
+    return reusable(plan, finished_by_key(logger, loaded.spec.name), done)
 
 
 def _done_trials(plan: Any, status: dict[str, str]) -> int:
@@ -69,11 +109,12 @@ def _done_trials(plan: Any, status: dict[str, str]) -> int:
 
 
 def _run(spec: Path, address: str | None, tracking_uri: str | None, num_cpus: int | None,
-         verbose: bool, resume: bool) -> None:
+         verbose: bool, resume: bool, data_root: Path | None = None) -> None:
     from .mlflow_layout import StudyNotFound
+    from .plan import make_plan
     from .runner import run_study
 
-    loaded = _open(spec)
+    loaded = _open(spec, data_root)
     try:
         out = run_study(loaded, address=address, tracking_uri=tracking_uri, resume=resume,
                         num_cpus=num_cpus, verbose=verbose)
@@ -82,6 +123,8 @@ def _run(spec: Path, address: str | None, tracking_uri: str | None, num_cpus: in
     if out.failed or out.not_run:
         for tid, why in {**out.failed, **out.not_run}.items():
             typer.echo(f"  not done: {tid}: {why.splitlines()[0]}", err=True)
+    if any(t.kind == "search" for t in make_plan(loaded.spec, loaded.cards)):
+        _print_searches(spec, tracking_uri)
     raise typer.Exit(_EXIT.get(out.status, 1))
 
 
@@ -93,12 +136,13 @@ def run(
     tracking_uri: str | None = _TRACKING,
     num_cpus: int | None = _CPUS,
     verbose: bool = _VERBOSE,
+    data_root: Path | None = _DATA_ROOT,
 ) -> None:
     """Run a study on Ray: tasks already finished (same spec hash) are skipped."""
     if dry_run:
-        _print_plan(_open(spec), tracking_uri)
+        _print_plan(_open(spec, data_root), tracking_uri, num_cpus)
         return
-    _run(spec, address, tracking_uri, num_cpus, verbose, resume=False)
+    _run(spec, address, tracking_uri, num_cpus, verbose, resume=False, data_root=data_root)
 
 
 def resume(
@@ -107,20 +151,23 @@ def resume(
     tracking_uri: str | None = _TRACKING,
     num_cpus: int | None = _CPUS,
     verbose: bool = _VERBOSE,
+    data_root: Path | None = _DATA_ROOT,
 ) -> None:
     """Finish a study after a crash or Ctrl-C without redoing its finished tasks."""
-    _run(spec, address, tracking_uri, num_cpus, verbose, resume=True)
+    _run(spec, address, tracking_uri, num_cpus, verbose, resume=True, data_root=data_root)
 
 
 def status(
     spec: Path = _SPEC,
     tracking_uri: str | None = _TRACKING,
     json_out: bool = typer.Option(False, "--json", help="One JSON object per task, as a list."),
+    data_root: Path | None = _DATA_ROOT,
 ) -> None:
     """Per-task state of a study (from MLflow; no Ray needed)."""
     from .status import study_status
 
-    loaded = _open(spec)
+    loaded = _open(spec, data_root)
+    _check_store(loaded, tracking_uri)
     rows = study_status(loaded, tracking_uri)
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
@@ -141,7 +188,7 @@ def _load_results(spec: Path, tracking_uri: str | None):
     from .mlflow_layout import StudyNotFound
     from .query import load_study
 
-    _open(spec)  # spec errors first, with their key paths
+    _check_store(_open(spec), tracking_uri)  # spec errors first, with their key paths
     try:
         return load_study(spec, tracking_uri)
     except StudyNotFound as e:
@@ -161,8 +208,18 @@ def best(
     k: int = typer.Option(10, "--k", help="How many pairs."),
     tracking_uri: str | None = _TRACKING,
     json_out: bool = typer.Option(False, "--json", help="A JSON list of pairs."),
+    search: bool = typer.Option(
+        False, "--search", help="Each Optuna search's best configuration and score instead."),
 ) -> None:
-    """The best transfer pairs: mean gain over the no-transfer baseline, 95 % CI, p-value."""
+    """The best transfer pairs, ranked by the lower bound of the 95 % CI of the gain over the
+    no-transfer baseline (mean, CI, p-value, seeds); ``--search``: the searches' best."""
+    if search:
+        summary = _load_results(spec, tracking_uri).search_summary()
+        typer.echo(summary.to_json(orient="records") if json_out else _searches_text(summary))
+        return
+    if metric not in METRIC_NAMES and metric not in {m.replace("@", "_") for m in METRIC_NAMES}:
+        raise DataError(f"unknown metric {metric!r} (known: {', '.join(METRIC_NAMES)})",
+                        "--metric")
     table = _load_results(spec, tracking_uri).best_transfer_pairs(target=target, metric=metric,
                                                                  k=k)
     if json_out:
@@ -178,11 +235,47 @@ def _best_text(table: Any, metric: str) -> str:
             "ci_high", "p_value", "n_seeds"]
     cols = [c for c in cols if c in table.columns]
     rows = [[_fmt(r[c]) for c in cols] for _, r in table.iterrows()]
+    few = "few_seeds" in table.columns and bool(table["few_seeds"].any())
+    if few:  # "!" after the seed count of a pair with fewer than 3 seeds
+        for row, flag in zip(rows, table["few_seeds"], strict=True):
+            row[-1] += " !" if flag else ""
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
     body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
-    return f"best transfer pairs by {metric} gain (percentage points):\n" + "\n".join(
-        [line, *body])
+    head = (f"best transfer pairs by {metric} gain (percentage points), ranked by the lower "
+            "bound of the 95 % CI (pairs without one last):")
+    foot = (["! fewer than 3 seeds: the interval is wide or absent; run more seeds before "
+             "trusting the gain"] if few else [])
+    return head + "\n" + "\n".join([line, *body, *foot])
+
+
+def _searches_text(summary: Any) -> str:
+    """Each search's Optuna study, trial counts, best score and configuration."""
+    if summary.empty:
+        return "no search in this study has run yet"
+    out = []
+    for r in summary.itertuples():
+        out.append(f"search {r.task_id}: Optuna study {r.optuna_study!r}, {r.trials} trials "
+                   f"({r.complete} complete, {r.pruned} pruned, {r.failed} failed)")
+        if r.best_params is None:
+            out.append("  no trial ran to the end: no best configuration")
+            continue
+        out.append(f"  best {r.metric} {r.best_value:.2f}: trial {r.best_number} "
+                   f"(MLflow run {r.best_run_id})")
+        out.append("  " + "  ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}"
+                                    for k, v in sorted(r.best_params.items())))
+    return "\n".join(out)
+
+
+def _print_searches(spec: Path, tracking_uri: str | None) -> None:
+    """The end of `run`: each search's best (a failure to read it is a line, not a crash:
+    the study itself is stored)."""
+    try:
+        text = _searches_text(_load_results(spec, tracking_uri).search_summary())
+    except Exception as e:
+        text = f"(search results not read: {e})"
+    typer.echo("")
+    typer.echo(text)
 
 
 def report(
@@ -240,17 +333,72 @@ def demo(
     results = _load_results(spec_path, None)
     typer.echo("")
     typer.echo(_best_text(results.best_transfer_pairs(k=10), "frame_acc"))
+    typer.echo("")
+    typer.echo(_searches_text(results.search_summary()))
     from .report import write_report
 
     rep = write_report(results, work / "report")
-    uri = loaded.spec.tracking_uri
+    from .uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(None, loaded.spec.tracking_uri)
     typer.echo("")
     typer.echo(f"report:        {rep}")
     typer.echo(f"MLflow UI:     mlflow ui --backend-store-uri {uri}")
     typer.echo(f"from Python:   from study import load_study; load_study({str(spec_path)!r})")
-    typer.echo(f"again/resume:  kitchen-study status {spec_path}")
+    typer.echo(f"progress:      kitchen-study status {spec_path}   (reads MLflow only)")
+    typer.echo(f"finish/resume: kitchen-study resume {spec_path}   (skips finished tasks)")
+    typer.echo(f"searches:      kitchen-study best {spec_path} --search")
     if outcome.status != "FINISHED":
         raise typer.Exit(_EXIT.get(outcome.status, 1))
+
+
+def _best_model_run(results: Any, target: str, metric: str, spec: Path) -> tuple[str, str]:
+    """(run id, description) of the model to register for ``target``: the first pair of
+    ``best_transfer_pairs`` (the ranking ``best`` prints), and of its runs (one per seed) the
+    one with the highest ``metric``."""
+    pairs = results.best_transfer_pairs(target=target, metric=metric, k=1)
+    if pairs.empty:
+        raise DataError(f"no transfer run into {target!r} has a matching baseline yet "
+                        "(see `kitchen-study best`)", spec)
+    top = pairs.iloc[0]
+    keys = ["source", "source_split", "target", "target_split", "mode", "arrangement"]
+    g = results.gains(metric)
+    for k in keys:
+        g = g[g[k] == top[k]]
+    row = g.sort_values(["value", "seed"], ascending=[False, True]).iloc[0]
+    what = (f"{top['source']}→{top['target']} {top['mode']} {top['arrangement']} seed "
+            f"{row['seed']} ({metric} {row['value']:.2f}, gain {row['gain']:+.2f})")
+    return str(row["run_id"]), what
+
+
+def register_best(
+    spec: Path = _SPEC,
+    target: str = typer.Option(..., "--target", help="The target dataset."),
+    name: str | None = typer.Option(
+        None, "--name", help="Registered model name (default: <study>-<target>)."),
+    metric: str = typer.Option("frame_acc", "--metric", help=", ".join(METRIC_NAMES) + "."),
+    tracking_uri: str | None = _TRACKING,
+) -> None:
+    """Register the best transfer pair's LSTM for TARGET in the MLflow Model Registry and
+    print its model URI (models:/NAME/VERSION)."""
+    from .models import register_model
+
+    results = _load_results(spec, tracking_uri)
+    run_id, what = _best_model_run(results, target, metric, spec)
+    name = name or f"{results.name}-{target}"
+    from mlflow.exceptions import MlflowException
+
+    from .uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, _open(spec).spec.tracking_uri)
+    try:
+        version = register_model(f"runs:/{run_id}/model", name, tracking_uri=uri)
+    except MlflowException as e:
+        raise DataError(f"run {run_id} ({what}) has no logged model to register (it ran "
+                        f"before models were logged; run the study again): {e.message}",
+                        spec) from None
+    typer.echo(f"registered {what} (run {run_id}) as {name} version {version.version}")
+    typer.echo(f"models:/{name}/{version.version}")
 
 
 def register(app: typer.Typer) -> None:
@@ -259,4 +407,5 @@ def register(app: typer.Typer) -> None:
 
     for fn in (run, resume, status, best, report, demo):
         app.command(fn.__name__)(reports_data_errors(fn))
+    app.command("register")(reports_data_errors(register_best))
 

@@ -20,7 +20,23 @@ Layout:
   (:data:`CURVE_PREFIX`, :func:`metrics_from_result`), so one bulk read returns everything
   the query API needs; a search's best as ``best.<metric>`` (:data:`BEST_PREFIX`);
 * artifacts: pre-train checkpoints at :data:`CHECKPOINT_ARTIFACT`; convergence plots per
-  target on the parent run under :data:`PLOTS_DIR` (published by :mod:`study.report`).
+  target on the parent run under :data:`PLOTS_DIR` (published by :mod:`study.report`);
+  every final LSTM as the MLflow model ``model`` (:mod:`study.models`).
+
+What the MLflow UI shows (made for comparing runs there):
+
+* run names (:func:`task_run_name`, :func:`trial_run_name`): unique within a study and
+  readable, e.g. ``finetune salads→breakfast s1 concat seed0``, ``trial 3 · h128 d1 lr1e-3``;
+  a trial that ASHA stopped early gets the suffix ``· stopped @ <iteration>``
+  (:func:`stopped_name`) besides the tag :data:`TAG_EARLY_STOPPED`;
+* the datasets a task read, as MLflow dataset inputs (:class:`DatasetRef`: name, digest =
+  the card's content digest, else its input hash, source = the Parquet path);
+* the experiment's description (tag :data:`NOTE_TAG`) from the spec (:func:`experiment_note`);
+* ``gain.<metric>`` (:data:`GAIN_PREFIX`) on each transfer/joint run: its metric minus the
+  mean of the baselines of the same target, target split and seed, logged by the driver when
+  the later of the two finishes (:class:`GainBook`; the query API's pairing rule);
+* on the study run: :data:`TASKS_FINISHED_METRIC` (step = count) and
+  ``best_gain.<metric>`` (the best per-run gain so far).
 
 Rules (stated, not silently applied):
 
@@ -48,13 +64,19 @@ from typing import Any
 from trainables.metrics import METRIC_NAMES
 
 __all__ = [
+    "BEST_GAIN_PREFIX",
     "BEST_PREFIX",
     "CHECKPOINT_ARTIFACT",
     "CURVE_PREFIX",
+    "DEFAULT_TRACKING_URI",
     "END_STATUSES",
+    "ESTIMATE_PREFIX",
     "EXPERIMENT_PREFIX",
+    "GAIN_PREFIX",
     "ITERATION_METRIC",
     "MAX_PARAM_VALUE",
+    "NOTE_TAG",
+    "RUN_NAME_TAG",
     "PLOTS_DIR",
     "RESULT_METRICS",
     "ROLE_STUDY",
@@ -68,12 +90,22 @@ __all__ = [
     "TAG_ERROR",
     "TAG_HOST",
     "TAG_LAST_ERROR",
+    "TAG_OPTUNA_STUDY",
+    "TAG_OPTUNA_TRIAL",
+    "TAG_PACK",
     "TAG_PARENT",
     "TAG_RETRIES",
     "TAG_ROLE",
+    "TAG_SEARCH_METRIC",
     "TAG_STUDY",
+    "TAG_REUSED_FROM",
+    "TAG_REUSED_FROM_STUDY",
     "TAG_STUDY_HASH",
+    "TAG_TASK_KEY",
     "TAG_TRIAL_PARAMS",
+    "TASKS_FINISHED_METRIC",
+    "DatasetRef",
+    "GainBook",
     "ParamConflict",
     "RunRecord",
     "StudyNotFound",
@@ -84,16 +116,22 @@ __all__ = [
     "clean_metrics",
     "error_tags",
     "experiment_name",
+    "experiment_note",
     "flatten_params",
     "latest_finished",
     "metric_key",
     "metrics_from_result",
     "select_hash",
+    "stopped_name",
     "study_tags",
+    "task_run_name",
     "task_tag",
+    "trial_run_name",
 ]
 
 EXPERIMENT_PREFIX = "kitchen-study/"
+#: where a study is tracked when nothing else is said (the precedence: :mod:`study.uri`)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 CHECKPOINT_ARTIFACT = "checkpoint/lstm.pt"
 PLOTS_DIR = "plots"
 #: MLflow's limits (mlflow/utils/validation.py in 3.x).
@@ -106,6 +144,15 @@ RESULT_METRICS: tuple[str, ...] = ("loss", *METRIC_NAMES, "frames_per_s")
 ITERATION_METRIC = "iteration"
 CURVE_PREFIX = "curve.frame_acc."
 BEST_PREFIX = "best."
+GAIN_PREFIX = "gain."
+BEST_GAIN_PREFIX = "best_gain."
+TASKS_FINISHED_METRIC = "tasks_finished"
+#: MLflow's experiment (and run) description tag, shown on the experiment page
+NOTE_TAG = "mlflow.note.content"
+#: MLflow's run name tag (setting it renames the run)
+RUN_NAME_TAG = "mlflow.runName"
+#: MLflow's limit on a dataset digest's length (mlflow/utils/validation.py)
+_MAX_DIGEST = 36
 
 END_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
 
@@ -129,6 +176,24 @@ TAG_TRIAL_PARAMS = f"{_TAG}trial_params"
 TAG_EARLY_STOPPED = f"{_TAG}early_stopped"
 TAG_BEST_TRIAL_RUN = f"{_TAG}best_trial_run"
 TAG_BEST_PARAMS = f"{_TAG}best_params"
+#: On the task run of a member of a pack (``study.packed_trial``): the pack's Tune trial id,
+#: the same on every member.
+TAG_PACK = f"{_TAG}pack"
+#: A task's identity by content (``study.plan.task_key``), on every task run.
+TAG_TASK_KEY = f"{_TAG}task_key"
+#: On a task run that adopts a finished run of an earlier study version with the same task
+#: key (``study.reuse``): the original run's id and its study hash. Its metrics are the
+#: original's final values; its checkpoint is the original's.
+TAG_REUSED_FROM = f"{_TAG}reused_from"
+TAG_REUSED_FROM_STUDY = f"{_TAG}reused_from_study"
+#: Transferability estimates of a transfer edge, as metrics ``estimate.<name>`` (names:
+#: ``trainables.transferability.ESTIMATORS``).
+ESTIMATE_PREFIX = "estimate."
+#: A search's Optuna study name and objective (on the search run); a trial's Optuna trial
+#: number (on the trial run).
+TAG_OPTUNA_STUDY = f"{_TAG}optuna_study"
+TAG_SEARCH_METRIC = f"{_TAG}search_metric"
+TAG_OPTUNA_TRIAL = f"{_TAG}optuna_trial"
 
 
 class ParamConflict(ValueError):
@@ -166,6 +231,7 @@ class TaskMeta:
     seed: int = 0
     node: str = ""
     role: str = ROLE_TASK
+    task_key: str = ""
 
     @classmethod
     def from_task(cls, task: Any, *, node: str = "", role: str = ROLE_TASK) -> TaskMeta:
@@ -174,7 +240,8 @@ class TaskMeta:
         return cls(task_id=task.id, kind=task.kind, mode=task.mode, target=task.target,
                    target_split=task.target_split, source=task.source or "",
                    source_split=task.source_split or "", arrangement=task.arrangement or "",
-                   seed=int(task.seed), node=node, role=role)
+                   seed=int(task.seed), node=node, role=role,
+                   task_key=getattr(task, "key", "") or "")
 
     def to_tags(self) -> dict[str, str]:
         if self.role not in RUN_ROLES:
@@ -353,3 +420,140 @@ def select_hash(records: Iterable[RunRecord], name: str, study_hash: str | None)
         raise StudyNotFound(f"study {name!r} has no study run")
     latest = max(parents, key=lambda r: r.start_time or 0)
     return latest.tags[TAG_STUDY_HASH]
+
+
+# -- what the MLflow UI shows ----------------------------------------------------------------
+
+
+def _split(name: str) -> str:
+    """``split1`` -> ``s1``; other split names stay as they are."""
+    m = re.fullmatch(r"split(\d+)", name)
+    return f"s{m.group(1)}" if m else name
+
+
+def task_run_name(meta: TaskMeta, detail: str = "") -> str:
+    """A task run's name: kind, datasets, split, arrangement, ``detail``, seed. E.g.
+    ``baseline breakfast s1 seed0``, ``finetune salads→breakfast s1 concat seed0``,
+    ``joint salads s2→breakfast s1 merged 5:3 seed1`` (source split shown only when it
+    differs). The arrangement is shown for transfers and whenever it is not ``identity``."""
+    ts = _split(meta.target_split)
+    if meta.source:
+        ss = _split(meta.source_split)
+        where = (f"{meta.source}→{meta.target} {ts}" if ss == ts
+                 else f"{meta.source} {ss}→{meta.target} {ts}")
+    else:
+        where = f"{meta.target} {ts}"
+    parts = [meta.kind, where]
+    if meta.arrangement and (meta.source or meta.arrangement != "identity"):
+        parts.append(meta.arrangement)
+    if detail:
+        parts.append(detail)
+    parts.append(f"seed{int(meta.seed)}")
+    return " ".join(parts)
+
+
+#: short names of search parameters in trial run names (others appear as ``key=value``)
+_PARAM_ABBREV = {"hidden": "h", "depth": "d", "lr": "lr", "history": "hist",
+                 "batch_size": "b", "dropout": "drop", "target_eighths": "t8=",
+                 "arrangement": ""}
+
+
+def _short_value(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 0.01 or abs(v) >= 1e4):
+            mant, exp = f"{v:.1e}".split("e")
+            return f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
+    """A search trial's name: ``trial <number> · <params>``, e.g. ``trial 3 · hist16 d1 h128
+    b8 lr1e-3`` (params in the order the search suggested them)."""
+    shown = []
+    for k, v in params.items():
+        ab = _PARAM_ABBREV.get(k)
+        shown.append(f"{k}={_short_value(v)}" if ab is None else f"{ab}{_short_value(v)}")
+    return f"trial {number}" + (f" · {' '.join(shown)}" if shown else "")
+
+
+def stopped_name(name: str, iteration: Any) -> str:
+    """The name of a trial ASHA stopped early: ``<name> · stopped @ <iteration>``."""
+    return f"{name} · stopped @ {iteration}"
+
+
+def experiment_note(name: str, description: str, datasets: Iterable[str],
+                    counts: Mapping[str, int], study_hash: str) -> str:
+    """The experiment description (Markdown, tag :data:`NOTE_TAG`): the spec's description,
+    its datasets and tasks, and how to read the runs."""
+    lines = [f"**kitchen-study {name}**" + (f" — {description.strip()}" if description.strip()
+                                            else "")]
+    lines.append("")
+    lines.append(f"Datasets: {', '.join(datasets)}. Tasks: "
+                 + ", ".join(f"{n} {k}" for k, n in counts.items())
+                 + f". Study hash `{study_hash[:12]}`.")
+    lines.append("")
+    lines.append("Run names: `<kind> <source>→<target> <split> <arrangement> seed<N>`; search "
+                 "trials `trial <N> · <params>` (`· stopped @ <it>` when ASHA stopped them). "
+                 "Metrics are percentages; `gain.frame_acc` = a transfer/joint run's "
+                 "frame_acc minus its baseline's (same target, split, seed).")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset as an MLflow dataset input: the spec's name, a digest (the card's content
+    digest, else its input hash; cut to MLflow's 36 characters) and the Parquet path."""
+
+    name: str
+    digest: str
+    source: str
+    profile: str = ""
+
+    @classmethod
+    def from_card(cls, name: str, card: Any, path: str | Path) -> DatasetRef:
+        digest = getattr(card, "content_digest", "") or card.input_hash or "unknown"
+        profile = json.dumps({"classes": len(card.classes), "fps": card.fps,
+                              "splits": [s.name for s in card.splits]}, sort_keys=True)
+        return cls(name, digest[:_MAX_DIGEST], str(path), profile)
+
+
+class GainBook:
+    """Per-run gains as runs finish, by the query API's pairing rule: a transfer/joint run's
+    ``metric`` minus the mean of the baselines with the same (target, target split, seed).
+
+    :meth:`add` returns ``{run_id: gain}`` to log now: the new run's gain when its baseline
+    is known, or every waiting run's gain when a baseline arrives (the later of the two
+    triggers it; a second baseline of the same key re-logs the changed means)."""
+
+    _PAIRED_MODES = ("transfer", "joint")
+
+    def __init__(self) -> None:
+        self.baselines: dict[tuple[str, str, int], dict[str, float]] = {}
+        self.runs: dict[tuple[str, str, int], dict[str, float]] = {}
+        self.gains: dict[str, float] = {}
+
+    def add(self, meta: TaskMeta, run_id: str, value: float | None) -> dict[str, float]:
+        if value is None or not isinstance(value, int | float) or value != value:
+            return {}
+        key = (meta.target, meta.target_split, int(meta.seed))
+        if meta.kind == "baseline":
+            self.baselines.setdefault(key, {})[run_id] = float(value)
+            todo = self.runs.get(key, {})
+        elif meta.role == ROLE_TASK and meta.mode in self._PAIRED_MODES:
+            self.runs.setdefault(key, {})[run_id] = float(value)
+            todo = {run_id: float(value)} if key in self.baselines else {}
+        else:
+            return {}
+        if not todo:
+            return {}
+        base = self.baselines[key]
+        mean = sum(base.values()) / len(base)
+        out = {rid: v - mean for rid, v in todo.items()}
+        self.gains.update(out)
+        return out
+
+    @property
+    def best(self) -> float | None:
+        """The largest per-run gain so far (None before the first pair)."""
+        return max(self.gains.values()) if self.gains else None

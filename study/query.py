@@ -6,8 +6,10 @@ Usage::
     from study import load_study
     s = load_study("demo")                              # or load_study("studies/demo.yaml")
     s.results()                                         # one row per finished task run
-    s.transfer_matrix("frame_acc")                      # sources x targets, mean gain
-    s.best_transfer_pairs(target="kitchen_b", k=5)      # gain, 95 % CI, paired p-value
+    s.transfer_matrix("frame_acc", arrangement="concat")  # sources x targets, mean gain
+    s.best_transfer_pairs(target="kitchen_b", k=5)      # ranked by the CI's lower bound
+    s.search_trials()                                   # like optuna's trials_dataframe()
+    s.search_summary()                                  # best config and score per search
     s.convergence("kitchen_b", wide=True)               # iterations x accuracy per source
     s.plot_transfer_heatmap().savefig("heatmap.png")    # matplotlib Figures
 
@@ -32,11 +34,27 @@ Rules:
   t-interval of the paired differences and ``scipy.stats.ttest_rel`` against the baselines
   (both NaN with fewer than 2 seeds). Differences without spread give a zero-width interval
   and scipy's p-value: 0 when they are all the same non-zero number (t = ±inf), NaN when
-  they are all 0.
+  they are all 0. Pairs are **ranked by the interval's lower bound** (``ci_low``: the gain
+  the data still supports), not by the mean, so two lucky seeds do not head the table;
+  pairs without an interval (one seed) come after every pair with one, by mean gain.
+  ``few_seeds`` flags pairs with fewer than :data:`MIN_SEEDS` (3) seeds.
+* :meth:`StudyResults.transfer_matrix` never averages over arrangements silently: with one
+  arrangement (or ``arrangement=`` chosen) the columns are the targets; when the gains come
+  from several arrangements and none is chosen, ``arrangement`` becomes the innermost
+  column level (``m.loc["a", ("b", "concat")]``), as ``pivot_table`` would. ``m.attrs
+  ["arrangements"]`` lists what the matrix holds.
+* :meth:`StudyResults.search_trials` is one row per trial of each search, read from MLflow
+  alone, in the shape of Optuna's ``Study.trials_dataframe()`` (``number``, ``state``,
+  ``value``, ``params_<name>``); states are Optuna's: ``COMPLETE`` (ran every iteration),
+  ``PRUNED`` (ASHA stopped it, or it never reported), ``FAIL`` (crashed, or its driver was
+  interrupted: Optuna itself may still list such a trial as RUNNING), ``RUNNING``.
+  :meth:`StudyResults.search_summary`: per search, its best COMPLETE trial (ties: the lowest
+  trial number) with params and score, as ``optuna.load_study(...).best_trial`` reports.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -50,24 +68,34 @@ import pandas as pd
 from trainables.metrics import METRIC_NAMES
 
 from .mlflow_layout import (
+    BEST_PREFIX,
     CURVE_PREFIX,
     ITERATION_METRIC,
     ROLE_STUDY,
     ROLE_TASK,
+    ROLE_TRIAL,
+    TAG_EARLY_STOPPED,
     TAG_ERROR,
+    TAG_OPTUNA_STUDY,
+    TAG_OPTUNA_TRIAL,
+    TAG_SEARCH_METRIC,
     TAG_STUDY_HASH,
+    TAG_TRIAL_PARAMS,
     RunRecord,
     StudyNotFound,
     latest_finished,
     metric_key,
     task_tag,
 )
-from .tracking import DEFAULT_TRACKING_URI, RunLogger, sqlite_path
+from .tracking import RunLogger, sqlite_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["METRICS", "StudyNotFound", "StudyResults", "load_study"]
+__all__ = ["METRICS", "MIN_SEEDS", "StudyNotFound", "StudyResults", "load_study"]
+
+#: Fewer seeds than this and a pair is flagged ``few_seeds`` (its interval is wide or absent).
+MIN_SEEDS = 3
 
 #: Final metrics of a task run, as columns of :meth:`StudyResults.results`: the evaluation
 #: metrics ``trainables.metrics.METRIC_NAMES`` (MLflow keys: ``f1@10`` is ``f1_10``).
@@ -183,30 +211,48 @@ class StudyResults:
     def transfer_matrix(self, metric: str = "frame_acc", mode: str = "transfer", *,
                         arrangement: str | None = None, by_split: bool = False) -> pd.DataFrame:
         """Sources (rows) x targets (columns): mean gain over the paired baseline, averaged
-        over seeds, splits and arrangements (``arrangement`` picks one). ``by_split``: rows
-        (source, source_split), columns (target, target_split). NaN where no pair ran."""
+        over seeds (and splits, unless ``by_split``: rows (source, source_split), columns
+        (target, target_split)). NaN where no pair ran.
+
+        Arrangements are never averaged: ``arrangement`` picks one; without it, gains from
+        several arrangements get ``arrangement`` as the innermost column level. ``m.attrs
+        ["arrangements"]`` lists the arrangements in the matrix."""
         g = self.gains(metric, mode)
         if arrangement is not None:
             g = g[g["arrangement"] == arrangement]
+        arrangements = sorted(set(g["arrangement"]))
         rows = ["source", "source_split"] if by_split else ["source"]
         cols = ["target", "target_split"] if by_split else ["target"]
+        if len(arrangements) > 1:
+            cols = [*cols, "arrangement"]
         if g.empty:
-            return pd.DataFrame(dtype=float)
+            m = pd.DataFrame(dtype=float)
+            m.attrs["arrangements"] = arrangements
+            return m
         m = g.pivot_table(index=rows, columns=cols, values="gain", aggfunc="mean")
         sources = sorted(set(m.index))
         targets = sorted(set(m.columns))
-        m = m.reindex(index=sources, columns=targets)
-        m.columns.names = cols if by_split else ["target"]
+        if len(cols) > 1:
+            m = m.reindex(index=sources, columns=pd.MultiIndex.from_tuples(targets))
+        else:
+            m = m.reindex(index=sources, columns=targets)
+        m.columns.names = cols
         m.index.names = rows if by_split else ["source"]
+        m.attrs["arrangements"] = arrangements
         return m
 
     def best_transfer_pairs(self, target: str | None = None, metric: str = "frame_acc",
                             k: int | None = 5, *, mode: str | None = None,
-                            target_split: str | None = None) -> pd.DataFrame:
-        """Top ``k`` (None: all) pairs by mean gain. Columns: source, source_split, target,
-        target_split, mode, arrangement, metric, mean (of the runs), baseline (mean), gain,
-        ci_low, ci_high (95 % t-interval of the per-seed differences), p_value (paired t-test,
-        ``scipy.stats.ttest_rel``), n_seeds."""
+                            target_split: str | None = None,
+                            rank_by: str = "ci_low") -> pd.DataFrame:
+        """Top ``k`` (None: all) pairs, ranked by ``rank_by``: ``"ci_low"`` (default; the
+        95 % interval's lower bound, pairs without one after, by gain) or ``"gain"`` (the
+        mean). Columns: source, source_split, target, target_split, mode, arrangement,
+        metric, mean (of the runs), baseline (mean), gain, ci_low, ci_high (95 % t-interval
+        of the per-seed differences), p_value (paired t-test, ``scipy.stats.ttest_rel``),
+        n_seeds, few_seeds (``n_seeds < MIN_SEEDS``)."""
+        if rank_by not in ("ci_low", "gain"):
+            raise ValueError(f"rank_by must be 'ci_low' or 'gain', got {rank_by!r}")
         # scipy.special, not scipy.stats: the same t distribution (scipy.stats.t's ppf and sf
         # are stdtrit and stdtr) without the second of imports `kitchen-study best` waited for
         from scipy.special import stdtr, stdtrit
@@ -250,9 +296,30 @@ class StudyResults:
         cols = [*_PAIR, "metric", "mean", "baseline", "gain", "ci_low", "ci_high", "p_value",
                 "n_seeds"]
         out = pd.DataFrame(rows, columns=cols)
-        out = out.sort_values(["gain", *_PAIR], ascending=[False] + [True] * len(_PAIR),
-                              ignore_index=True)
+        out["n_seeds"] = out["n_seeds"].astype(int)
+        out["few_seeds"] = out["n_seeds"] < MIN_SEEDS
+        keys = ["ci_low", "gain"] if rank_by == "ci_low" else ["gain"]
+        # NaN lower bounds (one seed) sort last; ties by gain, then the pair's names
+        out = out.sort_values([*keys, *_PAIR], ascending=[False] * len(keys)
+                              + [True] * len(_PAIR), na_position="last", ignore_index=True)
         return out if k is None else out.head(k).reset_index(drop=True)
+
+    def transferability(self, metric: str = "frame_acc") -> pd.DataFrame:
+        """One row per transfer edge: every transferability estimate logged on its
+        fine-tunes (``estimate.<name>``, mean over seeds) and the measured gain with its
+        95 % CI (:func:`study.estimates.transferability_table`)."""
+        from .estimates import transferability_table
+
+        return transferability_table(self, metric)
+
+    def estimator_quality(self, metric: str = "frame_acc", *, n_boot: int = 1000,
+                          seed: int = 0) -> pd.DataFrame:
+        """Per estimator: Spearman and Kendall tau-b against the measured gains over this
+        study's edges, bootstrap 95 % CIs and the top-1 hit rate per target split
+        (``trainables.transferability.estimator_quality`` over :meth:`transferability`)."""
+        from .estimates import quality_table
+
+        return quality_table(self.transferability(metric), n_boot=n_boot, seed=seed)
 
     def convergence(self, target: str | None = None, *, target_split: str | None = None,
                     mode: str = "transfer", wide: bool = False) -> pd.DataFrame:
@@ -304,6 +371,130 @@ class StudyResults:
             c for c in w.columns if c != "baseline")
         return w.reindex(columns=order)
 
+    # -- searches -----------------------------------------------------------------------------
+    def _search_runs(self, all_attempts: bool) -> list[RunRecord]:
+        runs = [r for r in self.records
+                if r.role == ROLE_TASK and r.tags.get(task_tag("kind")) == "search"]
+        if all_attempts:
+            return sorted(runs, key=lambda r: (r.task_id, r.start_time or 0))
+        counted: dict[str, RunRecord] = {}
+        for r in sorted(runs, key=lambda r: r.start_time or 0):
+            cur = counted.get(r.task_id)
+            # the FINISHED run counts (latest_finished's rule); else the latest attempt
+            if cur is None or cur.status != "FINISHED" or r.status == "FINISHED":
+                counted[r.task_id] = r
+        return [counted[k] for k in sorted(counted)]
+
+    @staticmethod
+    def _search_metric(run: RunRecord) -> str:
+        name = run.tags.get(TAG_SEARCH_METRIC)
+        if name:
+            return name
+        best = [k[len(BEST_PREFIX):] for k in run.metrics if k.startswith(BEST_PREFIX)]
+        return _metric_column(best[0]) if best else "frame_acc"
+
+    def search_trials(self, task_id: str | None = None, *,
+                      all_attempts: bool = False) -> pd.DataFrame:
+        """One row per trial of each search (``task_id``: one search), like Optuna's
+        ``Study.trials_dataframe()``, read from MLflow alone. Columns: search_task_id,
+        number (Optuna's trial number), state (COMPLETE, PRUNED, FAIL, RUNNING), value (as
+        Optuna records it: the objective of a COMPLETE trial, the last intermediate value of
+        a PRUNED one, else NaN), last_value (the objective at the trial's last evaluation),
+        iterations (reached),
+        ``params_<name>`` (Optuna's parameter names), run_id (the trial's MLflow run),
+        search_run_id, optuna_study, metric, duration_s. Trials of the search run that
+        counts (its FINISHED run, else its latest); ``all_attempts``: of every run."""
+        rows = []
+        for srun in self._search_runs(all_attempts):
+            if task_id is not None and srun.task_id != task_id:
+                continue
+            metric = self._search_metric(srun)
+            key = metric_key(metric)
+            for r in self.records:
+                if r.role != ROLE_TRIAL or r.parent_run_id != srun.run_id:
+                    continue
+                it = _int_or_none(r.metrics.get(ITERATION_METRIC))
+                goal = _int_or_none(r.params.get("iterations"))
+                last = r.metrics.get(key, math.nan)
+                if r.status in ("FAILED", "KILLED"):
+                    state = "FAIL"
+                elif r.status != "FINISHED":
+                    state = "RUNNING"
+                elif (TAG_EARLY_STOPPED not in r.tags and it is not None and goal is not None
+                      and it >= goal and not math.isnan(last)):
+                    state = "COMPLETE"
+                else:  # stopped by ASHA, or ended without reaching its last evaluation
+                    state = "PRUNED"
+                row: dict[str, Any] = {
+                    "search_task_id": srun.task_id,
+                    "number": _int_or_none(r.tags.get(TAG_OPTUNA_TRIAL)),
+                    "state": state,
+                    # Optuna's value: a PRUNED trial keeps its last intermediate value
+                    "value": last if state in ("COMPLETE", "PRUNED") else math.nan,
+                    "last_value": last,
+                    "iterations": it,
+                }
+                params = json.loads(r.tags.get(TAG_TRIAL_PARAMS) or "{}")
+                row.update({f"params_{k}": v for k, v in sorted(params.items())})
+                row.update({
+                    "run_id": r.run_id, "search_run_id": srun.run_id,
+                    "optuna_study": srun.tags.get(TAG_OPTUNA_STUDY, ""), "metric": metric,
+                    "duration_s": ((r.end_time - r.start_time)
+                                   if r.end_time is not None and r.start_time is not None
+                                   else math.nan),
+                    "_start": r.start_time or 0,
+                })
+                rows.append(row)
+        head = ["search_task_id", "number", "state", "value", "last_value", "iterations"]
+        tail = ["run_id", "search_run_id", "optuna_study", "metric", "duration_s"]
+        if not rows:
+            return pd.DataFrame(columns=[*head, *tail])
+        df = pd.DataFrame(rows)
+        df = df.sort_values(["search_task_id", "number", "_start"], na_position="last",
+                            ignore_index=True).drop(columns="_start")
+        params = sorted(c for c in df.columns if c.startswith("params_"))
+        df = df[[*head, *params, *tail]]
+        df["number"] = df["number"].astype("Int64")
+        df["iterations"] = df["iterations"].astype("Int64")
+        return df
+
+    def search_summary(self) -> pd.DataFrame:
+        """One row per search: task_id, optuna_study, metric, best_value, best_number,
+        best_params (dict of Optuna's names; what ``optuna.load_study(...).best_params``
+        says), best_run_id, trials, complete, pruned, failed, search_run_id, status (of the
+        search run). The best is the COMPLETE trial with the highest value (ties: the lowest
+        number); none: NaN / None."""
+        trials = self.search_trials()
+        rows = []
+        for srun in self._search_runs(all_attempts=False):
+            t = trials[trials["search_task_id"] == srun.task_id]
+            done = t[t["state"] == "COMPLETE"]
+            best = (done.sort_values(["value", "number"], ascending=[False, True]).iloc[0]
+                    if len(done) else None)
+            params = ({c[len("params_"):]: _plain(best[c]) for c in t.columns
+                       if c.startswith("params_") and not _missing(best[c])}
+                      if best is not None else None)
+            rows.append({
+                "task_id": srun.task_id,
+                "optuna_study": srun.tags.get(TAG_OPTUNA_STUDY, ""),
+                "metric": self._search_metric(srun),
+                "best_value": math.nan if best is None else float(best["value"]),
+                "best_number": None if best is None or _missing(best["number"])
+                else int(best["number"]),
+                "best_params": params,
+                "best_run_id": None if best is None else best["run_id"],
+                "trials": len(t),
+                "complete": int((t["state"] == "COMPLETE").sum()),
+                "pruned": int((t["state"] == "PRUNED").sum()),
+                "failed": int((t["state"] == "FAIL").sum()),
+                "search_run_id": srun.run_id,
+                "status": srun.status,
+            })
+        cols = ["task_id", "optuna_study", "metric", "best_value", "best_number", "best_params",
+                "best_run_id", "trials", "complete", "pruned", "failed", "search_run_id",
+                "status"]
+        return pd.DataFrame(rows, columns=cols)
+
     # -- figures ------------------------------------------------------------------------------
     def plot_transfer_heatmap(self, metric: str = "frame_acc", mode: str = "transfer",
                               *, arrangement: str | None = None) -> Figure:
@@ -315,7 +506,11 @@ class StudyResults:
                      layout="constrained")
         ax = fig.add_subplot()
         col = _metric_column(metric)
-        title = f"{self.name}\n{col} gain over baseline ({mode})"
+        arrs = m.attrs.get("arrangements") or ([arrangement] if arrangement else [])
+        which = (f"arrangement {arrs[0]}" if len(arrs) == 1
+                 else f"arrangements {', '.join(arrs)}: one column each" if arrs else "")
+        title = f"{self.name}\n{col} gain over baseline ({mode}" + (
+            f", {which})" if which else ")")
         if m.empty:
             ax.text(0.5, 0.5, "no paired runs", ha="center", va="center")
             ax.set_axis_off()
@@ -324,8 +519,9 @@ class StudyResults:
         vals = m.to_numpy(float)
         lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
         im = ax.imshow(vals, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1)
-        ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns], rotation=30, ha="right")
-        ax.set_yticks(range(m.shape[0]), [str(i) for i in m.index])
+        ax.set_xticks(range(m.shape[1]), [_label(c) for c in m.columns], rotation=30,
+                      ha="right")
+        ax.set_yticks(range(m.shape[0]), [_label(i) for i in m.index])
         ax.set_xlabel("target")
         ax.set_ylabel("source")
         for (i, j), v in np.ndenumerate(vals):
@@ -338,10 +534,18 @@ class StudyResults:
 
     def plot_convergence(self, target: str, *, target_split: str | None = None,
                          mode: str = "transfer") -> Figure:
-        """Frame accuracy vs iterations (log2 axis) per source and the baseline: the mean of
-        :meth:`convergence` ``(wide=True)`` with a min-max band over the runs (seeds, splits),
-        like the paper's Figs 3-5."""
+        """Frame accuracy vs iterations (log2 axis) per source and the baseline, like the
+        paper's Figs 3-5: the mean of :meth:`convergence` ``(wide=True)`` and, in the same
+        colour, a band = the 95 % t-interval of that mean over the runs (seeds; and splits
+        when ``target_split`` is None), where a series has at least 2 runs at a point. Each
+        series has its own colour (the baseline black, dashed); the bands are labelled
+        (``PolyCollection.get_label()``, and one legend entry); x ticks are the evaluation
+        points."""
+        from matplotlib.collections import PolyCollection
         from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import NullLocator
+        from scipy.special import stdtrit
 
         long = self.convergence(target, target_split=target_split, mode=mode)
         fig = Figure(figsize=(6, 4), layout="constrained")
@@ -352,24 +556,56 @@ class StudyResults:
             ax.set_axis_off()
             ax.set_title(title)
             return fig
-        # the mean is convergence(wide=True)'s (every run counts once); the band spans the runs
-        stats = long.groupby(["series", "iteration"])["frame_acc"].agg(["mean", "min", "max"])
+        # the mean is convergence(wide=True)'s (every run counts once); the band is the 95 %
+        # t-interval of that mean over the runs at each point
+        stats = long.groupby(["series", "iteration"])["frame_acc"].agg(["mean", "std", "count"])
+        n = stats["count"].to_numpy(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = np.where(n >= 2, stdtrit(np.maximum(n - 1, 1), 0.975)
+                            * stats["std"].to_numpy(float) / np.sqrt(n), np.nan)
+        stats["lo"], stats["hi"] = stats["mean"] - half, stats["mean"] + half
         series = stats.index.get_level_values("series").unique()
         ordered = (["baseline"] if "baseline" in series else []) + sorted(
             s for s in series if s != "baseline")
+        over = "seeds" if long["target_split"].nunique() <= 1 else "seeds and splits"
+        band_label = f"95 % CI over {over}"
+        colours = iter(f"C{i}" for i in range(10_000))
         for s in ordered:
             st = stats.loc[s]
-            style = {"color": "black", "linestyle": "--"} if s == "baseline" else {}
-            ax.plot(st.index, st["mean"], marker="o", label=s, **style)
-            ax.fill_between(st.index, st["min"], st["max"], alpha=0.15,
-                            color=style.get("color"))
+            colour = "black" if s == "baseline" else next(colours)
+            ax.plot(st.index, st["mean"], marker="o", label=s, color=colour,
+                    linestyle="--" if s == "baseline" else "-")
+            ok = st["lo"].notna().to_numpy()
+            if ok.any():
+                ax.fill_between(st.index, st["lo"], st["hi"], where=ok, alpha=0.18,
+                                color=colour, linewidth=0, label=f"{s}: {band_label}")
+        points = sorted(long["iteration"].unique())
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("target training iterations")
+        ax.set_xticks(points, [str(int(p)) for p in points])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("target training iterations (evaluation points)")
         ax.set_ylabel("frame accuracy (%)")
         ax.set_title(title)
-        ax.legend()
+        handles, _ = ax.get_legend_handles_labels()
+        lines = [h for h in handles if not isinstance(h, PolyCollection)]
+        band = Patch(facecolor="grey", alpha=0.3, label=f"band: {band_label} (t, where n ≥ 2)")
+        ax.legend(handles=[*lines, band])
         ax.grid(True, alpha=0.3)
         return fig
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars -> Python numbers (JSON, equality with Optuna's params)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _label(key: Any) -> str:
+    """A matrix row/column key as text: ``("b", "concat")`` -> ``b / concat``."""
+    return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
 def _series_labels(long: pd.DataFrame) -> pd.Series:
@@ -395,10 +631,11 @@ def _from_spec(path: Path) -> tuple[str, list[str], str]:
     used, with a warning."""
     from data_prep.errors import DataError
 
-    from .spec import load_spec, open_study
+    from .spec import load_spec
+    from .uri import open_study_at
 
     try:
-        loaded = open_study(path)
+        loaded = open_study_at(path)
     except DataError as e:
         spec = load_spec(path)  # schema errors still raise
         warnings.warn(f"{path}: cannot compute the study hash ({e}); using the latest run of "
@@ -412,10 +649,11 @@ def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | No
     """Load a study's results from MLflow in bulk.
 
     ``name_or_spec_path``: a study name, or a spec file (``.yaml``/``.yml``) whose name,
-    content hash and ``tracking_uri`` are used. ``tracking_uri``: overrides; default the
-    spec's, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` (relative to the
-    working directory). ``study_hash``: which version of the study; default the spec's hash,
-    or for a bare name the most recently started one.
+    content hash and ``tracking_uri`` are used (relative dataset paths against
+    ``$KITCHEN_DATA_ROOT`` when set). The tracking URI is :func:`study.uri.resolve_tracking_uri`:
+    ``tracking_uri`` > ``$MLFLOW_TRACKING_URI`` > the spec's > ``sqlite:///mlflow.db``
+    (relative to the working directory). ``study_hash``: which version of the study; default
+    the spec's hash, or for a bare name the most recently started one.
 
     Raises :class:`StudyNotFound` when the store, the study or the hash does not exist (a
     missing SQLite file is never created by a query).
@@ -430,8 +668,9 @@ def load_study(name_or_spec_path: str | os.PathLike[str], tracking_uri: str | No
         hashes = hashes or spec_hashes
     else:
         name = arg
-    uri = tracking_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        DEFAULT_TRACKING_URI
+    from .uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, spec_uri)  # the one rule (study.uri)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise StudyNotFound(f"no MLflow database at {db} (tracking URI {uri})")

@@ -15,7 +15,10 @@ no-transfer baseline of the same target, split and seed, see :mod:`study.query`)
 * **Transfer into <target>** (Tables 6-8): rows target splits (+ mean over splits), columns the
   baseline and each (source, mode, arrangement).
 * **Convergence** (Table 9): per target, frame accuracy at each evaluation point per source.
-* **Best transfer pairs**: :meth:`StudyResults.best_transfer_pairs` with CI and p-value.
+* **Best transfer pairs**: :meth:`StudyResults.best_transfer_pairs` with CI and p-value,
+  ranked by the CI's lower bound; pairs with fewer than 3 seeds marked "!".
+* **Searches**: per Optuna search, its best configuration and score
+  (:meth:`StudyResults.search_summary`).
 
 :func:`publish_convergence_plots` logs the convergence figures to the study's MLflow parent
 run (``plots/convergence_<target>.png``); the runner calls it when a study finishes.
@@ -39,8 +42,9 @@ import pandas as pd
 from data_prep.errors import DataError
 from trainables.metrics import METRIC_NAMES
 
+from .estimates import report_section, write_scatter_plots
 from .mlflow_layout import PLOTS_DIR, TAG_STUDY, TAG_STUDY_HASH
-from .query import StudyResults
+from .query import MIN_SEEDS, StudyResults
 from .tracking import RunLogger
 
 __all__ = ["publish_convergence_plots", "write_report"]
@@ -159,9 +163,34 @@ def _best(best: pd.DataFrame, k: int = 10) -> str:
         p = "-" if math.isnan(r.p_value) else f"{r.p_value:.3g}"
         rows.append([f"{r.source} ({r.source_split})", f"{r.target} {r.target_split}", r.mode,
                      r.arrangement, _fmt(r.mean), _fmt(r.baseline), f"{r.gain:+.2f}", ci, p,
-                     str(r.n_seeds)])
+                     f"{r.n_seeds}{' !' if r.few_seeds else ''}"])
+    note = ("\nRanked by the lower bound of the 95 % CI of the paired gain (pairs without an "
+            "interval last, by gain).")
+    if best.head(k)["few_seeds"].any():
+        note += (f" ! = fewer than {MIN_SEEDS} seeds: the interval is wide or absent; "
+                 "run more seeds before trusting the gain.")
     return _table(["source", "target", "mode", "arrangement", "mean", "baseline", "gain",
-                   "95% CI", "p", "seeds"], rows)
+                   "95% CI", "p", "seeds"], rows) + note + "\n"
+
+
+def _searches(study: StudyResults) -> str:
+    summary = study.search_summary()
+    if summary.empty:
+        return ""
+    out = ["## Searches\n"]
+    for r in summary.itertuples():
+        out.append(f"### {r.task_id}\n\nOptuna study `{r.optuna_study}`: {r.trials} trials "
+                   f"({r.complete} complete, {r.pruned} pruned, {r.failed} failed).\n")
+        if r.best_params is None:
+            out.append("_No trial ran to the end._\n")
+            continue
+        params = ", ".join(f"{k}={_param(v)}" for k, v in sorted(r.best_params.items()))
+        out.append(f"Best {r.metric} {r.best_value:.2f} (trial {r.best_number}): {params}\n")
+    return "\n".join(out)
+
+
+def _param(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def render_markdown(study: StudyResults) -> str:
@@ -183,6 +212,8 @@ def render_markdown(study: StudyResults) -> str:
         "## Convergence\n\nFrame accuracy by target training iterations.\n\n"
         + _convergence(study, targets),
         "## Best transfer pairs\n\n" + _best(best),
+        _searches(study),
+        report_section(study),  # transferability estimates vs measured gains (if logged)
     ]
     return "\n".join(p for p in parts if p)
 
@@ -199,6 +230,7 @@ def _write_figures(study: StudyResults, out: Path) -> None:
     curves = study.convergence()
     for tgt in sorted(curves["target"].unique()) if not curves.empty else []:
         study.plot_convergence(tgt).savefig(out / f"convergence_{tgt}.png", dpi=100)
+    write_scatter_plots(study, out)
 
 
 def _check_replaceable(out: Path) -> None:

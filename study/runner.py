@@ -37,9 +37,14 @@ Rules:
 * A study that FINISHES gets its convergence plots on the parent run
   (:func:`study.report.publish_convergence_plots`).
 
-One driver per study at a time: a second driver on the same study hash would close the
-first one's runs as stale. Ray, Tune and torch are imported only when a study runs, so
-``preflight`` (``kitchen-study run --dry-run``) needs neither.
+**One driver per study** (:mod:`study.lease`): ``run``/``resume`` take the study's lease
+in the tracking store (host, pid, start time; a heartbeat) before touching its runs; a second
+driver refuses with one line naming the holder, and ``resume`` takes over a stale lease (its
+driver dead or its heartbeat expired), closing that driver's runs KILLED. **Resources**: a
+trial asking more CPUs/GPUs than the largest node has is refused before anything is written
+(a local Ray) or as soon as Ray is connected (a cluster; :func:`resource_problems`).
+Ray, Tune and torch are imported only when a study runs, so ``preflight``
+(``kitchen-study run --dry-run``) needs neither.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +69,25 @@ from .mlflow_layout import CHECKPOINT_ARTIFACT
 from .plan import Plan, make_plan
 from .spec import LoadedStudy, SpecError
 from .tracking import RunLogger
+from .uri import check_store_outlives_job, resolve_tracking_uri
 
-__all__ = ["StudyOutcome", "preflight", "run_study"]
+__all__ = ["StudyOutcome", "preflight", "resource_problems", "run_study"]
 
 log = logging.getLogger(__name__)
+
+#: Trials one study may plan: a bound on what a spec can ask for (a typo such as 10^6 seeds
+#: would otherwise queue a million trials). The paper's study plans a few hundred.
+MAX_TRIALS = 20_000
 
 
 def preflight(plan: Plan, source: Path | None = None) -> None:
     """Sample each search space once and validate the trial config it makes, before any
     trial starts: a bad combination is a :class:`SpecError` naming the task, not a failed
     trial an hour later. (Every other task config is a ``TrainSpec`` the planner validated.)"""
+    if plan.trial_count > MAX_TRIALS:
+        raise SpecError([("experiments", f"the plan has {plan.trial_count:,} trials in "
+                          f"{len(plan):,} tasks, above the limit of {MAX_TRIALS:,} per study: "
+                          "fewer seeds, edges or search samples, or split the study")], source)
     searches = [t for t in plan if t.search is not None]
     if not searches:
         return
@@ -114,6 +128,7 @@ class StudyOutcome:
     not_run: dict[str, str]  # task id -> why (dependency failed, interrupted)
     closed_stale: list[str]  # RUNNING runs of an earlier driver, closed KILLED
     seconds: float
+    reused: list[str] = field(default_factory=list)  # adopted from earlier versions
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -123,6 +138,9 @@ def _checkpoint_uri_fn(logger: RunLogger, stage: Callable[[], Path]) -> Callable
     """run id -> a URI of its checkpoint that a worker can read."""
 
     def uri(run_id: str) -> str:
+        from .reuse import origin_run
+
+        run_id = origin_run(logger, run_id)  # an adopted run's checkpoint is its original's
         client = getattr(logger, "client", None)
         if client is not None:
             base = client.get_run(run_id).info.artifact_uri.rstrip("/")
@@ -154,7 +172,64 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)[:120]
 
 
-def run_study(
+def resource_problems(cpu: float, gpu: float, nodes: list[Mapping[str, float]]
+                      ) -> list[tuple[str, str]]:
+    """``(key, message)`` when a trial's ``resources`` exceed the largest node in ``nodes``
+    (Ray's per-node resources): such a trial could never start and Tune would wait forever.
+    A resource no node reports (GPUs of a local Ray not started yet) is not checked. An
+    autoscaler that could add a larger node is not foreseen: start one first."""
+    problems = []
+    for key, want, res in (("resources.cpu", cpu, "CPU"), ("resources.gpu", gpu, "GPU")):
+        have = [float(n[res]) for n in nodes if res in n]
+        if want > 0 and have and want > max(have):
+            problems.append((key, f"{want:g} {res}s per trial, but the largest Ray node has "
+                                  f"{max(have):g} ({len(have)} node(s)): no trial could start"))
+    return problems
+
+
+def _check_local_resources(spec: Any, address: str | None, num_cpus: int | None) -> None:
+    """Before anything is written: the CPUs of the local Ray this call would start."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if (address or spec.ray_address or os.environ.get("RAY_ADDRESS")
+            or (ray is not None and ray.is_initialized())):
+        return  # a cluster or a running Ray: checked once connected (_fit)
+    problems = resource_problems(spec.resources.cpu, 0.0, [{"CPU": num_cpus or os.cpu_count()}])
+    if problems:
+        raise SpecError(problems, spec.source)
+
+
+def _take_lease(logger: RunLogger, loaded: LoadedStudy, resume: bool) -> Any:
+    """The study's lease (:mod:`study.lease`), or None for a logger without an MLflow store
+    (the tests' in-memory logger)."""
+    uri = getattr(logger, "tracking_uri", None)
+    if uri is None or not hasattr(logger, "client"):
+        return None
+    import _thread
+
+    from .lease import acquire_lease
+
+    on_lost = None
+    if threading.current_thread() is threading.main_thread():
+        def on_lost(holder: Any) -> None:  # stop like Ctrl-C; the runs are not ours now
+            _thread.interrupt_main()
+    return acquire_lease(uri, loaded.spec.name, loaded.hash, takeover=resume,
+                         where=loaded.spec.source, on_lost=on_lost)
+
+
+def run_study(loaded: LoadedStudy, **kwargs: Any) -> StudyOutcome:
+    """Run (or resume) a study (:func:`_run_study` has the parameters and rules), holding
+    the study's lease (:mod:`study.lease`) from before the first write until it returns."""
+    leases: list[Any] = []
+    try:
+        return _run_study(loaded, leases=leases, **kwargs)
+    finally:
+        for lease in leases:
+            lease.release()
+
+
+def _run_study(
     loaded: LoadedStudy,
     *,
     address: str | None = None,
@@ -167,6 +242,7 @@ def run_study(
     verbose: bool = False,
     trainable: type | None = None,
     inject_faults: Mapping[str, int] | None = None,
+    leases: list[Any] | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study: skip finished tasks, run the rest on Ray, log to MLflow.
 
@@ -181,15 +257,31 @@ def run_study(
 
     t0 = time.monotonic()
     spec = loaded.spec
-    plan = make_plan(spec)
+    plan = make_plan(spec, loaded.cards)
     preflight(plan, spec.source)
-    uri = tracking_uri or spec.tracking_uri
+    _check_local_resources(spec, address, num_cpus)
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking_uri)  # the one rule: study.uri
+    check_store_outlives_job(uri)  # a SQLite file in a Ray job's temp dir: refused
+    # MLflow prints "View run ... at: URL" per ended run on a tracking server: not progress
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logger = logger or MlflowRunLogger(uri)
     uri = getattr(logger, "tracking_uri", uri)  # absolute for sqlite: workers chdir
+    lease = _take_lease(logger, loaded, resume)
+    if lease is not None and leases is not None:
+        leases.append(lease)
     if resume:
         try:
             logger.study_runs(spec.name, loaded.hash)
         except StudyNotFound:
+            from .reuse import version_change
+
+            change = version_change(logger, loaded)
+            if change is not None:
+                raise StudyNotFound(
+                    f"nothing to resume: study {spec.name!r} (hash {loaded.short_hash}) is a new "
+                    f"version of the study: since version {change[0]}, {change[1]}; start it "
+                    "with `kitchen-study run` (its tasks whose inputs did not change are "
+                    "reused)") from None
             raise StudyNotFound(
                 f"nothing to resume: study {spec.name!r} (hash {loaded.short_hash}) has no runs "
                 f"at {uri}; start it with `kitchen-study run`") from None
@@ -197,17 +289,29 @@ def run_study(
         loaded.hash, "KILLED", "the study driver stopped before this run ended")
     finished_before = {k: v for k, v in logger.finished_tasks(loaded.hash).items()
                        if k in set(plan.ids)}
+    from .reuse import adopt_finished, study_params, version_change
+
+    change = None if finished_before else version_change(logger, loaded)
     study_run = logger.start_study(spec.name, loaded.hash, params={
         "study": spec.name, "hash": loaded.hash, "tasks": len(plan),
-        "trials": plan.trial_count,
+        "trials": plan.trial_count, **study_params(loaded),
     })
+    # finished tasks of earlier versions with the same task key: adopted, not run again
+    reused = adopt_finished(logger, study_run, plan, finished_before, spec.name)
+    finished_before.update(reused)
     todo = [t for t in plan if t.id not in finished_before]
     out = StudyOutcome(spec.name, loaded.hash, study_run, "FINISHED", len(plan),
-                       sorted(finished_before), [], {}, {}, stale, 0.0)
+                       sorted(finished_before), [], {}, {}, stale, 0.0, sorted(reused))
     pr = _progress(sum(t.trials for t in todo), enabled=progress)
+    if change is not None:
+        pr.line(f"new version of study {spec.name} (was {change[0]}): {change[1]}")
+    if reused:
+        pr.line(f"reused {len(reused)} finished task(s) of earlier versions (same task key)")
     pr.line(f"study {spec.name} ({loaded.short_hash}): {len(plan)} tasks, "
             f"{len(finished_before)} already finished, {len(todo)} to run "
             f"({pr.total} trials); tracking {uri}")
+    if lease is not None and lease.previous is not None:
+        pr.line(f"took over the lease of a driver that is gone ({lease.previous.describe()})")
     if stale:
         pr.line(f"closed {len(stale)} run(s) left RUNNING by an earlier driver (KILLED)")
     if not todo:
@@ -237,7 +341,15 @@ def run_study(
     for t in todo:
         if t.kind == "search":
             state.searches[t.id] = make_search(t, spec.name, loaded.short_hash)
-    callback = TrackingCallback(state, logger, study_run, pr)
+    from .packed_trial import PackingStudyTrainable, make_packer
+
+    state.packer = make_packer(spec, loaded.cards, say=pr.line)  # None: packing is off
+    if state.packer is not None and trainable is None:
+        trainable = PackingStudyTrainable
+    from .run_view import start_view
+
+    view = start_view(logger, study_run, plan, loaded, uri, finished_before)
+    callback = TrackingCallback(state, logger, study_run, pr, view)
     status, reason = "FINISHED", None
     try:
         with _sigterm_as_interrupt():
@@ -251,7 +363,8 @@ def run_study(
     finally:
         leftover = callback.close_open("KILLED" if status != "FAILED" else "FAILED",
                                        reason or "the Tune run ended before this run did")
-        logger.close_running(loaded.hash, "KILLED", reason or "the study driver stopped")
+        if lease is None or not lease.lost:  # a lost lease: the runs are the new holder's
+            logger.close_running(loaded.hash, "KILLED", reason or "the study driver stopped")
         out.finished = sorted(t for t in state.done if t not in finished_before)
         out.failed = dict(state.failed)
         out.not_run = dict(state.skipped)
@@ -264,7 +377,8 @@ def run_study(
                                   list(out.failed.items())[:5]))
         out.status = status
         with contextlib.suppress(Exception):
-            _end_study(logger, study_run, status, reason)
+            if lease is None or not lease.lost:
+                _end_study(logger, study_run, status, reason)
         for d in staged:
             shutil.rmtree(d, ignore_errors=True)
         if started_ray:
@@ -302,6 +416,10 @@ def _fit(state: Any, callback: Any, trainable: type, spec: Any, loaded: LoadedSt
     # reused, so a 2-CPU machine ran one trial at a time. Queue one per trial slot.
     import ray
 
+    problems = resource_problems(spec.resources.cpu, spec.resources.gpu,
+                                 [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+    if problems:
+        raise SpecError(problems, spec.source)
     slots = ray.cluster_resources().get("CPU", 1) / max(spec.resources.cpu, 1e-9)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(2, math.ceil(slots))))
     storage = storage_path or spec.storage_path

@@ -13,7 +13,11 @@ may stop. Runs in the driver process only.
   :class:`StudyScheduler` consults for that search's trials only (other trials are FIFO). A
   trial ASHA stops early is told to Optuna as PRUNED (its metric at a lower rung is not
   comparable with finished trials'); OptunaSearch ignores Optuna pruners, which is why ASHA
-  does the early stopping.
+  does the early stopping. Intermediate values reach Optuna at the training iteration (the
+  result's ``iteration``), not at Tune's step index, so optuna-dashboard's plots share the
+  x axis of the MLflow curves. Each Optuna trial gets the user attribute
+  :data:`USER_ATTR_RUN_ID` (its MLflow run id) once the callback has started that run
+  (:meth:`SearchState.link_run`).
 * :class:`StudyState` is what the searcher, the scheduler and the tracking callback
   (:mod:`study.callback`) share: pending, done, failed and skipped tasks, and which trial
   runs which task.
@@ -21,6 +25,7 @@ may stop. Runs in the driver process only.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -28,14 +33,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.air.constants import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from trainables.metrics import METRIC_NAMES
+
+from .estimates import estimate_request
+from .mlflow_layout import (
+    BEST_PREFIX,
+    ITERATION_METRIC,
+    TAG_OPTUNA_STUDY,
+    TAG_OPTUNA_TRIAL,
+    TAG_SEARCH_METRIC,
+    TAG_TRIAL_PARAMS,
+    clean_metrics,
+)
 from .plan import Plan, Task
 from .trial import STUDY_KEY
 
-__all__ = ["NotPickled", "SearchState", "StudyScheduler", "StudySearcher", "StudyState",
-           "make_search"]
+__all__ = ["USER_ATTR_RUN_ID", "NotPickled", "SearchState", "StudyScheduler", "StudySearcher",
+           "StudyState", "make_search", "optuna_study_name"]
+
+#: The Optuna user attribute that links a trial to its MLflow run (``trial.user_attrs``).
+USER_ATTR_RUN_ID = "mlflow_run_id"
 
 
 @dataclass
@@ -53,6 +74,80 @@ class SearchState:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> Optuna params
     best: tuple[float, str] | None = None  # (value, trial run id)
     best_params: dict[str, Any] | None = None
+    optuna_study: str = ""  # the Optuna study name (printed, and a tag on the search run)
+    searched: frozenset[str] = frozenset()  # config keys the space decides
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> config values
+    best_config: dict[str, Any] | None = None  # the best trial's config values
+    best_result: dict[str, Any] | None = None  # the best trial's final result
+    reported: dict[str, int] = field(default_factory=dict)  # trial id -> last Optuna step
+
+    def base_params(self) -> dict[str, Any]:
+        """The search run's params before it ends: the task config without the keys the
+        space decides (those become the best trial's values when the search ends; MLflow
+        params cannot change once logged)."""
+        return {k: v for k, v in self.task.trial_config().items() if k not in self.searched}
+
+    def optuna_trial(self, trial_id: str) -> Any | None:
+        """The Optuna trial behind a Tune trial. Ray's OptunaSearch keeps it in a private
+        dict (``_ot_trials``) and offers no accessor; None if that ever changes."""
+        inner = getattr(self.searcher, "searcher", self.searcher)  # ConcurrencyLimiter
+        return getattr(inner, "_ot_trials", {}).get(trial_id)
+
+    def link_run(self, trial_id: str, run_id: str) -> int | None:
+        """Store the MLflow run id as the Optuna trial's :data:`USER_ATTR_RUN_ID` (written
+        through the study's storage); returns the Optuna trial number (None: unknown)."""
+        t = self.optuna_trial(trial_id)
+        if t is None:
+            return None
+        t.set_user_attr(USER_ATTR_RUN_ID, run_id)
+        return int(t.number)
+
+    # -- what the tracking callback records (study.callback) ------------------------------
+    def announce(self) -> str:
+        """The line printed when the search starts: where to find it in Optuna."""
+        storage = self.task.search.storage if self.task.search else None
+        where = (f"storage {_mask_password(storage)}" if storage
+                 else "in-memory storage (set search.storage to keep it)")
+        return f"search {self.task.id}: Optuna study {self.optuna_study!r}, {where}"
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags of the search task's run."""
+        return {TAG_OPTUNA_STUDY: self.optuna_study, TAG_SEARCH_METRIC: self.metric}
+
+    def trial_tags(self, trial_id: str, run_id: str) -> dict[str, str]:
+        """Tags of a trial's run (its Optuna params and trial number); links the Optuna
+        trial to ``run_id`` on the way (:meth:`link_run`)."""
+        tags = {TAG_TRIAL_PARAMS: json.dumps(self.params.get(trial_id, {}), sort_keys=True,
+                                             default=str)}
+        number = self.link_run(trial_id, run_id)
+        if number is not None:
+            tags[TAG_OPTUNA_TRIAL] = str(number)
+        return tags
+
+    def record(self, trial_id: str, run_id: str, result: dict[str, Any], full: bool) -> None:
+        """A trial ended: it becomes the best when it ran to the end (COMPLETE for Optuna)
+        with a higher value than every earlier one (ties: the first keeps it)."""
+        value = result.get(self.metric)
+        if full and isinstance(value, int | float) and (self.best is None
+                                                         or value > self.best[0]):
+            self.best = (float(value), run_id)
+            self.best_params = self.params.get(trial_id)
+            self.best_config = self.configs.get(trial_id)
+            self.best_result = dict(result)
+
+    def best_metrics(self) -> dict[str, float]:
+        """The search run's metrics when it ends: ``best.<metric>`` and the best trial's
+        final evaluation metrics and iteration as the search run's own."""
+        assert self.best is not None
+        r = self.best_result or {}
+        own = {m: r[m] for m in (*METRIC_NAMES, ITERATION_METRIC)
+               if isinstance(r.get(m), int | float)}
+        return clean_metrics({**own, f"{BEST_PREFIX}{self.metric}": self.best[0]})
+
+    def best_run_params(self) -> dict[str, Any]:
+        """The searched config keys at the best trial's values (the rest was logged at
+        the start, :meth:`base_params`)."""
+        return {k: v for k, v in (self.best_config or {}).items() if k in self.searched}
 
 
 class NotPickled:
@@ -86,6 +181,8 @@ class StudyState(NotPickled):
         self.meta = dict(meta)
         self.faults = dict(faults or {})
         self.fault_dir = fault_dir
+        #: study.packed_trial.Packer when packing is on (the runner sets it), else None
+        self.packer: Any = None
         self.lock = threading.RLock()
 
     def checkpoint_uri(self, pretrain_id: str) -> str:
@@ -106,9 +203,10 @@ class StudyState(NotPickled):
         cfg = task.trial_config()
         if overrides:
             cfg.update(overrides)
+        meta = {**self.meta, "task_id": task.id}
         if task.kind == "finetune":
             cfg["init_checkpoint"] = self.checkpoint_uri(task.deps[0])
-        meta = {**self.meta, "task_id": task.id}
+            meta["estimate"] = estimate_request(task, self.tasks[task.deps[0]])
         if task.id in self.faults:
             # once per task (the first trial of a search), marker keyed by task
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task.id)
@@ -147,6 +245,10 @@ class StudySearcher(NotPickled, Searcher):
                         continue
                     return cfg
                 st.pending.remove(tid)
+                if st.packer is not None:  # with the tasks ready now of its shape, if any
+                    pack = st.packer.take(st, task, trial_id)
+                    if pack is not None:
+                        return pack
                 return st.config_for(task, trial_id)
             return Searcher.FINISHED if not st.pending else None
 
@@ -160,12 +262,25 @@ class StudySearcher(NotPickled, Searcher):
             st.pending.remove(s.task.id)
         config = params.pop(_SPACE_KEY)
         s.params[trial_id] = params
+        s.configs[trial_id] = dict(config)
         return st.config_for(s.task, trial_id, config)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         s = self.state.search_of(trial_id)
-        if s is not None and s.metric in result:
-            s.searcher.on_trial_result(trial_id, result)
+        if s is not None:
+            self._report(s, trial_id, result)
+
+    @staticmethod
+    def _report(s: SearchState, trial_id: str, result: dict | None) -> None:
+        """An evaluation result becomes an Optuna intermediate value, once per iteration,
+        at the training iteration (OptunaSearch reads Tune's step index 1, 2, ...)."""
+        if not result or s.metric not in result or "iteration" not in result:
+            return
+        it = int(result["iteration"])
+        if s.reported.get(trial_id, -1) >= it:
+            return
+        s.reported[trial_id] = it
+        s.searcher.on_trial_result(trial_id, {**result, TRAINING_ITERATION: it})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -176,6 +291,10 @@ class StudySearcher(NotPickled, Searcher):
             not error and result is not None and s.metric in result
             and result.get("iteration", 0) >= s.task.config.iterations
         )
+        # Tune hands the result on which ASHA stopped a trial to on_trial_complete only:
+        # report it, so a pruned trial shows where it was pruned
+        if not error:
+            self._report(s, trial_id, result)
         # stopped early by ASHA (or never reported): PRUNED for Optuna
         s.searcher.on_trial_complete(trial_id, result if complete else None, error=error)
 
@@ -253,6 +372,25 @@ def _wrap_space(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str
     return space
 
 
+def _mask_password(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (printed, not stored)."""
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _searched_keys(space: Callable[[Any], dict[str, Any]]) -> frozenset[str]:
+    """The config keys a space decides, from one throwaway in-memory sample (the spaces
+    return a complete, fixed set of keys: see :mod:`search_spaces.lstm`)."""
+    import optuna
+
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask()
+    return frozenset(space(trial))
+
+
+def optuna_study_name(study_name: str, short_hash: str, task_id: str) -> str:
+    """The Optuna study of a search task: ``<study>-<short hash>-<task id>``."""
+    return f"{study_name}-{short_hash}-{task_id}"
+
+
 def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
     import optuna
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -264,12 +402,14 @@ def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
     s = task.search
     assert s is not None
     storage = optuna.storages.RDBStorage(s.storage) if s.storage else None
+    space = get_space(s.space, **s.space_args)
+    name = optuna_study_name(study_name, short_hash, task.id)
     optuna_search = OptunaSearch(
-        space=_wrap_space(get_space(s.space, **s.space_args)),
+        space=_wrap_space(space),
         metric=s.metric,
         mode="max",
         sampler=optuna.samplers.TPESampler(seed=s.seed),
-        study_name=f"{study_name}-{short_hash}-{task.id}",
+        study_name=name,
         storage=storage,
     )
     limited = ConcurrencyLimiter(optuna_search, max_concurrent=s.max_concurrent)
@@ -283,4 +423,5 @@ def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
             grace_period=s.asha.grace_period,
             reduction_factor=s.asha.reduction_factor,
         )
-    return SearchState(task=task, searcher=limited, scheduler=asha, metric=s.metric)
+    return SearchState(task=task, searcher=limited, scheduler=asha, metric=s.metric,
+                       optuna_study=name, searched=_searched_keys(space))

@@ -97,6 +97,7 @@ __all__ = [
     "EdgeSpec",
     "ExperimentsSpec",
     "LoadedStudy",
+    "PackingSpec",
     "ResourcesSpec",
     "SearchSpec",
     "SpecError",
@@ -132,6 +133,7 @@ EXECUTION_FIELDS: tuple[str, ...] = (
     "max_failures",
     "iterations_per_step",
     "reuse_actors",
+    "packing",
 )
 
 #: Trainable config keys a spec's ``model`` block may not set: every ``TrainSpec`` field
@@ -141,6 +143,8 @@ _PER_TASK_KEYS: frozenset[str] = (
     frozenset(TrainSpec.model_fields) - frozenset(LSTMConfig.model_fields)) | {"seed"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
+#: Seeds one spec may list: a bound on what a spec can ask for (the paper uses 3).
+MAX_SEEDS = 1000
 
 
 class SpecError(DataError):
@@ -229,7 +233,8 @@ class AllPairsSpec(_EdgeOptions):
 
 
 class ExperimentsSpec(_Model):
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1,
+                                                     max_length=MAX_SEEDS)
     iterations: PositiveInt
     pretrain_iterations: PositiveInt | None = None
     eval_at: list[PositiveInt] = []
@@ -304,6 +309,17 @@ class ResourcesSpec(_Model):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class PackingSpec(_Model):
+    """``packing: {max_trials: K}``: up to K ready tasks of one shape and schedule train as
+    one fused trial (``study.packed_trial``; one MLflow run per task as without it). On only
+    when trials hold a GPU (``resources.gpu > 0``): on a CPU packing is slower than running
+    the tasks one by one (docs/benchmarks.md). ``force_cpu`` is for tests only: packing on
+    CPU trials too."""
+
+    max_trials: int = Field(ge=2, le=1024)
+    force_cpu: bool = False
+
+
 class StudySpec(_Model):
     """A whole study. Build with :func:`load_spec` (file) or :func:`parse_spec` (mapping)."""
 
@@ -323,6 +339,8 @@ class StudySpec(_Model):
     #: spends importing torch and Ray). With trials shorter than a process start, warm
     #: processes then take every trial and a node that is still starting one gets none.
     reuse_actors: bool = True
+    #: Train compatible ready tasks as one fused trial on a GPU (:class:`PackingSpec`).
+    packing: PackingSpec | None = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
@@ -424,8 +442,33 @@ def parse_spec(
     return spec
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    naming its line (YAML says keys are unique; PyYAML silently keeps the last value).
+    Keys brought in by a merge (``<<: *anchor``) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor words that error
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a YAML study spec (see :func:`parse_spec`)."""
+    """Read and validate a YAML study spec (see :func:`parse_spec`). A key given twice in
+    one mapping is an error naming its line."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -433,8 +476,11 @@ def load_spec(path: str | Path) -> StudySpec:
         raise DataError("no such file", path) from None
     except OSError as e:
         raise DataError(f"cannot read ({e.strerror})", path) from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise DataError(f"not UTF-8 (byte {e.object[e.start]:#04x})", path, line) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -21,6 +21,7 @@ from .mlflow_layout import (
 from .plan import make_plan
 from .spec import LoadedStudy
 from .tracking import MlflowRunLogger, sqlite_path
+from .uri import resolve_tracking_uri
 
 __all__ = ["study_status"]
 
@@ -36,7 +37,7 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
     """
     spec = loaded.spec
     plan = make_plan(spec)
-    uri = tracking_uri or spec.tracking_uri
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking_uri)
     runs: list[RunRecord] = []
     db = sqlite_path(uri)
     if db is None or db.is_file():

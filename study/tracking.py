@@ -38,7 +38,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .mlflow_layout import (
     CHECKPOINT_ARTIFACT,
+    DEFAULT_TRACKING_URI,
     EXPERIMENT_PREFIX,
+    NOTE_TAG,
     ITERATION_METRIC,
     ROLE_STUDY,
     ROLE_TASK,
@@ -49,6 +51,7 @@ from .mlflow_layout import (
     TAG_STUDY,
     TAG_STUDY_HASH,
     RunRecord,
+    DatasetRef,
     StudyNotFound,
     TaskMeta,
     check_end_status,
@@ -75,7 +78,6 @@ __all__ = [
     "sqlite_path",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
 
@@ -369,6 +371,23 @@ class MlflowRunLogger:
                 self.client.log_artifacts(run_id, str(local_path), sub)
             else:
                 self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    # -- for the MLflow UI (not part of RunLogger: a logger without them skips them) ----------
+    def log_inputs(self, run_id: str, datasets: list[DatasetRef]) -> None:
+        """Record the datasets a run read as MLflow dataset inputs (context ``train``)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(d.name, d.digest, "local", d.source, profile=d.profile),
+                               tags=[InputTag("mlflow.data.context", "train")])
+                  for d in datasets]
+        with self._lock:
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    def set_experiment_note(self, name: str, text: str) -> None:
+        """The study experiment's description (shown on the MLflow experiment page)."""
+        with self._lock:
+            exp_id = self._experiment_id(name, create=True)
+            self.client.set_experiment_tag(exp_id, NOTE_TAG, text)
 
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:
         from mlflow.exceptions import MlflowException

@@ -1,6 +1,9 @@
 """A real two-node Ray cluster on loopback: ``ray start --head`` + ``ray start --address``,
-a study submitted with ``ray job submit -- kitchen-study run SPEC``; tasks must run on both
-nodes and every result must reach MLflow. The cluster runs in its own temp dir and ports
+a study submitted as docs/cluster.md says (``ray job submit --working-dir PROJECT --
+kitchen-study run SPEC --data-root PROJECT --tracking-uri sqlite:////ABS``); without
+``--data-root`` (the data is git-ignored, so not uploaded) or with the default relative
+SQLite store it is refused before any trial; tasks must run on both nodes and every run must
+be in the tracking store afterwards. The cluster runs in its own temp dir and ports
 (never the default ones, so other Ray users on the machine are untouched) and is always
 stopped afterwards, by the ids of the processes this test started.
 """
@@ -140,11 +143,14 @@ def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
     tdir = Path(tempfile.mkdtemp(prefix="ksrc", dir="/tmp"))
     cluster = LoopbackCluster(tdir)
     try:
-        write_kitchens(tmp_path / "data", kitchens=2)
+        # the project folder as a user has it: the spec beside git-ignored prepared data
+        project = tmp_path / "project"
+        write_kitchens(project / "data", kitchens=2)
+        (project / ".gitignore").write_text("data/\n")
         spec = {
             "name": "cluster",
-            "datasets": {A: {"path": str(tmp_path / "data" / f"{A}.parquet"), "splits": [1]},
-                         B: {"path": str(tmp_path / "data" / f"{B}.parquet"), "splits": [1]}},
+            "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]},
+                         B: {"path": f"data/{B}.parquet", "splits": [1]}},
             "model": {"history": 16, "hidden": 8, "batch_size": 4},
             "experiments": {"seeds": [0, 1], "iterations": 40, "pretrain_iterations": 40,
                             "eval_at": [20], "all_pairs": True},
@@ -152,23 +158,37 @@ def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
             # a fresh actor per trial: with trials this short, a reused warm actor on the
             # head would take every trial before the second node's first actor is up
             "reuse_actors": False,
-            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "storage_path": str(tmp_path / "ray_results"),
-        }
-        spec_path = tmp_path / "cluster.yaml"
+        }  # tracking_uri: the default sqlite:///mlflow.db, relative (refused in a job)
+        spec_path = project / "cluster.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
+        store = f"sqlite:///{tmp_path / 'mlflow.db'}"
         cluster.start()
-        job = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address",
-             f"http://127.0.0.1:{cluster.dashboard_port}", "--",
-             str(BIN / "kitchen-study"), "run", str(spec_path)],
-            capture_output=True, text=True, env=cluster.env, timeout=360)
+
+        def submit(*args: str) -> subprocess.CompletedProcess:
+            # as in docs/cluster.md: the project as the job's working dir, paths relative
+            return subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address",
+                 f"http://127.0.0.1:{cluster.dashboard_port}", "--working-dir", str(project),
+                 "--", str(BIN / "kitchen-study"), "run", "cluster.yaml", *args],
+                capture_output=True, text=True, env=cluster.env, timeout=360)
+
+        # without --data-root the uploaded copy has no data (git-ignored): refused, saying
+        # what to pass, before any trial
+        job = submit("--tracking-uri", store)
+        assert job.returncode != 0 and "--data-root" in job.stdout + job.stderr, job.stdout
+        assert not (tmp_path / "mlflow.db").exists()
+        # without --tracking-uri the default SQLite file would vanish with the job's dir
+        job = submit("--data-root", str(project))
+        assert job.returncode != 0 and "--tracking-uri" in job.stdout + job.stderr, job.stdout
+        job = submit("--data-root", str(project), "--tracking-uri", store)
         assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-3000:] + cluster.logs()
         assert "study cluster" in job.stdout and "FINISHED" in job.stdout
+        assert "View run" not in job.stdout
 
         loaded = open_study(spec_path)
-        plan = make_plan(loaded.spec)
-        runs = MlflowRunLogger(loaded.spec.tracking_uri).study_runs("cluster")
+        plan = make_plan(loaded.spec, loaded.cards)
+        runs = MlflowRunLogger(store).study_runs("cluster")
         tasks = [r for r in runs if r.role == "task"]
         assert sorted(r.tags["ks.task_id"] for r in tasks) == sorted(plan.ids)
         assert all(r.status == "FINISHED" for r in runs)

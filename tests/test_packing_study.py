@@ -206,10 +206,13 @@ def test_packed_study_same_runs_as_unpacked(data_root, tmp_path, local_ray):
         loaded[mode] = open_study(_write_spec(root, _spec_dict(root, "pk", **extra)))
     assert loaded["on"].hash == loaded["off"].hash  # packing is how it runs, not what
     plan = make_plan(loaded["on"].spec)
-    outs = {m: run_study(loaded[m], progress=False) for m in ("off", "on")}
+    # the store named explicitly: once one study has run, MLflow's $MLFLOW_TRACKING_URI (set
+    # by mlflow.set_tracking_uri in this process) would outrank the second spec's
+    outs = {m: run_study(loaded[m], progress=False, tracking_uri=loaded[m].spec.tracking_uri)
+            for m in ("off", "on")}
     for m, out in outs.items():
         assert out.status == "FINISHED", (m, out)
-        assert sorted(out.finished) == sorted(plan.ids)
+        assert sorted(out.finished) == sorted(plan.ids), (m, out)
 
     runs = {m: {r.task_id: r for r in _task_runs(loaded[m].spec.tracking_uri, "pk")}
             for m in roots}
@@ -260,7 +263,8 @@ def test_member_failure_and_resume(data_root, tmp_path, local_ray):
     d["experiments"] = {**d["experiments"], "edges": []}
     loaded = open_study(_write_spec(tmp_path, d))
     bad, good = f"baseline:{B}.split1:s1", f"baseline:{B}.split1:s0"
-    out = run_study(loaded, inject_faults={bad: 10}, progress=False)
+    uri = loaded.spec.tracking_uri
+    out = run_study(loaded, inject_faults={bad: 10}, progress=False, tracking_uri=uri)
     assert out.status == "FAILED"
     assert set(out.failed) == {bad} and "non-finite loss" in out.failed[bad]
     assert out.finished == [good]
@@ -273,10 +277,22 @@ def test_member_failure_and_resume(data_root, tmp_path, local_ray):
 
     # resume is per task: the finished member is skipped, the failed one runs again (alone,
     # so as an ordinary trial) and finishes
-    again = run_study(loaded, resume=True, progress=False)
+    again = run_study(loaded, resume=True, progress=False, tracking_uri=uri)
     assert again.status == "FINISHED", again
     assert again.skipped_done == [good] and again.finished == [bad]
     runs = _task_runs(loaded.spec.tracking_uri, "pkfail")
     fin = [r for r in runs if r.status == "FINISHED"]
     assert sorted(r.task_id for r in fin) == sorted([good, bad])
     assert "ks.pack" not in next(r for r in fin if r.task_id == bad).tags
+
+
+def test_packing_spec_is_validated(data_root):
+    from study.spec import SpecError, parse_spec
+
+    for bad, key in (({"max_trials": 1}, "packing.max_trials"),
+                     ({"max_trials": 4, "gpu_only": True}, "packing.gpu_only"),
+                     ({}, "packing.max_trials")):
+        with pytest.raises(SpecError) as ei:
+            parse_spec(_spec_dict(data_root, "bad", packing=bad))
+        assert key in dict(ei.value.problems), ei.value.problems
+    assert parse_spec(_spec_dict(data_root, "none")).packing is None  # off by default

@@ -125,22 +125,36 @@ def test_gains_pair_with_the_same_target_split_and_seed(study):
 
 
 def test_transfer_matrix(study):
+    # transfers ran in two arrangements (concat, merged): never averaged, one column each
     m = study.transfer_matrix("frame_acc")
-    assert list(m.index) == ["a", "b", "c"] and list(m.columns) == ["b", "c"]
-    # a->b: gains 5, 4, 6 (split1 concat), -2 (split2), 7 (merged) -> 20 / 5 = 4.0
-    assert m.loc["a", "b"] == pytest.approx(4.0)
-    assert m.loc["a", "c"] == pytest.approx(3.5)  # (5 + 2) / 2
-    assert m.loc["b", "c"] == pytest.approx(2.0)  # 42 - 40; seed 5 unpaired
-    assert m.loc["c", "b"] == pytest.approx(-1 / 3)  # (-1 + 1 - 1) / 3
-    assert math.isnan(m.loc["b", "b"]) and math.isnan(m.loc["c", "c"])
-    assert study.transfer_matrix(arrangement="concat").loc["a", "b"] == pytest.approx(13 / 4)
+    assert m.attrs["arrangements"] == ["concat", "merged"]
+    assert list(m.columns.names) == ["target", "arrangement"]
+    assert list(m.index) == ["a", "b", "c"]
+    assert list(m.columns) == [("b", "concat"), ("b", "merged"), ("c", "concat")]
+    # a->b concat: gains 5, 4, 6 (split1), -2 (split2) -> 13 / 4; merged: 7 (one seed)
+    assert m.loc["a", ("b", "concat")] == pytest.approx(13 / 4)
+    assert m.loc["a", ("b", "merged")] == pytest.approx(7.0)
+    assert m.loc["a", ("c", "concat")] == pytest.approx(3.5)  # (5 + 2) / 2
+    assert m.loc["b", ("c", "concat")] == pytest.approx(2.0)  # 42 - 40; seed 5 unpaired
+    assert m.loc["c", ("b", "concat")] == pytest.approx(-1 / 3)  # (-1 + 1 - 1) / 3
+    assert math.isnan(m.loc["b", ("b", "concat")]) and math.isnan(m.loc["c", ("c", "concat")])
+    # one arrangement chosen: plain target columns
+    concat = study.transfer_matrix(arrangement="concat")
+    assert list(concat.columns) == ["b", "c"] and concat.attrs["arrangements"] == ["concat"]
+    assert concat.loc["a", "b"] == pytest.approx(13 / 4)
+    assert study.transfer_matrix(arrangement="merged").loc["a", "b"] == pytest.approx(7.0)
     by_split = study.transfer_matrix(by_split=True)
-    assert by_split.loc[("a", S1), ("b", S2)] == pytest.approx(-2.0)
-    assert by_split.loc[("a", S1), ("b", S1)] == pytest.approx((5 + 4 + 6 + 7) / 4)
-    joint = study.transfer_matrix(mode="joint")
+    assert list(by_split.columns.names) == ["target", "target_split", "arrangement"]
+    assert by_split.loc[("a", S1), ("b", S2, "concat")] == pytest.approx(-2.0)
+    assert by_split.loc[("a", S1), ("b", S1, "concat")] == pytest.approx(5.0)
+    assert by_split.loc[("a", S1), ("b", S1, "merged")] == pytest.approx(7.0)
+    one = study.transfer_matrix(by_split=True, arrangement="concat")
+    assert one.loc[("a", S1), ("b", S1)] == pytest.approx(5.0)
+    joint = study.transfer_matrix(mode="joint")  # joint ran in concat only
     assert joint.shape == (1, 1) and joint.loc["a", "b"] == pytest.approx(1.0)
     # another metric: edit = frame_acc - 5 everywhere, so the gains are the same
-    assert study.transfer_matrix("edit").loc["a", "b"] == pytest.approx(4.0)
+    assert study.transfer_matrix("edit", arrangement="concat").loc["a", "b"] == pytest.approx(
+        13 / 4)
     with pytest.raises(ValueError, match="unknown metric"):
         study.transfer_matrix("accuracy")
 
@@ -149,15 +163,24 @@ def test_best_transfer_pairs_gain_ci_and_p_value(study):
     best = study.best_transfer_pairs(k=None)
     order = [(r.source, r.target, r.target_split, r.mode, r.arrangement)
              for r in best.itertuples()]
-    assert order == [("a", "b", S1, "transfer", "merged"),   # +7, one seed
-                     ("a", "b", S1, "transfer", "concat"),   # +5
-                     ("a", "c", S1, "transfer", "concat"),   # +3.5
-                     ("b", "c", S1, "transfer", "concat"),   # +2
-                     ("a", "b", S1, "joint", "concat"),      # +1
-                     ("c", "b", S1, "transfer", "concat"),   # -1/3
-                     ("a", "b", S2, "transfer", "concat")]   # -2
+    # ranked by the 95 % interval's lower bound; pairs without one (one seed) last, by gain
+    assert order == [("a", "b", S1, "transfer", "concat"),   # 5 - 2.48 = +2.52
+                     ("a", "b", S1, "joint", "concat"),      # 1 - 0
+                     ("c", "b", S1, "transfer", "concat"),   # -1/3 - 2.87 = -3.20
+                     ("a", "c", S1, "transfer", "concat"),   # 3.5 - 19.06 = -15.56
+                     ("a", "b", S1, "transfer", "merged"),   # +7, one seed
+                     ("b", "c", S1, "transfer", "concat"),   # +2, one seed
+                     ("a", "b", S2, "transfer", "concat")]   # -2, one seed
+    assert list(best["few_seeds"]) == [False, False, False, True, True, True, True]
+    # the mean gain alone still ranks on request
+    by_gain = study.best_transfer_pairs(k=None, rank_by="gain")
+    assert list(by_gain["gain"]) == sorted(by_gain["gain"], reverse=True)
+    with pytest.raises(ValueError, match="rank_by"):
+        study.best_transfer_pairs(rank_by="p")
+    # c->b: d = -1, 1, -1: mean -1/3, sd = sqrt(4/3), half = 4.302653 * 1.154701 / 1.732051
+    assert best.iloc[2]["ci_low"] == pytest.approx(-1 / 3 - 2.868435, abs=1e-5)
 
-    top = best.iloc[1]  # a->b split1 concat: d = 5, 4, 6
+    top = best.iloc[0]  # a->b split1 concat: d = 5, 4, 6
     # mean 5, sd 1, half = t(0.975, df=2) * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
     assert top["n_seeds"] == 3
     assert (top["mean"], top["baseline"], top["gain"]) == pytest.approx((57.0, 52.0, 5.0))
@@ -167,22 +190,22 @@ def test_best_transfer_pairs_gain_ci_and_p_value(study):
     t = 5 * math.sqrt(3)
     assert top["p_value"] == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-6)
 
-    ac = best.iloc[2]  # a->c: d = 5, 2: mean 3.5, sd = 3 / sqrt 2, se = 1.5
+    ac = best.iloc[3]  # a->c: d = 5, 2: mean 3.5, sd = 3 / sqrt 2, se = 1.5
     # half = t(0.975, df=1) * 1.5 = 12.706205 * 1.5 = 19.059307; df=1: p = 1 - 2/pi atan|t|
     assert ac["n_seeds"] == 2
     assert (ac["ci_low"], ac["ci_high"]) == pytest.approx((3.5 - 19.059307, 3.5 + 19.059307),
                                                           abs=1e-5)
     assert ac["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(3.5 / 1.5), rel=1e-6)
 
-    joint = best.iloc[4]  # d = 1, 1, 1: zero-width interval, t = +inf, p = 0 (scipy's rule)
+    joint = best.iloc[1]  # d = 1, 1, 1: zero-width interval, t = +inf, p = 0 (scipy's rule)
     assert (joint["ci_low"], joint["ci_high"]) == (1.0, 1.0)
     assert joint["p_value"] == 0.0
-    for single in (best.iloc[0], best.iloc[3], best.iloc[6]):  # one seed: no interval, no test
+    for single in (best.iloc[4], best.iloc[5], best.iloc[6]):  # one seed: no interval, no test
         assert single["n_seeds"] == 1
         assert math.isnan(single["ci_low"]) and math.isnan(single["p_value"])
 
     only_b = study.best_transfer_pairs(target="b", k=2)
-    assert len(only_b) == 2 and list(only_b["gain"]) == [7.0, 5.0]
+    assert len(only_b) == 2 and list(only_b["gain"]) == [5.0, 1.0]
     assert list(study.best_transfer_pairs(target="b", mode="joint")["gain"]) == [1.0]
     assert study.best_transfer_pairs(target="nope").empty
 
@@ -215,7 +238,9 @@ def test_plots_are_figures(study):
     heat = study.plot_transfer_heatmap()
     assert isinstance(heat, Figure)
     texts = {t.get_text() for t in heat.axes[0].texts}
-    assert {"+4.0", "+3.5", "+2.0", "-0.3", "-"} <= texts
+    # one column per arrangement (a->b concat 3.25, merged 7), named in the title
+    assert {"+3.2", "+7.0", "+3.5", "+2.0", "-0.3", "-"} <= texts
+    assert "arrangements concat, merged" in heat.axes[0].get_title()
     conv = study.plot_convergence("b")
     assert isinstance(conv, Figure)
     labels = [line.get_label() for line in conv.axes[0].get_lines()]

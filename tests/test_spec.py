@@ -216,7 +216,7 @@ def test_hash_stable_and_ignores_execution_settings(data_dir):
     moved = _spec(tracking_uri="http://head:5000", ray_address="ray://x:10001",
                   resources={"cpu": 2, "gpu": 0.5}, max_failures=5, iterations_per_step=7,
                   description="on the cluster", storage_path="s3://bucket/ray",
-                  reuse_actors=False)
+                  reuse_actors=False, packing={"max_trials": 8})
     assert set(EXECUTION_FIELDS) <= set(moved)
     # the data moved elsewhere: same content, same study
     (data_dir / "moved").mkdir(exist_ok=True)

@@ -344,3 +344,144 @@ def test_sqlite_fast_read_equals_mlflow_search_runs(mlflow_store, name):
             logger.study_runs(name, "h3")
         with pytest.raises(StudyNotFound):
             logger.study_runs(f"{name}-absent")
+
+
+# -- what the MLflow UI shows (study.run_view) and `kitchen-study register` --------------------
+
+
+def test_run_names_are_readable():
+    from study.mlflow_layout import stopped_name, task_run_name, trial_run_name
+
+    ft = TaskMeta("finetune:x", "finetune", "transfer", "breakfast", "split1", "salads",
+                  "split1", "concat", 0)
+    assert task_run_name(ft) == "finetune salads→breakfast s1 concat seed0"
+    other = TaskMeta("joint:x", "joint", "joint", "breakfast", "split1", "salads", "split2",
+                     "merged", 1)
+    assert task_run_name(other, "5:3") == "joint salads s2→breakfast s1 merged 5:3 seed1"
+    base = TaskMeta("baseline:x", "baseline", "none", "breakfast", "split1",
+                    arrangement="identity")
+    assert task_run_name(base) == "baseline breakfast s1 seed0"
+    name = trial_run_name(3, {"hidden": 128, "depth": 1, "lr": 1e-3})
+    assert name == "trial 3 · h128 d1 lr1e-3"
+    assert stopped_name(name, 512) == "trial 3 · h128 d1 lr1e-3 · stopped @ 512"
+
+
+def test_gain_book_pairs_whichever_finishes_later():
+    from study.mlflow_layout import GainBook
+
+    def meta(kind, mode, seed=0):
+        return TaskMeta(f"{kind}{seed}", kind, mode, "b", "split1", "" if kind == "baseline"
+                        else "a", "split1", "concat", seed)
+
+    book = GainBook()
+    assert book.add(meta("finetune", "transfer"), "ft", 30.0) == {}  # no baseline yet
+    assert book.add(meta("baseline", "none"), "b1", 20.0) == {"ft": 10.0}
+    assert book.add(meta("joint", "joint"), "j", 25.0) == {"j": 5.0}
+    assert book.add(meta("finetune", "transfer", seed=1), "ft1", 30.0) == {}  # other seed
+    # a second baseline of the same key: the mean changes, so every paired run is re-logged
+    assert book.add(meta("baseline", "none"), "b2", 30.0) == {"ft": 5.0, "j": 0.0}
+    assert book.add(meta("pretrain", "none"), "p", 50.0) == {}
+    assert book.best == 5.0  # the current gains, not a stale one
+
+
+def _lstm_checkpoint(dst: Path) -> Path:
+    import torch
+
+    from tests.test_lstm_job import recipe_table
+    from trainables.arrangements import make_arrangement
+    from trainables.lstm_config import LSTMConfig
+    from trainables.lstm_job import SplitData, Trainer, save_checkpoint
+
+    torch.set_num_threads(1)
+    data = SplitData.load(recipe_table(videos=4, classes=4, name="tgt", seed=1), 1)
+    tr = Trainer(LSTMConfig(history=8, hidden=8, batch_size=4, lr=0.02),
+                 make_arrangement("identity", data.space), data)
+    tr.train(5)
+    dst.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(dst / Path(CHECKPOINT_ARTIFACT).name, tr.checkpoint())
+
+
+def test_ui_view_and_register_through_the_cli(tmp_path, monkeypatch):
+    """A finished tiny study written through the driver's RunView on a real MLflow store
+    (no Ray): names, dataset inputs, gains, study metrics, the experiment note, a logged
+    model per task; then `kitchen-study register` registers the best pair's model."""
+    import contextlib
+
+    import mlflow
+    import yaml
+    from typer.testing import CliRunner
+
+    from study.cli import app
+    from study.plan import make_plan
+    from study.run_view import start_view
+    from study.uri import open_study_at
+    from tests.study_data import write_kitchens
+
+    a, b = "synth_breakfast", "synth_salads"
+    write_kitchens(tmp_path / "data", kitchens=2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {"name": "ui", "description": "two synthetic kitchens",
+            "datasets": {a: {"path": f"data/{a}.parquet", "splits": [1]},
+                         b: {"path": f"data/{b}.parquet", "splits": [1]}},
+            "model": {"history": 16, "hidden": 8, "batch_size": 4},
+            "experiments": {"seeds": [0], "iterations": 10, "baselines": [b],
+                            "edges": [{"source": a, "target": b}]},
+            "tracking_uri": uri}
+    path = tmp_path / "ui.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    loaded = open_study_at(path)
+    plan = make_plan(loaded.spec, loaded.cards)
+    logger = MlflowRunLogger(uri)
+    study_run = logger.start_study("ui", loaded.hash)
+    view = start_view(logger, study_run, plan, loaded, logger.tracking_uri, {})
+    ckpt_dir = _lstm_checkpoint(tmp_path / "ckpt").parent
+    acc = {"pretrain": 50.0, "finetune": 40.0, "baseline": 30.0}
+    rids = {}
+    # the fine-tune finishes before its baseline: the baseline's end logs the gain
+    for kind in ("pretrain", "finetune", "baseline"):
+        t = next(t for t in plan if t.kind == kind)
+        rid = rids[kind] = logger.start_task(study_run, TaskMeta.from_task(t))
+        view.task_started(t, rid)
+        log_result(logger, rid, {"iteration": 10, "frame_acc": acc[kind]})
+        logger.end_task(rid)
+        view.task_finished(t, rid, {"frame_acc": acc[kind]},
+                           lambda: contextlib.nullcontext(ckpt_dir))
+    logger.end_study(study_run)
+
+    client = mlflow.MlflowClient(uri)
+    ft = client.get_run(rids["finetune"])
+    assert ft.info.run_name == f"finetune {a}→{b} s1 concat seed0"
+    names = [client.get_run(r).info.run_name for r in rids.values()]
+    assert len(set(names)) == 3
+    assert ft.data.metrics["gain.frame_acc"] == 10.0
+    used = {d.dataset.name: d.dataset for d in ft.inputs.dataset_inputs}
+    assert set(used) == {a, b}
+    card = loaded.cards[b]
+    assert used[b].digest == (card.content_digest or card.input_hash)[:36]
+    assert used[b].source == str(loaded.spec.dataset_path(b))
+    parent = client.get_run(study_run).data.metrics
+    assert parent["tasks_finished"] == 3 and parent["best_gain.frame_acc"] == 10.0
+    exp = client.get_experiment_by_name("kitchen-study/ui")
+    assert "two synthetic kitchens" in exp.tags["mlflow.note.content"]
+    for rid in rids.values():  # every task's final LSTM is a loadable model; runs stay ended
+        assert client.get_run(rid).info.status == "FINISHED"
+    model = mlflow.pyfunc.load_model(f"runs:/{rids['finetune']}/model")
+    assert model.metadata.metadata["input_dim"] == 4
+
+    # a trial ASHA stopped: its name says so (once)
+    trial = logger.start_task(study_run, TaskMeta("s", "search", "none", b, "split1",
+                                                  role="trial"))
+    view.trial_started(next(iter(plan)), trial, 2, {"hidden": 64})
+    view.trial_stopped(trial, 5)
+    view.trial_stopped(trial, 5)
+    assert client.get_run(trial).info.run_name == "trial 2 · h64 · stopped @ 5"
+
+    res = CliRunner().invoke(app, ["register", str(path), "--target", b])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1] == f"models:/ui-{b}/1"
+    assert rids["finetune"] in res.stdout
+    registered = mlflow.pyfunc.load_model(f"models:/ui-{b}/1")
+    assert registered.metadata.metadata["classes"] == model.metadata.metadata["classes"]
+    res = CliRunner().invoke(app, ["register", str(path), "--target", a])
+    assert res.exit_code == 2 and "no transfer run into" in res.output
