@@ -393,3 +393,71 @@ def test_lstm_beats_its_input_on_real_breakfast(real_data):
     tr.train(600)
     m = tr.evaluate()
     assert m["frame_acc"] > m["input_acc"] + 5, m
+
+
+# -- poisoned numbers and absurd sizes (issue 9) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"lr": 1.0}, "lr: Input should be less than 1"),
+        ({"history": 10**6}, "history: Input should be less than or equal to 100000"),
+        ({"hidden": 10**6}, "hidden: Input should be less than or equal to 16384"),
+        ({"batch_size": 10**7}, "batch_size: Input should be less than or equal to 65536"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"mode": "joint", "source_path": "s", "joint_ratio": (5, 0)},
+         "joint_ratio 5:0 leaves one dataset out"),
+    ],
+)
+def test_absurd_hyperparameters_are_refused_at_validation(config, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainSpec.parse({"target_path": "t.parquet", **config})
+
+
+def test_a_zero_sided_ratio_is_fine_outside_joint_mode():
+    assert TrainSpec.parse({"target_path": "t", "joint_ratio": (5, 0)}).joint_ratio == (5, 0)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_iteration():
+    data = SplitData.load(recipe_table(), 1)
+    tr = Trainer(LSTMConfig(**small()), make_arrangement("identity", data.space), data)
+    assert tr.train(3).loss is not None
+    with torch.no_grad():
+        next(tr.model.parameters()).fill_(float("nan"))  # poisoned weights
+    with pytest.raises(engine.NonFiniteLoss, match="non-finite loss at iteration 4 "):
+        tr.train(5)
+
+
+def test_a_run_whose_loss_diverges_raises_instead_of_reporting(tables):
+    t, _ = tables
+    run = TrainRun.create({"target_path": t, "iterations": 20, "iterations_per_step": 5,
+                           **small()})
+    run.step()
+    with torch.no_grad():
+        for p in run.trainer.model.parameters():
+            p.fill_(float("inf"))
+    with pytest.raises(engine.NonFiniteLoss, match="non-finite loss at iteration 6 "):
+        run.step()
+
+
+def test_history_longer_than_every_training_video_is_refused_at_start(tables):
+    t, s = tables
+    longest = int(max(np.diff(engine.read_table(t).offsets)))
+    with pytest.raises(ConfigError, match=f"the longest has {longest} frames") as e:
+        TrainRun.create({"target_path": t, **small(history=longest + 1)})
+    assert "history" in str(e.value) and "tgt split1" in str(e.value)
+    TrainRun.create({"target_path": t, **small(history=longest)})  # some video is long enough
+
+
+def test_a_batch_beyond_the_machines_memory_is_refused_at_start(tables):
+    t, _ = tables
+    cfg = small(batch_size=65_536, hidden=16_384, depth=16)
+    need = engine.memory_estimate(LSTMConfig(**cfg), 6, 6)
+    assert need > engine.device_memory(torch.device("cpu"))
+    with pytest.raises(ConfigError, match="needs at least .* GiB per training step"):
+        TrainRun.create({"target_path": t, **cfg, "device": "cpu"})
+    # the estimate: activations + 4x parameters, float32
+    c = LSTMConfig(history=10, hidden=4, batch_size=2, depth=1)
+    params = 4 * 4 * (3 + 4 + 2) + 4 * 5 + 5
+    assert engine.memory_estimate(c, 3, 5) == 4 * (2 * 10 * (6 * 4 + 3 + 3 * 5) + 4 * params)

@@ -62,7 +62,8 @@ are checked at the one host sync per :meth:`Trainer.train` call, so the check co
 per step); a Ray trial then ends FAILED with that reason and its numbers never become a
 result. At job start (:meth:`TrainRun.create`) a ``history`` longer than every training video
 of a dataset that feeds the batches is a :class:`ConfigError` naming the longest video, and so
-is a batch whose :func:`memory_estimate` exceeds the device's memory.
+is (in :class:`Trainer`, before the model exists) a batch whose
+:func:`memory_estimate` exceeds the device's memory.
 """
 
 from __future__ import annotations
@@ -384,6 +385,15 @@ class Trainer:
         self.eval_data = target if batches != "source" else source
         self.eval_map = np.asarray(a.target_map if batches != "source" else a.source_maps[0])
 
+        c = self.config
+        need, have = memory_estimate(c, self.input_dim, self.num_classes), device_memory(
+            self.device)
+        if need > have:  # before the model exists: its parameters alone may not fit
+            raise ConfigError(
+                f"batch_size {c.batch_size} x history {c.history} x hidden {c.hidden} "
+                f"(depth {c.depth}) needs at least {_gib(need)} per training step "
+                f"(trainables.lstm_job.memory_estimate), but {self.device} has {_gib(have)}"
+            )
         init_seed, sample_seed = np.random.SeedSequence(self.config.seed).generate_state(2)
         # a private RNG for the init, so constructing a trainer never disturbs global state
         with torch.random.fork_rng(devices=[]):
@@ -621,9 +631,9 @@ def _to_cpu(obj: Any) -> Any:
 # -- one job -------------------------------------------------------------------------------
 
 
-def _check_fits(spec: TrainSpec, trainer: Trainer, target: SplitData | None,
-                source: SplitData | None) -> None:
-    """``history`` against the training videos, the memory estimate against the device."""
+def _check_history(spec: TrainSpec, target: SplitData | None, source: SplitData | None
+                   ) -> None:
+    """``history`` against the training videos of the datasets that feed the batches."""
     feeds = {"none": [target], "transfer": [target, source], "joint": [target, source],
              "pretrain": [source]}[spec.mode]
     for data in feeds:
@@ -636,14 +646,6 @@ def _check_fits(spec: TrainSpec, trainer: Trainer, target: SplitData | None,
                 f"history {spec.history} is longer than every training video of "
                 f"{data.describe()} (the longest has {longest} frames)"
             )
-    need = memory_estimate(spec, trainer.input_dim, trainer.num_classes)
-    have = device_memory(trainer.device)
-    if need > have:
-        raise ConfigError(
-            f"batch_size {spec.batch_size} x history {spec.history} x hidden {spec.hidden} "
-            f"(depth {spec.depth}) needs at least {_gib(need)} per training step "
-            f"(trainables.lstm_job.memory_estimate), but {trainer.device} has {_gib(have)}"
-        )
 
 
 
@@ -695,6 +697,7 @@ class TrainRun:
             target_space = target.space
         cfg = spec.lstm_config()
         assert mode == "none" or source is not None or init is not None
+        _check_history(spec, target, source)
         if mode == "none":
             trainer = Trainer(cfg, make_arrangement("identity", target_space), target)
         else:
@@ -714,7 +717,6 @@ class TrainRun:
                 trainer = Trainer(cfg, arr, None, source, batches="source")
             else:  # pretrain in the source's own space: reusable for every target
                 trainer = Trainer(cfg, make_arrangement("identity", source_space), source)
-        _check_fits(spec, trainer, target, source)
         return cls(spec=spec, device=device, trainer=trainer, target=target, source=source,
                    init=init)
 
