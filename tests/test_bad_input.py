@@ -281,7 +281,121 @@ DATA_CASES = [
 # Add Case(...) rows here: a 0-byte or foreign checkpoint, an unreachable tracking URI,
 # `best --metric bogus`, `--device tpu`, a duplicate YAML key, a corrupt mlflow.db, ...
 
-STUDY_CASES: list[Case] = []
+def _feature_table(path: Path, frames: int = 40) -> Path:
+    """A two-class table with softmax features, three videos of ``frames`` frames."""
+    card = DatasetCard(name="t", fps=15.0, classes=("bg", "a"), background="bg",
+                       source_format="test", converter_version="test-1",
+                       splits=(Split("split1", ("P1_a", "P2_a"), ("P3_a",)),))  # fmt: skip
+    labels = np.repeat([0, 1], [frames // 2, frames - frames // 2])
+    feats = np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1
+    videos = [VideoLabels(f"P{i}_a", labels, f"P{i}") for i in (1, 2, 3)]
+    table = FrameTable.from_videos(card, videos)
+    return write_table(table.with_features(np.tile(feats, (3, 1)), {"kind": "test"}), path)
+
+
+def _study(d: Path, extra: str = "", experiments: str = "") -> Path:
+    """A valid one-dataset study spec (tracking store inside ``d``); ``extra`` lines are
+    appended at the top level, ``experiments`` lines inside ``experiments``."""
+    _feature_table(d / "t.parquet")
+    spec = d / "s.yaml"
+    spec.write_text(
+        "name: s\n"
+        "datasets:\n  t: {path: t.parquet, splits: [1]}\n"
+        "model: {history: 8, hidden: 4, batch_size: 2}\n"
+        f"experiments:\n  iterations: 5\n{experiments}"
+        f"tracking_uri: sqlite:///{d / 'mlflow.db'}\n{extra}")
+    return spec
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connection refused
+
+
+def best_bogus_metric(d):
+    return ["best", str(_study(d)), "--metric", "bogus"], "--metric: unknown metric 'bogus'"
+
+
+def spec_duplicate_key(d):
+    spec = _study(d, experiments="  iterations: 6\n")
+    return (["run", str(spec), "--dry-run"],
+            f"{spec}:7: not valid YAML: duplicate key 'iterations' (first at line 6)")
+
+
+def spec_cpu_above_the_machine(d):
+    spec = _study(d, extra="resources: {cpu: 100000}\n")
+    return (["run", str(spec), "--num-cpus", "2"],
+            f"{spec}: resources.cpu: 100000 CPUs per trial, but the largest Ray node has 2")
+
+
+def spec_too_many_seeds(d):
+    # 10^6 seeds is refused by the same bound; 1001 keeps the YAML small
+    spec = _study(d, experiments=f"  seeds: [{', '.join(map(str, range(1001)))}]\n")
+    return ["run", str(spec), "--dry-run"], "experiments.seeds: List should have at most 1000"
+
+
+def corrupt_mlflow_db_status(d):
+    spec = _study(d)
+    (d / "mlflow.db").write_bytes(b"not a database\n" * 100)
+    return ["status", str(spec)], f"{d / 'mlflow.db'}: not an SQLite database"
+
+
+def corrupt_mlflow_db_run(d):
+    spec = _study(d)
+    (d / "mlflow.db").write_bytes(b"\x00" * 4096)
+    return ["run", str(spec)], f"{d / 'mlflow.db'}: not an SQLite database"
+
+
+def unreachable_tracking_server(d):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    return (["status", str(_study(d)), "--tracking-uri", uri],
+            f"{uri}: the MLflow tracking server does not answer")
+
+
+def train_device_tpu(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--device", "tpu"],
+            "device: unknown device 'tpu'")
+
+
+def train_lr_one(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--lr", "1"],
+            "lr: Input should be less than 1")
+
+
+def train_history_longer_than_every_video(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--history", "41"],
+            "history 41 is longer than every training video of t split1 (the longest has 40")
+
+
+def train_batch_beyond_memory(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--history", "8", "--batch",
+             "65536", "--hidden", "16384", "--depth", "16", "--device", "cpu"],
+            "GiB per training step")
+
+
+def train_empty_checkpoint(d):
+    (d / "empty.pt").write_bytes(b"")
+    return (["train", str(_feature_table(d / "t.parquet")), "--mode", "transfer", "--init",
+             str(d / "empty.pt")], str(d / "empty.pt"))
+
+
+STUDY_CASES: list[Case] = [
+    Case("best --metric bogus", best_bogus_metric),
+    Case("duplicate key in a YAML spec", spec_duplicate_key),
+    Case("resources.cpu above the machine", spec_cpu_above_the_machine),
+    Case("more seeds than a spec may ask for", spec_too_many_seeds),
+    Case("corrupt mlflow.db (status)", corrupt_mlflow_db_status, unchanged=("mlflow.db",)),
+    Case("corrupt mlflow.db (run)", corrupt_mlflow_db_run, unchanged=("mlflow.db",)),
+    Case("unreachable tracking server", unreachable_tracking_server),
+    Case("train --device tpu", train_device_tpu),
+    Case("train --lr 1", train_lr_one),
+    Case("train --history longer than every video", train_history_longer_than_every_video),
+    Case("train batch beyond the machine's memory", train_batch_beyond_memory),
+    Case("train --init 0-byte checkpoint", train_empty_checkpoint),
+]  # fmt: skip
 
 
 # -- the test ---------------------------------------------------------------------------
