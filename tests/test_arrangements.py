@@ -43,8 +43,11 @@ def all_maps(a: Arrangement) -> list[tuple[str, np.ndarray]]:
     return [("target", a.target_map)] + [(f"source[{r}]", m) for r, m in enumerate(a.source_maps)]
 
 
-def number_of_maps(small: LabelSpace, large: LabelSpace) -> int:
-    """How many injections a seeded shared kind can draw for the smaller space."""
+def number_of_maps(small: LabelSpace, large: LabelSpace, pinned: bool) -> int:
+    """How many maps a seeded shared kind can draw for the smaller space: eq. 3 permutes
+    the first n_s entries; the pinned deviations inject (background fixed) anywhere."""
+    if not pinned:
+        return math.factorial(small.size)
     paired = small.background is not None and large.background is not None
     return math.perm(large.size - paired, small.size - paired)
 
@@ -95,10 +98,20 @@ def test_contract(kind, target, source, seed, k, data):
             assert np.array_equal(a.source_maps[0], np.arange(ns))
             if not impl.multi:
                 assert all(np.array_equal(mp, np.arange(ns)) for mp in a.source_maps)
-        # background onto background in every map when both have one
-        if target.background is not None and source.background is not None:
+        # pinned deviations: background onto background in every map when both have one
+        if impl.pins_background and target.background is not None and (
+            source.background is not None
+        ):
             joint_bg = a.target_map[target.background]
             assert (a.source_maps[:, source.background] == joint_bg).all()
+        # the paper's equations 2 and 3: the smaller space lands on the first n_s entries
+        if impl.paper:
+            n_small = min(nt, ns)
+            small_maps = [a.target_map] if nt < ns else list(a.source_maps)
+            for mp in small_maps:
+                assert sorted(mp.tolist()) == list(range(n_small))
+            if nt < ns:  # the source's labels beyond the target's l stay where they are
+                assert (a.source_maps[:, nt:] == np.arange(nt, ns)).all()
 
     # mapping back and forth is lossless, numpy and torch alike
     for what, mp in all_maps(a):
@@ -135,7 +148,7 @@ def test_contract(kind, target, source, seed, k, data):
         assert len(maps) == 1 and len({o.signature() for o in other_seeds}) == 1
     else:
         small, large = (source, target) if nt >= ns else (target, source)
-        if number_of_maps(small, large) >= 24:  # 8 seeds all equal: chance <= 24**-7
+        if number_of_maps(small, large, impl.pins_background) >= 24:  # chance <= 24**-7
             assert len(maps) > 1
 
 
@@ -147,8 +160,8 @@ def test_identity():
     assert a.dim == 4 and a.target_map.tolist() == [0, 1, 2, 3] and a.k == 0
 
 
-def test_merged_background_at_zero_uses_first_indices():
-    # the paper's convention: background is index 0 in both, so label i -> i
+def test_merged_is_equation_2():
+    # eq. 2: label i of the smaller space is label i of the larger; the larger unchanged
     a = make_arrangement("merged", space("t", 6), space("s", 4))
     assert a.dim == 6 and a.target_map.tolist() == list(range(6))
     assert a.source_maps.tolist() == [[0, 1, 2, 3]]
@@ -156,57 +169,135 @@ def test_merged_background_at_zero_uses_first_indices():
     b = make_arrangement("merged", space("t", 3), space("s", 5))
     assert b.dim == 5 and b.target_map.tolist() == [0, 1, 2]
     assert b.source_maps.tolist() == [[0, 1, 2, 3, 4]]
+    # eq. 2 as written pins nothing: backgrounds elsewhere than 0 are not matched up
+    c = make_arrangement("merged", space("t", 5, background=2), space("s", 3, background=0))
+    assert c.source_maps.tolist() == [[0, 1, 2]]
+    # and it maps the softmax by zero-padding the smaller vector at the end
+    x = np.array([[0.5, 0.3, 0.2]], dtype=np.float32)
+    assert map_features(x, c.source_maps[0], c.dim).tolist() == [
+        pytest.approx([0.5, 0.3, 0.2, 0, 0])
+    ]
 
 
-def test_merged_background_elsewhere():
-    # target bg at 2, source bg at 0: source 0 -> 2, then source 1, 2 -> target 0, 1
-    a = make_arrangement("merged", space("t", 5, background=2), space("s", 3, background=0))
+def test_merged_pinned_background_elsewhere():
+    # deviation: target bg at 2, source bg at 0: source 0 -> 2, then source 1, 2 -> 0, 1
+    a = make_arrangement(
+        "merged_pinned", space("t", 5, background=2), space("s", 3, background=0)
+    )
     assert a.source_maps.tolist() == [[2, 0, 1]]
     # tie l == m: the target stays; source bg (3) -> target bg (1); the rest in order
-    b = make_arrangement("merged", space("t", 4, background=1), space("s", 4, background=3))
+    b = make_arrangement(
+        "merged_pinned", space("t", 4, background=1), space("s", 4, background=3)
+    )
     assert b.target_map.tolist() == [0, 1, 2, 3]
     assert b.source_maps.tolist() == [[0, 2, 3, 1]]
+    # only one side has a background: no correspondence, labels in order (= eq. 2)
+    c = make_arrangement(
+        "merged_pinned", space("t", 5, background=0), space("s", 3, background=None)
+    )
+    assert c.source_maps.tolist() == [[0, 1, 2]]
+    # backgrounds both at 0 (Breakfast, 50 Salads, MPII): the same maps as eq. 2
+    for t, src in [(space("t", 48), space("s", 19)), (space("t", 19), space("s", 52))]:
+        pinned, eq2 = make_arrangement("merged_pinned", t, src), make_arrangement("merged", t, src)
+        assert np.array_equal(pinned.target_map, eq2.target_map)
+        assert np.array_equal(pinned.source_maps, eq2.source_maps)
 
 
-def test_merged_one_sided_background_is_an_ordinary_class():
-    # only the target has a background: no correspondence, source labels in order
-    a = make_arrangement("merged", space("t", 5, background=0), space("s", 3, background=None))
-    assert a.source_maps.tolist() == [[0, 1, 2]]
-    b = make_arrangement("merged", space("t", 5, background=None), space("s", 3, background=2))
-    assert b.source_maps.tolist() == [[0, 1, 2]]
-
-
-def test_random_keeps_background_and_uses_nonbackground_slots():
+def test_random_is_equation_3_source_smaller():
+    # eq. 3: the smaller space's l labels -> a random permutation of the first l entries
     t, s = space("t", 48, background=0), space("s", 19, background=5)
-    a = make_arrangement("random", t, s, seed=3)
+    maps = set()
+    for seed in range(6):
+        a = make_arrangement("random", t, s, seed=seed)
+        assert a.dim == 48 and a.target_map.tolist() == list(range(48))
+        src = a.source_maps[0]
+        assert sorted(src.tolist()) == list(range(19))  # image = {0, ..., 18}
+        maps.add(src.tobytes())
+    assert len(maps) == 6  # random, and no background pinned: bg 5 goes anywhere in 0..18
+    bg_lands = {int(make_arrangement("random", t, s, seed=x).source_maps[0][5]) for x in range(40)}
+    assert len(bg_lands) > 5
+
+
+def test_random_is_equation_3_target_smaller():
+    t, s = space("t", 4, background=0), space("s", 10, background=3)
+    a = make_arrangement("random", t, s, seed=1)
+    assert a.dim == 10
+    assert sorted(a.target_map.tolist()) == [0, 1, 2, 3]
+    assert a.source_maps.tolist() == [list(range(10))]
+    # evaluation: the target's columns are the first 4 joint entries (in its label order)
+    logits = np.arange(10.0)[None]
+    assert restrict(logits, a.target_indices).tolist() == [a.target_map.tolist()]
+
+
+def test_random_pinned_keeps_background_and_uses_any_slot():
+    t, s = space("t", 48, background=0), space("s", 19, background=5)
+    a = make_arrangement("random_pinned", t, s, seed=3)
     src = a.source_maps[0]
     assert src[5] == 0
     assert 0 not in np.delete(src, 5)
     assert a.target_map.tolist() == list(range(48))
+    # an injection into ALL of the larger space: some label lands beyond the first 19
+    reach = max(
+        int(make_arrangement("random_pinned", t, s, seed=x).source_maps[0].max())
+        for x in range(5)
+    )
+    assert reach >= 19
 
 
-def test_multiple_random_k1_is_random_and_k_maps_vary():
+@pytest.mark.parametrize("kind", ["multiple_random", "multiple_random_pinned"])
+def test_multiple_random_k1_is_random_and_k_maps_vary(kind):
+    single = kind.replace("multiple_random", "random")
     for t, s in [(space("t", 48), space("s", 19)), (space("t", 19), space("s", 48))]:
-        r = make_arrangement("random", t, s, seed=11)
-        m1 = make_arrangement("multiple_random", t, s, seed=11, k=1)
+        r = make_arrangement(single, t, s, seed=11)
+        m1 = make_arrangement(kind, t, s, seed=11, k=1)
         assert np.array_equal(r.target_map, m1.target_map)
         assert np.array_equal(r.source_maps, m1.source_maps)
-        m3 = make_arrangement("multiple_random", t, s, seed=11, k=3)
+        m3 = make_arrangement(kind, t, s, seed=11, k=3)
         assert m3.k == 3 and np.array_equal(m3.source_maps[0], r.source_maps[0])
         assert np.array_equal(m3.target_map, r.target_map)  # target map fixed
         assert len({row.tobytes() for row in m3.source_maps}) == 3
 
 
-def test_multiple_random_target_smaller_permutes_source_space():
+def test_multiple_random_is_equation_3_per_map():
+    # source smaller: k independent permutations of the target's first m entries
+    a = make_arrangement("multiple_random", space("t", 8), space("s", 3), seed=2, k=4)
+    assert a.target_map.tolist() == list(range(8))
+    for row in a.source_maps:
+        assert sorted(row.tolist()) == [0, 1, 2]
+    # target smaller: the target's map p_0 is fixed; map r realises target i <-> source
+    # p_r(i), a permutation of the source's first l labels; source labels >= l stay put
     t, s = space("t", 4, background=0), space("s", 10, background=3)
-    a = make_arrangement("multiple_random", t, s, seed=0, k=5)
+    b = make_arrangement("multiple_random", t, s, seed=0, k=6)
+    assert b.dim == 10 and sorted(b.target_map.tolist()) == [0, 1, 2, 3]
+    assert b.source_maps[0].tolist() == list(range(10))
+    partners = set()
+    for row in b.source_maps:
+        assert sorted(row[:4].tolist()) == [0, 1, 2, 3] and row[4:].tolist() == list(range(4, 10))
+        # which source label shares target label i's joint index
+        inverse = np.argsort(row)
+        partner = inverse[b.target_map]
+        assert sorted(partner.tolist()) == [0, 1, 2, 3]
+        partners.add(partner.tobytes())
+    assert len(partners) > 1  # the correspondence varies between maps
+
+
+def test_multiple_random_pinned_target_smaller_permutes_source_space():
+    t, s = space("t", 4, background=0), space("s", 10, background=3)
+    a = make_arrangement("multiple_random_pinned", t, s, seed=0, k=5)
     assert a.dim == 10 and a.target_map[0] == 3
     assert a.source_maps[0].tolist() == list(range(10))
     for row in a.source_maps:
         assert sorted(row.tolist()) == list(range(10)) and row[3] == 3
 
 
-def test_concat_blocks():
+def test_registry_marks_the_papers_kinds():
+    paper = sorted(n for n, k in ARRANGEMENTS.items() if k.paper)
+    assert paper == ["concat", "identity", "merged", "multiple_random", "random"]
+    for name, kind in ARRANGEMENTS.items():
+        assert kind.pins_background == name.endswith("_pinned")
+
+
+def test_concat_is_equation_4():
     a = make_arrangement("concat", space("t", 3), space("s", 4))
     assert a.dim == 7
     assert a.target_map.tolist() == [0, 1, 2]
@@ -215,6 +306,13 @@ def test_concat_blocks():
     assert map_features(x, a.target_map, a.dim).tolist() == [
         pytest.approx([0.2, 0.5, 0.3, 0, 0, 0, 0])
     ]
+    z = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
+    assert map_features(z, a.source_maps[0], a.dim).tolist() == [
+        pytest.approx([0, 0, 0, 0.1, 0.2, 0.3, 0.4])
+    ]
+    # nothing identified, whatever the backgrounds
+    b = make_arrangement("concat", space("t", 3, background=1), space("s", 4, background=2))
+    assert b.target_map.tolist() == [0, 1, 2] and b.source_maps.tolist() == [[3, 4, 5, 6]]
 
 
 def test_evaluation_restricts_to_target_classes():

@@ -7,35 +7,42 @@ classes through an injective index map. An :class:`Arrangement` holds those maps
 
 * ``target_map`` (``l``,): target label ``i`` -> joint index ``target_map[i]``;
 * ``source_maps`` (``k``, ``m``): source label ``j`` -> ``source_maps[r, j]``; ``k`` = 1
-  except for ``multiple_random``, whose ``k`` maps are drawn per source subsequence as
-  augmentation; shape (0, 0) without a source.
+  except for the ``multiple_random`` kinds, whose ``k`` maps are drawn per source
+  subsequence as augmentation; shape (0, 0) without a source.
 
 Kinds (registry :data:`ARRANGEMENTS`; rules stated once here and in
-``docs/arrangements.md``):
+``docs/arrangements.md``). The paper's equations, exactly (``paper = True``); ``s`` is the
+smaller space (``n_s`` labels), the larger one stays unchanged (identity; on a tie
+``l == m`` the target is the one kept):
 
 ``identity``  no source; ``dim = l``; ``target_map = arange(l)``.
-``merged``    ``dim = max(l, m)``. The LARGER space stays unchanged (identity map; on a tie
-              ``l == m`` the target is the one kept). The smaller space's labels are
-              identified, in index order, with the larger's first indices.
-``random``    like ``merged``, but the smaller space's labels go to a seeded random
-              one-to-one choice of the larger's indices.
-``multiple_random``  ``k`` random maps (default 3). If the source is the smaller (or equal)
-              space: the target is unchanged and each ``source_maps[r]`` is an independent
-              ``random`` map of the source into it. If the target is the smaller space:
-              ``dim = m``, the target gets one fixed random map (the one ``random`` would
-              draw) and ``source_maps[0]`` is the identity; ``source_maps[r]`` for r >= 1 are
-              random permutations of the source's own indices, so every source subsequence
-              sees a different source-to-target correspondence while the target's map (and
-              hence evaluation) stays fixed. With ``k = 1`` it equals ``random`` for the same
-              seed. The ``k`` maps are drawn independently and need not be distinct (small
-              spaces may admit only one map).
-``concat``    ``dim = l + m``; target at ``[0, l)``, source at ``[l, l + m)``; nothing is
-              identified, each dataset keeps its own background.
+``merged``    eq. 2: ``dim = max(l, m)``; label ``i`` of the smaller space -> ``i``.
+``random``    eq. 3: ``dim = max(l, m)``; the smaller space's labels -> a seeded random
+              permutation of the FIRST ``n_s`` indices of the larger space (nothing pinned:
+              background is a label like the others).
+``multiple_random``  ``k`` eq. 3 maps (default 3). Source smaller (or equal): the target is
+              unchanged and each ``source_maps[r]`` is an independent eq. 3 permutation
+              of ``[0, m)``. Target smaller: ``dim = m``, the target gets one fixed eq. 3
+              map ``p_0`` (the one ``random`` draws) and arrangement ``r`` (target ``i`` <->
+              source ``p_r(i)``) is expressed through the source: ``source_maps[r][p_r(i)]
+              = p_0(i)``, source labels ``>= l`` unchanged; ``source_maps[0]`` is the
+              identity. So every source subsequence sees a different correspondence while
+              the target's map (and evaluation) stays fixed. ``k = 1`` equals ``random``
+              for the same seed; the ``k`` maps need not be distinct.
+``concat``    eq. 4: ``dim = l + m``; target at ``[0, l)``, source at ``[l, l + m)``;
+              nothing is identified, each dataset keeps its own background.
 
-Background rule (shared kinds ``merged``/``random``/``multiple_random``): when BOTH spaces
-have a background class, background maps onto background in every map, and no other
-label is placed on it. When only one side (or neither) has a background, no background
-correspondence exists and the background is treated as an ordinary class.
+Documented deviations (``paper = False``; kitchen-study's behaviour before issue 10),
+selected by name: when BOTH spaces have a background class, background maps onto
+background in every map and no other label is placed on it (when only one side has
+one, it is an ordinary class):
+
+``merged_pinned``   the other labels in index order.
+``random_pinned``   the other labels onto a seeded random choice among ALL the larger
+                    space's other indices (not only the first ``n_s``).
+``multiple_random_pinned``  ``k`` such maps; target smaller: the target gets the
+                    ``random_pinned`` map, ``source_maps[0]`` is the identity and the others
+                    random permutations of all the source's indices (background kept).
 
 Evaluation under an arrangement predicts among the TARGET's classes only:
 ``restrict(joint_logits, arrangement.target_indices).argmax(-1)`` gives target labels.
@@ -145,7 +152,9 @@ class ArrangementKind(Protocol):
     ``needs_source`` (a source space is required, else forbidden), ``seeded`` (the maps
     depend on the seed), ``multi`` (``k`` source maps instead of one), ``shared`` (source
     labels are identified with target labels in ``max(l, m)`` dims; otherwise the two
-    blocks are disjoint).
+    blocks are disjoint), ``paper`` (the paper's equation as written; False for the
+    documented deviations), ``pins_background`` (background onto background when both
+    spaces have one).
     """
 
     name: str
@@ -153,6 +162,8 @@ class ArrangementKind(Protocol):
     seeded: bool
     multi: bool
     shared: bool
+    paper: bool
+    pins_background: bool
 
     def build(
         self, target: LabelSpace, source: LabelSpace | None, rng: np.random.Generator, k: int
@@ -188,6 +199,8 @@ def _in_order(small: LabelSpace, large: LabelSpace, paired: bool) -> np.ndarray:
 def _at_random(
     small: LabelSpace, large: LabelSpace, paired: bool, rng: np.random.Generator
 ) -> np.ndarray:
+    """The pinned variants' map: background onto background (when paired), the other
+    labels onto a random choice among ALL the large space's other indices."""
     out, free_small, free_large = _slots(small, large, paired)
     out[free_small] = rng.permutation(free_large)[: free_small.size]
     return out
@@ -197,54 +210,85 @@ def _arange(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
+def _first_entries(small: LabelSpace, rng: np.random.Generator) -> np.ndarray:
+    """Equation 3: a random permutation of the small space's ``l`` labels onto the FIRST
+    ``l`` entries of the larger space (nothing pinned)."""
+    return rng.permutation(small.size).astype(np.int64)
+
+
 class _Identity:
     name = "identity"
     needs_source = False
     seeded = False
     multi = False
     shared = False
+    paper = True
+    pins_background = False
 
     def build(self, target, source, rng, k):
         return target.size, _arange(target.size), np.zeros((0, 0), dtype=np.int64)
 
 
 class _Merged:
+    """Equation 2: label ``i`` of the smaller space is label ``i`` of the larger."""
+
     name = "merged"
     needs_source = True
     seeded = False
     multi = False
     shared = True
+    paper = True
+    pins_background = False
 
     def build(self, target, source, rng, k):
-        paired = _paired(target, source)
+        paired = self.pins_background and _paired(target, source)
         if target.size >= source.size:  # ties: the target stays unchanged
             return target.size, _arange(target.size), _in_order(source, target, paired)[None]
         return source.size, _in_order(target, source, paired), _arange(source.size)[None]
 
 
+class _MergedPinned(_Merged):
+    """Deviation: background onto background, the other labels in index order."""
+
+    name = "merged_pinned"
+    paper = False
+    pins_background = True
+
+
 class _MultipleRandom:
+    """Equation 3, ``k`` times: each map sends the smaller space's labels to a random
+    permutation of the larger space's first ``l`` entries."""
+
     name = "multiple_random"
     needs_source = True
     seeded = True
     multi = True
     shared = True
+    paper = True
+    pins_background = False
 
     def build(self, target, source, rng, k):
-        paired = _paired(target, source)
         if target.size >= source.size:
-            maps = [_at_random(source, target, paired, rng) for _ in range(k)]
+            maps = [_first_entries(source, rng) for _ in range(k)]
             return target.size, _arange(target.size), np.stack(maps)
         # Target smaller: its map is drawn once (as `random` draws it) and stays fixed, so
-        # evaluation is well defined; the augmentation permutes the source's own indices
-        # (keeping the shared background in place), i.e. varies the correspondence.
-        target_map = _at_random(target, source, paired, rng)
+        # evaluation is well defined. Arrangement r (target label i <-> source label
+        # p_r(i), p_r a permutation of the first l source labels) is expressed by moving
+        # the source instead: source label p_r(i) goes where target i sits, p_0(i). So map
+        # r permutes the source's first l labels among themselves; labels >= l stay put.
+        p0 = _first_entries(target, rng)
         maps = [_arange(source.size)]
-        maps += [_at_random(source, source, paired, rng) for _ in range(k - 1)]
-        return source.size, target_map, np.stack(maps)
+        for _ in range(k - 1):
+            pr = _first_entries(target, rng)
+            m = _arange(source.size)
+            m[pr] = p0
+            maps.append(m)
+        return source.size, p0, np.stack(maps)
 
 
 class _Random(_MultipleRandom):
-    # `random` IS `multiple_random` with one map: same draws for the same seed.
+    """Equation 3 (``multiple_random`` with one map: same draws for the same seed)."""
+
     name = "random"
     multi = False
 
@@ -252,12 +296,50 @@ class _Random(_MultipleRandom):
         return super().build(target, source, rng, 1)
 
 
+class _MultipleRandomPinned:
+    """Deviation (kitchen-study before issue 10): background onto background, the other
+    labels onto random indices anywhere in the larger space."""
+
+    name = "multiple_random_pinned"
+    needs_source = True
+    seeded = True
+    multi = True
+    shared = True
+    paper = False
+    pins_background = True
+
+    def build(self, target, source, rng, k):
+        paired = _paired(target, source)
+        if target.size >= source.size:
+            maps = [_at_random(source, target, paired, rng) for _ in range(k)]
+            return target.size, _arange(target.size), np.stack(maps)
+        # Target smaller: its map is drawn once (as `random_pinned` draws it) and stays
+        # fixed; the augmentation permutes the source's own indices (keeping the shared
+        # background in place), i.e. varies the correspondence.
+        target_map = _at_random(target, source, paired, rng)
+        maps = [_arange(source.size)]
+        maps += [_at_random(source, source, paired, rng) for _ in range(k - 1)]
+        return source.size, target_map, np.stack(maps)
+
+
+class _RandomPinned(_MultipleRandomPinned):
+    name = "random_pinned"
+    multi = False
+
+    def build(self, target, source, rng, k):
+        return super().build(target, source, rng, 1)
+
+
 class _Concat:
+    """Equation 4: target at ``[0, l)``, source at ``[l, l + m)``."""
+
     name = "concat"
     needs_source = True
     seeded = False
     multi = False
     shared = False
+    paper = True
+    pins_background = False
 
     def build(self, target, source, rng, k):
         nt, ns = target.size, source.size
@@ -265,7 +347,11 @@ class _Concat:
 
 
 ARRANGEMENTS: dict[str, ArrangementKind] = {
-    kind.name: kind for kind in (_Identity(), _Merged(), _Random(), _MultipleRandom(), _Concat())
+    kind.name: kind
+    for kind in (
+        _Identity(), _Merged(), _Random(), _MultipleRandom(), _Concat(),
+        _MergedPinned(), _RandomPinned(), _MultipleRandomPinned(),
+    )
 }
 
 
