@@ -74,22 +74,31 @@ def _print_plan(loaded: Any, tracking_uri: str | None, num_cpus: int | None = No
     reuse = _reusable(loaded, plan, status, tracking_uri)
     done = sum(1 for s in status.values() if s == "FINISHED")
     typer.echo(f"study {loaded.spec.name} (hash {loaded.short_hash}): {len(plan)} tasks")
+    from .budget import NOT_TRAINED, dry_run_lines
+
+    cond = plan.budget.conditional if plan.budget is not None else frozenset()
     for t in plan:
         deps = f"  <- {', '.join(t.deps)}" if t.deps else ""
         trials = f" x{t.trials}" if t.trials > 1 else ""
         mark = ("done" if status.get(t.id) == "FINISHED" else "reuse" if t.id in reuse
-                else "    ")
-        typer.echo(f"  {mark:<5} {t.kind:<9} {t.id}{trials}  [{t.config.iterations} it]{deps}")
+                else "skip" if status.get(t.id) == NOT_TRAINED  # budget decided against it
+                else "?" if t.id in cond else "    ")  # ?: conditional on the budget
+        its = "estimate" if t.kind == "estimate" else f"{t.config.iterations} it"
+        typer.echo(f"  {mark:<5} {t.kind:<9} {t.id}{trials}  [{its}]{deps}")
     counts = ", ".join(f"{n} {k}" for k, n in plan.counts().items())
     typer.echo(f"{counts}")
+    for line in dry_run_lines(plan):
+        typer.echo(line)
     left = plan.trial_count - _done_trials(plan, status) - sum(plan[t].trials for t in reuse)
+    left -= sum(1 for s in status.values() if s == NOT_TRAINED)
     typer.echo(f"estimated trials: {plan.trial_count} ({left} still to run; {done} task(s) "
                f"already finished, {len(reuse)} reused from earlier versions); training "
                f"iterations <= {plan.training_iterations():,}")
     from .walltime import estimate_lines  # an estimate, printed as one (study.walltime)
 
-    finished = {t for t, s in status.items() if s == "FINISHED"}
-    for line in estimate_lines(loaded, plan, finished | set(reuse), num_cpus):
+    finished = {t for t, s in status.items() if s in ("FINISHED", NOT_TRAINED)}
+    estimates = {t.id for t in plan.of_kind("estimate")}  # they train nothing
+    for line in estimate_lines(loaded, plan, finished | set(reuse) | estimates, num_cpus):
         typer.echo(line)
 
 

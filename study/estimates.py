@@ -55,8 +55,8 @@ RESULT_KEY, SECONDS_KEY, ERROR_KEY = "estimates", "estimate_seconds", "estimate_
 def estimate_request(task: Task, dep: Task) -> dict[str, Any] | None:
     """What a fine-tune's worker needs beyond its config to estimate its edge: the source
     table and split (read from the dependency, the pre-train or baseline that trained on
-    it). None for any other task."""
-    if task.kind != "finetune":
+    it). None for any other task than a fine-tune or a budget's estimate task."""
+    if task.kind not in ("finetune", "estimate"):
         return None
     c = dep.config
     # a multiple_random pre-train reads the source as its source; the others as target
@@ -135,7 +135,7 @@ def transferability_table(study: Any, metric: str = "frame_acc") -> Any:
 
     rows = []
     for r in latest_finished(study.records).values():
-        if r.tags.get(task_tag("kind")) != "finetune":
+        if r.tags.get(task_tag("kind")) not in ("finetune", "estimate"):  # estimate: budget
             continue
         est = {k[len(ESTIMATE_PREFIX):]: v for k, v in r.metrics.items()
                if k.startswith(ESTIMATE_PREFIX)}

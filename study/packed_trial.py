@@ -139,6 +139,10 @@ def pack_key(task: Task, cards_by_path: Mapping[str, Any], cards: Mapping[str, A
             c.device, c.num_cpus, c.num_gpus)
 
 
+#: Task kinds never packed: a search's trials, a budget's estimate tasks (study.budget).
+_UNPACKED = ("search", "estimate")
+
+
 class Packer:
     """Forms packs of ready tasks for the searcher (``StudyState.packer``)."""
 
@@ -157,8 +161,9 @@ class Packer:
     def take(self, state: Any, first: Task, trial_id: str) -> dict[str, Any] | None:
         """The trial config of a pack led by ``first`` (already out of ``state.pending``)
         and the other tasks of ``state.pending`` that are ready now with the same key (taken
-        out of pending); None when ``first`` has no companion (it then runs alone)."""
-        if first.kind == "search":
+        out of pending); None when ``first`` has no companion (it then runs alone). Searches
+        and a budget's estimate tasks (they train nothing) are never packed."""
+        if first.kind in _UNPACKED:
             return None
         key = self.key(first)
         members = [first]
@@ -166,7 +171,7 @@ class Packer:
             if len(members) >= self.max_trials:
                 break
             t = state.tasks[tid]
-            if t.kind == "search" or any(d not in state.done for d in t.deps):
+            if t.kind in _UNPACKED or any(d not in state.done for d in t.deps):
                 continue
             if self.key(t) == key:
                 members.append(t)
@@ -414,7 +419,7 @@ class PackingStudyTrainable(StudyTrainable):
         cfg = dict(config)
         self._study_meta = dict(cfg.pop(STUDY_KEY, None) or {})
         self._node_id = ray.get_runtime_context().get_node_id()
-        specs, faults = [], []
+        specs, metas = [], []
         for member in cfg[PACK_KEY]:
             m = dict(member)
             meta = dict(m.pop(STUDY_KEY, None) or {})
@@ -422,10 +427,21 @@ class PackingStudyTrainable(StudyTrainable):
                 m["init_checkpoint"] = str(_local_checkpoint(
                     m["init_checkpoint"], meta.get("tracking_uri"), self._download_dir))
             specs.append(TrainSpec.parse(m))
-            faults.append(meta.get("fail_once"))
+            metas.append(meta)
         s0 = specs[0]
         device, _ = self.claim_device(s0.device, s0.num_cpus, s0.num_gpus)
-        self._pack = PackRun([TrainRun.create(s, device=device) for s in specs], faults)
+        runs = [TrainRun.create(s, device=device) for s in specs]
+        # a fine-tune's transferability estimates (``_study.estimate``), as the single-task
+        # trial computes them: on its TrainRun before training, reported with its first result
+        estimates: dict[int, dict[str, Any]] = {}
+        for i, (run, meta) in enumerate(zip(runs, metas, strict=True)):
+            if meta.get("estimate"):
+                self.run = run
+                estimates[i] = self._estimate(meta["estimate"])
+        self.run = None
+        self._pack = PackRun(runs, [meta.get("fail_once") for meta in metas])
+        for i, extra in estimates.items():
+            self._pack.first.setdefault(i, {}).update(extra)
 
     def step(self) -> dict[str, Any]:
         if self._pack is None:

@@ -15,6 +15,11 @@ with a mode and a label arrangement, repeated per seed. Tasks:
               pre-train is keyed by the target dataset and k as well.
 ``finetune``  a transfer edge on one target split and seed; depends on its pre-train
               (same seed), which it is initialised from.
+``estimate``  with ``all_pairs.budget`` only: a budgeted edge's transferability estimates
+              (the fine-tune's config, id ``estimate:<rest of the fine-tune id>``; its
+              trial trains nothing); depends on the pre-train. Those fine-tunes are then
+              conditional: :attr:`Plan.budget` (:mod:`study.budget`) says which, and the
+              searcher releases only the k best-estimated of each target.
 ``joint``     a joint edge (batches mixing target and source at ``ratio``); no dependency.
 ``baseline``  no transfer, per target split and seed; no dependency.
 ``search``    an Optuna search (``num_samples`` trials) on one target split.
@@ -82,6 +87,8 @@ from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec, dataset_digest
 if TYPE_CHECKING:
     from data_prep.table import DatasetCard
 
+    from .budget import BudgetPlan
+
 __all__ = ["CHECKPOINT_KINDS", "EXECUTION_CONFIG_FIELDS", "KINDS", "TASK_KINDS", "Plan",
            "Task", "TaskKind", "asha_rungs", "checkpoint_of", "make_plan", "task_key"]
 
@@ -93,6 +100,8 @@ class TaskKind:
     name: str
     modes: tuple[str, ...]
     doc: str
+    #: its trial trains (an ``estimate`` task only runs the source model forward)
+    trains: bool = True
 
     def __post_init__(self) -> None:
         known = get_args(TrainSpec.model_fields["mode"].annotation)
@@ -104,6 +113,8 @@ class TaskKind:
 #: The task kinds, in release order (pre-trains first: they unblock the most).
 TASK_KINDS: dict[str, TaskKind] = {k.name: k for k in (
     TaskKind("pretrain", ("none", "pretrain"), "a source split, once per use, for fine-tunes"),
+    TaskKind("estimate", ("transfer",), "a budgeted edge's estimates, no training "
+             "(study.budget)", trains=False),
     TaskKind("finetune", ("transfer",), "a transfer edge, from its pre-train's checkpoint"),
     TaskKind("joint", ("joint",), "a joint edge: batches mixing target and source"),
     TaskKind("baseline", ("none",), "no transfer: the target split alone"),
@@ -175,9 +186,11 @@ class Task:
 
 @dataclass(frozen=True)
 class Plan:
-    """The tasks of a study in release order, with lookups."""
+    """The tasks of a study in release order, with lookups; ``budget``: which fine-tunes
+    are conditional on their estimates (``all_pairs.budget``, :mod:`study.budget`)."""
 
     tasks: tuple[Task, ...]
+    budget: BudgetPlan | None = None
 
     def __iter__(self) -> Iterator[Task]:
         return iter(self.tasks)
@@ -210,8 +223,10 @@ class Plan:
         return {k: len(self.of_kind(k)) for k in KINDS if self.of_kind(k)}
 
     def training_iterations(self) -> int:
-        """Upper bound of training iterations over all trials (ASHA may stop some early)."""
-        return sum(t.config.iterations * t.trials for t in self.tasks)
+        """Upper bound of training iterations over all trials (ASHA may stop some early, a
+        budget skips some fine-tunes; estimate tasks train nothing)."""
+        return sum(t.config.iterations * t.trials for t in self.tasks
+                   if TASK_KINDS[t.kind].trains)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -343,9 +358,11 @@ def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -
         tasks[t.id] = t
 
     baselined = set(spec.baseline_datasets())
+    budgeted: set[str] = set()
+    explicit: set[str] = set()
     for seed in ex.seeds:
         base = _base_config(spec, seed, ex.iterations, ex.eval_at)
-        for _, e in spec.edges():
+        for where, e in spec.edges():
             same_job = e.source in baselined and ex.source_iterations == ex.iterations
             ssplit, tsplits = _edge_splits(spec, e)
             for mode in e.mode:
@@ -381,8 +398,10 @@ def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -
                         # no source_path: the source's label space comes from the
                         # pre-train checkpoint, so the source data is not loaded again
                         cfg.update(mode="transfer", init_checkpoint=checkpoint_of(pid))
-                        add(f"finetune:{pair}:{arr}:s{seed}", "finetune", cfg, deps=(pid,),
-                            **common)
+                        fid = f"finetune:{pair}:{arr}:s{seed}"
+                        add(fid, "finetune", cfg, deps=(pid,), **common)
+                        # study.budget: all_pairs edges are budgeted, explicit ones never
+                        (budgeted if where == "experiments.all_pairs" else explicit).add(fid)
         for name in spec.baseline_datasets():
             for split in spec.datasets[name].splits:
                 cfg = _target(spec, base, name, split)
@@ -394,12 +413,19 @@ def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -
         add(sid, "search", cfg, **fields)
     if problems:
         raise SpecError([(f"task {tid}", msg) for tid, msg in problems.items()], spec.source)
+    budget = None
+    if ex.all_pairs is not None and ex.all_pairs.budget is not None:
+        from .budget import make_budget
+
+        estimates, budget = make_budget(
+            ex.all_pairs.budget, [tasks[f] for f in sorted(budgeted - explicit)])
+        tasks.update((t.id, t) for t in estimates)
     order = {k: i for i, k in enumerate(KINDS)}
     # topological: a baseline that serves as a pre-train is released with the pre-trains
     serving = {d for t in tasks.values() for d in t.deps}
     ordered = sorted(tasks.values(), key=lambda t: (
         order["pretrain"] if t.id in serving else order[t.kind], t.id))
-    return Plan(tuple(_with_keys(ordered, spec, cards)))
+    return Plan(tuple(_with_keys(ordered, spec, cards)), budget)
 
 
 def _pretrain(

@@ -202,7 +202,8 @@ class StudyResults:
         df = self._results
         base = (df[df["kind"] == "baseline"].groupby(_BASE_KEY, dropna=False)[col].mean()
                 .rename("baseline").reset_index())
-        runs = df[df["mode"].isin([mode] if mode else ["transfer", "joint"])]
+        runs = df[df["mode"].isin([mode] if mode else ["transfer", "joint"])
+                  & (df["kind"] != "estimate")]  # a budget's estimate run trains nothing
         runs = runs[[*_PAIR, "seed", col, "run_id"]].rename(columns={col: "value"})
         out = runs.merge(base, on=_BASE_KEY, how="inner")
         out["gain"] = out["value"] - out["baseline"]
@@ -320,6 +321,67 @@ class StudyResults:
         from .estimates import quality_table
 
         return quality_table(self.transferability(metric), n_boot=n_boot, seed=seed)
+
+    def budget(self, metric: str = "frame_acc") -> pd.DataFrame:
+        """A budgeted study's edges (``all_pairs.budget``), one row per edge and seed: the
+        estimate ranked by, rank, decision (chosen | skipped), whether its fine-tune trained
+        and its ``metric`` (:func:`study.budget.budget_table`). Empty without a budget."""
+        from .budget import budget_table
+
+        return budget_table(self.records, metric_key(_metric_column(metric)))
+
+    def budget_regret(self, full: StudyResults | None = None, *, per_target: int | None = None,
+                      by: str | None = None, metric: str = "frame_acc") -> pd.DataFrame:
+        """What a budget saved and missed against the full graph, per target split,
+        arrangement and seed (:func:`study.budget.regret_table`: the best measured gain of
+        the full graph vs the best, in the full graph, among the sources the budget chose;
+        ``regret`` >= 0, ``hit``). ``attrs["fine_tunes"]``: ``{"budgeted", "full",
+        "saved"}`` fine-tune counts.
+
+        * ``full`` given: ``self`` is the budgeted study (its choices from the estimate
+          runs' tags), ``full`` a study of the same graph without a budget.
+        * ``full`` None: ``self`` is a full study and the budget ``{per_target, by}`` is
+          simulated from the estimates logged on its own fine-tunes (the numbers a
+          budgeted run computes for the same config and seed)."""
+        from .budget import budget_estimators, choices_of, regret_table, simulated_choices
+
+        keys = ["target", "target_split", "arrangement", "seed", "source"]
+        base = full if full is not None else self
+        g = base.gains(metric, mode="transfer")
+        n_full = int((base.results()["kind"] == "finetune").sum())
+        if full is not None:
+            choices = choices_of(self.budget(metric))
+            n_budget = int((self.results()["kind"] == "finetune").sum())
+        else:
+            if per_target is None or by not in budget_estimators():
+                raise ValueError("a simulated budget needs per_target and by (one of: "
+                                 f"{', '.join(budget_estimators())})")
+            per_seed = self._per_seed_estimates(by)
+            choices = simulated_choices(per_seed, per_target, by)
+            n_budget = int(choices["chosen"].sum())
+        out = regret_table(choices, g[[*keys, "gain"]])
+        out.attrs["fine_tunes"] = {"budgeted": n_budget, "full": n_full,
+                                   "saved": n_full - n_budget}
+        return out
+
+    def _per_seed_estimates(self, by: str) -> pd.DataFrame:
+        """target, target_split, arrangement, seed, source, ``by``: the estimate logged on
+        each finished fine-tune (or estimate) run; NaN where none was."""
+        from .mlflow_layout import ESTIMATE_PREFIX
+
+        rows = {}
+        for r in self._tasks:
+            t = r.tags
+            if t.get(task_tag("kind")) not in ("finetune", "estimate"):
+                continue
+            key = (t.get(task_tag("target"), ""), t.get(task_tag("target_split"), ""),
+                   t.get(task_tag("arrangement"), ""), _int_or_none(t.get(task_tag("seed"))),
+                   t.get(task_tag("source"), ""))
+            v = r.metrics.get(f"{ESTIMATE_PREFIX}{by}", math.nan)
+            if key not in rows or rows[key] != rows[key]:
+                rows[key] = v
+        cols = ["target", "target_split", "arrangement", "seed", "source"]
+        return pd.DataFrame([[*k, v] for k, v in rows.items()], columns=[*cols, by])
 
     def convergence(self, target: str | None = None, *, target_split: str | None = None,
                     mode: str = "transfer", wide: bool = False) -> pd.DataFrame:

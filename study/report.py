@@ -42,6 +42,7 @@ import pandas as pd
 from data_prep.errors import DataError
 from trainables.metrics import METRIC_NAMES
 
+from .budget import report_section as budget_section
 from .estimates import report_section, write_scatter_plots
 from .mlflow_layout import PLOTS_DIR, TAG_STUDY, TAG_STUDY_HASH
 from .query import MIN_SEEDS, StudyResults
@@ -214,6 +215,7 @@ def render_markdown(study: StudyResults) -> str:
         "## Best transfer pairs\n\n" + _best(best),
         _searches(study),
         report_section(study),  # transferability estimates vs measured gains (if logged)
+        budget_section(study.budget()),  # study.budget: chosen and skipped edges (if any)
     ]
     return "\n".join(p for p in parts if p)
 

@@ -136,7 +136,9 @@ class RunView:
         """A task's run FINISHED: its model, gains (its own or those it completes) and the
         study run's progress metrics. ``checkpoint()`` opens the final checkpoint directory
         (a context manager), for the model."""
-        if self.log_models and checkpoint is not None and task.kind != "search":
+        # a budget's estimate task trained nothing: no model of its own
+        if self.log_models and checkpoint is not None and task.kind not in ("search",
+                                                                             "estimate"):
             self._quiet(f"logging the model of {task.id}", lambda: self._model(run_id, checkpoint))
         self.finished += 1
         metrics = {TASKS_FINISHED_METRIC: float(self.finished)}

@@ -203,9 +203,11 @@ def _check_local_resources(spec: Any, address: str | None, num_cpus: int | None)
 def _take_lease(logger: RunLogger, loaded: LoadedStudy, resume: bool) -> Any:
     """The study's lease (:mod:`study.lease`), or None for a logger without an MLflow store
     (the tests' in-memory logger)."""
-    uri = getattr(logger, "tracking_uri", None)
-    if uri is None or not hasattr(logger, "client"):
+    from .tracking import MlflowRunLogger
+
+    if not isinstance(logger, MlflowRunLogger):  # (not hasattr: that opens the store)
         return None
+    uri = logger.tracking_uri
     import _thread
 
     from .lease import acquire_lease
@@ -338,6 +340,7 @@ def _run_study(
         meta={"tracking_uri": uri, "study": spec.name, "hash": loaded.hash},
         faults=inject_faults, fault_dir=stage,
     )
+    state.logger = logger  # study.budget: reads and tags the estimate runs it decides on
     for t in todo:
         if t.kind == "search":
             state.searches[t.id] = make_search(t, spec.name, loaded.short_hash)

@@ -6,7 +6,11 @@ may stop. Runs in the driver process only.
   its pre-train's checkpoint is stored, while unrelated tasks keep running. ``suggest``
   returns None while nothing is ready and ``Searcher.FINISHED`` once every task has been
   released (or skipped because a dependency failed). Ready tasks are released in plan order
-  (pre-trains first: they unblock the most).
+  (pre-trains first: they unblock the most). With ``all_pairs.budget`` the conditional
+  fine-tunes wait outside ``pending`` until every estimate task of their group has ended;
+  then only the k best-estimated are released (:func:`study.budget.release`: the rule,
+  the ties, the tags on the estimate runs); the others are recorded in
+  ``StudyState.budget.skipped`` ("estimated, not trained"), which is not a failure.
 * A search task owns a seeded-TPE ``OptunaSearch`` (define-by-run space from
   :mod:`search_spaces`, optional Optuna RDB storage) wrapped in a ``ConcurrencyLimiter``, and
   an ``AsyncHyperBandScheduler`` (ASHA, ``time_attr="iteration"``) that
@@ -39,6 +43,7 @@ from ray.tune.search import Searcher
 
 from trainables.metrics import METRIC_NAMES
 
+from .budget import BudgetBook, release
 from .estimates import estimate_request
 from .mlflow_layout import (
     BEST_PREFIX,
@@ -170,7 +175,13 @@ class StudyState(NotPickled):
                  faults: Mapping[str, int] | None, fault_dir: Callable[[], Path]):
         self.plan = plan
         self.tasks = {t.id: t for t in plan}
-        self.pending: list[str] = [t.id for t in todo]
+        #: study.budget: conditional fine-tunes wait in budget.held, not in pending
+        self.budget = None if plan.budget is None else BudgetBook.start(
+            plan.budget, [t.id for t in todo])
+        held = set(self.budget.held) if self.budget is not None else set()
+        self.pending: list[str] = [t.id for t in todo if t.id not in held]
+        #: the RunLogger (the runner sets it): budget decisions read and tag estimate runs
+        self.logger: Any = None
         self.done: dict[str, str] = dict(done)  # task id -> FINISHED run id
         self.failed: dict[str, str] = {}  # task id -> reason
         self.skipped: dict[str, str] = {}  # task id -> why never started
@@ -204,9 +215,13 @@ class StudyState(NotPickled):
         if overrides:
             cfg.update(overrides)
         meta = {**self.meta, "task_id": task.id}
-        if task.kind == "finetune":
+        if task.kind in ("finetune", "estimate"):
             cfg["init_checkpoint"] = self.checkpoint_uri(task.deps[0])
-            meta["estimate"] = estimate_request(task, self.tasks[task.deps[0]])
+            # a budgeted edge's estimate task has estimated it (same config: same numbers)
+            if self.budget is None or task.id not in self.budget.plan.conditional:
+                meta["estimate"] = estimate_request(task, self.tasks[task.deps[0]])
+            if task.kind == "estimate":
+                meta["estimate_only"] = True  # study.trial: estimate, then end untrained
         if task.id in self.faults:
             # once per task (the first trial of a search), marker keyed by task
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task.id)
@@ -230,6 +245,7 @@ class StudySearcher(NotPickled, Searcher):
     def suggest(self, trial_id: str) -> dict | str | None:
         st = self.state
         with st.lock:
+            release(st)  # study.budget: a group whose estimates are in releases its k best
             for tid in list(st.pending):
                 task = st.tasks[tid]
                 bad = [d for d in task.deps if d in st.failed or d in st.skipped]
@@ -250,7 +266,10 @@ class StudySearcher(NotPickled, Searcher):
                     if pack is not None:
                         return pack
                 return st.config_for(task, trial_id)
-            return Searcher.FINISHED if not st.pending else None
+            if release(st):  # an estimate skipped just now (its pre-train failed) ended a group
+                return self.suggest(trial_id)
+            held = st.budget is not None and st.budget.held
+            return Searcher.FINISHED if not st.pending and not held else None
 
     def _suggest_search(self, s: SearchState, trial_id: str) -> dict | None:
         st = self.state
@@ -284,7 +303,12 @@ class StudySearcher(NotPickled, Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        s = self.state.search_of(trial_id)
+        st = self.state
+        if st.budget is not None and not error:  # an estimate task's values (study.budget)
+            task = st.task_of(trial_id)
+            if task is not None and task.kind == "estimate":
+                st.budget.record(task.id, result)
+        s = st.search_of(trial_id)
         if s is None:
             return
         complete = (

@@ -89,6 +89,8 @@ from trainables.arrangements import ARRANGEMENTS
 from trainables.lstm_config import LSTMConfig, TrainSpec
 from trainables.metrics import METRIC_NAMES
 
+from .budget import BudgetSpec
+
 __all__ = [
     "EXECUTION_FIELDS",
     "AllPairsSpec",
@@ -227,9 +229,11 @@ class EdgeSpec(_EdgeOptions):
 
 
 class AllPairsSpec(_EdgeOptions):
-    """An edge for every ordered pair of distinct datasets (all datasets unless listed)."""
+    """An edge for every ordered pair of distinct datasets (all datasets unless listed);
+    ``budget`` fine-tunes only the best-estimated sources per target (:mod:`study.budget`)."""
 
     datasets: list[str] | None = None
+    budget: BudgetSpec | None = None
 
 
 class ExperimentsSpec(_Model):
@@ -371,7 +375,7 @@ class StudySpec(_Model):
         ap = self.experiments.all_pairs
         if ap is not None:
             names = ap.datasets if ap.datasets is not None else list(self.datasets)
-            opts = ap.model_dump(exclude={"datasets"})
+            opts = ap.model_dump(exclude={"datasets", "budget"})
             for s in sorted(names):
                 for t in sorted(names):
                     if s != t:
@@ -389,6 +393,9 @@ class StudySpec(_Model):
         d = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
         for ds in d["datasets"].values():
             del ds["path"]
+        ap = d["experiments"].get("all_pairs")
+        if ap is not None and ap.get("budget") is None:
+            del ap["budget"]  # added later: a spec without a budget keeps its hash
         return d
 
 
@@ -513,6 +520,11 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
     if ex.all_pairs is not None and ex.all_pairs.datasets is not None:
         for i, d in enumerate(ex.all_pairs.datasets):
             dataset(f"experiments.all_pairs.datasets[{i}]", d)
+    if ex.all_pairs is not None and ex.all_pairs.budget is not None \
+            and ex.all_pairs.mode != ["transfer"]:
+        problems.append(("experiments.all_pairs.budget", "a budget chooses fine-tunes: "
+                         "all_pairs.mode must be transfer only (a joint edge has no "
+                         "pre-train to estimate with)"))
     for i, e in enumerate(ex.edges):
         key = f"experiments.edges[{i}]"
         ok_s = dataset(f"{key}.source", e.source)

@@ -10,6 +10,7 @@ import contextlib
 import math
 from typing import Any
 
+from .budget import NOT_TRAINED, budget_decisions
 from .mlflow_layout import (
     BEST_PREFIX,
     ROLE_TASK,
@@ -29,7 +30,10 @@ __all__ = ["study_status"]
 def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """One row per planned task: ``id, kind, deps, trials, status`` (``FINISHED``,
     ``RUNNING``, ``FAILED``, ``KILLED`` of its latest run, or ``PENDING`` when it has none),
-    ``run_id``, ``frame_acc``, ``attempts`` and ``error``.
+    ``run_id``, ``frame_acc``, ``attempts``, ``error`` and ``budget`` (a budgeted study's
+    conditional fine-tunes: ``conditional`` until their group is decided, then ``chosen``
+    or ``skipped``; None for every other task). A skipped fine-tune without a run has the
+    status ``estimated, not trained`` (:data:`study.budget.NOT_TRAINED`).
 
     The run shown is the task's latest-started FINISHED run (the one that counts, see
     :func:`~study.mlflow_layout.latest_finished`), else its latest-started run. A missing
@@ -48,10 +52,16 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
         if r.role == ROLE_TASK:
             by_task.setdefault(r.task_id, []).append(r)
     finished = latest_finished(runs)
+    decided = budget_decisions(plan, finished)
     rows = []
     for t in plan:
         rs = sorted(by_task.get(t.id, []), key=lambda r: r.start_time or 0)
         r = finished.get(t.id) or (rs[-1] if rs else None)
+        if t.id in decided and r is None and decided[t.id] == "skipped":
+            rows.append({"id": t.id, "kind": t.kind, "deps": list(t.deps), "trials": t.trials,
+                         "status": NOT_TRAINED, "run_id": None, "frame_acc": None,
+                         "attempts": 0, "error": None, "budget": "skipped"})
+            continue
         acc = None if r is None else r.metrics.get("frame_acc")
         if acc is None and r is not None:
             acc = r.metrics.get(f"{BEST_PREFIX}frame_acc")
@@ -63,5 +73,6 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
             else float(acc),
             "attempts": len(rs),
             "error": None if r is None else r.tags.get(TAG_ERROR),
+            "budget": decided.get(t.id),
         })
     return rows

@@ -52,7 +52,8 @@ class StudyTrainable(LSTMTrainable):
       transferability estimates in ``setup``, before training
       (:func:`study.estimates.edge_estimates`), and reports them with its first result
       (``estimates``, ``estimate_seconds``, or ``estimate_error``: a failed estimate never
-      fails the fine-tune);
+      fails the fine-tune); a budget's estimate task (``_study.estimate_only``) reports
+      them as its one result (iteration 0, ``done``) and trains nothing;
     * fault injection for tests: ``_study.fail_once = {"iteration": N, "marker": PATH}``
       raises once (the marker file makes it once across restarts), right after the step
       that reaches iteration N, so the progress since the last checkpoint is lost.
@@ -71,6 +72,8 @@ class StudyTrainable(LSTMTrainable):
         self._node_id = ray.get_runtime_context().get_node_id()
         super().setup(cfg)
         self._estimate_result = self._estimate(self._study_meta.get("estimate"))
+        # a budget's estimate task (study.budget): report the estimates, train nothing
+        self._estimate_only = bool(self._study_meta.get("estimate_only"))
 
     def _estimate(self, request: dict[str, Any] | None) -> dict[str, Any]:
         if not request:
@@ -93,6 +96,9 @@ class StudyTrainable(LSTMTrainable):
         return out
 
     def step(self) -> dict[str, Any]:
+        if self._estimate_only:
+            return {**self._estimate_result, "iteration": 0, "done": True,
+                    "node_id": self._node_id}
         out = super().step()
         fault = self._study_meta.get("fail_once")
         if fault and out["iteration"] >= fault["iteration"]:
