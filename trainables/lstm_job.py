@@ -97,7 +97,7 @@ from .job import (
 from .lstm_config import LSTMConfig, TrainSpec
 from .lstm_model import FramewiseLSTM
 from .metrics import evaluate as evaluate_metrics
-from .metrics import frame_accuracy, mstcn_background
+from .metrics import frame_accuracy, segment_background
 from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
 
 __all__ = [
@@ -510,7 +510,7 @@ class Trainer:
         data = self.eval_data
         preds = self.predict()
         gts = [data.table.video_labels(v).astype(np.int64) for v in data.test]
-        metrics = evaluate_metrics(preds, gts, background=mstcn_background(data.space.classes))
+        metrics = evaluate_metrics(preds, gts, background=segment_background(data.space.classes))
         out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()}
         out["input_acc"] = self.input_accuracy()
         return out
