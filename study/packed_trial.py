@@ -34,7 +34,9 @@ Rules:
   :class:`~trainables.lstm_job.TrainRun` (data, arrangement, ``init_checkpoint``, curve,
   checkpoints); the pack replaces its ``trainer.train`` by the fused step and keeps the
   rest of ``TrainRun.step``'s semantics (evaluation at ``eval_at`` and the end, ``curve``).
-  A member's ``frames_per_s`` is its own frames over the pack's seconds.
+  A member's ``frames_per_s`` is its own frames over the pack's seconds. A fine-tune's
+  transferability estimates (``_study.estimate``) are computed on its TrainRun before the
+  pack trains, as the single-task trial does, and come with its first result.
 * **Member failure**: a member whose loss or gradient is not finite is frozen by the
   PackedTrainer; its result carries :data:`MEMBER_ERROR` from then on, its run ends FAILED
   with that reason, and the other members go on. A crash of the whole pack (an exception)
