@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,30 @@ try:  # the class must subclass PythonModel; mlflow is a hard dependency of the 
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover - mlflow is installed with the package
     PythonModel = object  # type: ignore[misc,assignment]
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API (``start_run``, ``register_model``) reads a process-global URI, and
+    ``mlflow.set_tracking_uri`` also exports it as ``$MLFLOW_TRACKING_URI``: set it only for the
+    call and restore both, so logging a model never changes which store a later study (or the
+    user's ``MLFLOW_TRACKING_URI`` rule) resolves to."""
+    if uri is None:
+        yield
+        return
+    import mlflow
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 class LSTMPyfunc(PythonModel):
@@ -63,9 +90,7 @@ def log_lstm_model(run_id: str, checkpoint: str | Path, tracking_uri: str | None
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c))]),
     )
-    if tracking_uri is not None:
-        mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id, nested=True):
+    with _tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=LSTMPyfunc(),
@@ -84,6 +109,5 @@ def register_model(model_uri: str, name: str, tracking_uri: str | None = None) -
     """Register ``model_uri`` under ``name`` (a new version); returns the ModelVersion."""
     import mlflow
 
-    if tracking_uri is not None:
-        mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.register_model(model_uri, name)
+    with _tracking_uri(tracking_uri):
+        return mlflow.register_model(model_uri, name)

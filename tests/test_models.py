@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from trainables.predictor import FramewisePredictor
 
 
 @pytest.fixture
-def logged(tmp_path):
+def logged(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     data = SplitData.load(recipe_table(videos=6, classes=5, name="tgt", seed=3), 1)
     tr = Trainer(LSTMConfig(history=8, hidden=8, batch_size=4, lr=0.02),
@@ -29,8 +31,14 @@ def logged(tmp_path):
     exp = client.create_experiment("models", artifact_location=str(tmp_path / "artifacts"))
     run = client.create_run(exp)
     client.set_terminated(run.info.run_id)
-    previous = mlflow.get_tracking_uri()
+    env = os.environ.get("MLFLOW_TRACKING_URI")
     model_uri = log_lstm_model(run.info.run_id, ckpt, tracking_uri=uri)
+    # logging a model must not change which store this process resolves to afterwards
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env
+    # loading by runs:/ and models:/ URIs reads the process's store, as a user's session does
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     yield tr, data, model_uri, uri, run.info.run_id
     mlflow.set_tracking_uri(previous)
 
