@@ -1,8 +1,10 @@
 """The simulated frame classifier: calibrated accuracy, errors correlated in time, confusions
-structured by shared words, determinism, and the `kitchen-study simulate` command."""
+structured by shared words, determinism, and the `kitchen-study simulate` command. Both
+models: ``segment`` (the default) and ``ar1`` (the optimistic one, kept as it was)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,11 @@ from typer.testing import CliRunner
 
 from data_prep.layout import read_label_file, read_mapping
 from data_prep.simulate import (
+    DEFAULT_BOUNDARY_S,
+    DEFAULT_SEGMENT_SHARE,
+    DEFAULT_VIDEO_SHARE,
+    MODELS,
+    VERSIONS,
     _ar1_noise,
     class_similarity,
     default_accuracy,
@@ -68,8 +75,14 @@ def breakfast(real_data: Path) -> FrameTable:
 
 @pytest.fixture(scope="module")
 def breakfast_sim(breakfast) -> np.ndarray:
-    """The paper's setting: 20.6 % accuracy, errors correlated over 1 s."""
+    """The paper's setting: 20.6 % accuracy, the default (segment) model."""
     return simulate_softmax(breakfast, 20.6, seed=0, correlation_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def breakfast_ar1(breakfast) -> np.ndarray:
+    """The paper's accuracy with the ar1 model, errors correlated over 1 s."""
+    return simulate_softmax(breakfast, 20.6, seed=0, correlation_s=1.0, model="ar1")
 
 
 def _accuracy(features: np.ndarray, labels: np.ndarray) -> float:
@@ -103,14 +116,15 @@ def _mean_error_run(features: np.ndarray, t: FrameTable) -> float:
 # -- accuracy and shape ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("target", [12.0, 20.6, 37.5, 60.0, 90.0])
-def test_accuracy_within_one_point(table, target):
-    f = simulate_softmax(table, target, seed=1)
+def test_accuracy_within_one_point(table, target, model):
+    f = simulate_softmax(table, target, seed=1, model=model)
     assert abs(_accuracy(f, table.labels) - target) <= 1.0
 
 
 @pytest.mark.realdata
-def test_accuracy_within_one_point_on_real_breakfast(breakfast, breakfast_sim):
+def test_accuracy_within_one_point_on_real_breakfast(breakfast, breakfast_sim, breakfast_ar1):
     assert abs(_accuracy(breakfast_sim, breakfast.labels) - 20.6) <= 1.0
     # not a global average hiding a lopsided model: it holds on each half of the videos
     # (different participants) to within sampling noise
@@ -119,29 +133,44 @@ def test_accuracy_within_one_point_on_real_breakfast(breakfast, breakfast_sim):
         assert abs(_accuracy(breakfast_sim[lo:hi], breakfast.labels[lo:hi]) - 20.6) < 5.0
     f = simulate_softmax(breakfast, 36.1, seed=3)
     assert abs(_accuracy(f, breakfast.labels) - 36.1) <= 1.0
+    assert abs(_accuracy(breakfast_ar1, breakfast.labels) - 20.6) <= 1.0
 
 
-def test_rows_are_probability_vectors(table):
-    f = simulate_softmax(table, 30.0, seed=0)
+@pytest.mark.parametrize("model", MODELS)
+def test_rows_are_probability_vectors(table, model):
+    f = simulate_softmax(table, 30.0, seed=0, model=model)
     assert f.dtype == np.float32 and f.shape == (table.num_frames, len(CLASSES))
     assert f.flags.c_contiguous
     assert np.all(f >= 0)
     np.testing.assert_allclose(f.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_confidence_calibrated_by_default_and_temperature_keeps_argmax(table):
-    f = simulate_softmax(table, 40.0, seed=0)
-    assert abs(float(f.max(axis=1).mean()) - 0.40) < 0.02
-    hot = simulate_softmax(table, 40.0, seed=0, temperature=0.1)
-    cold = simulate_softmax(table, 40.0, seed=0, temperature=10.0)
+@pytest.mark.parametrize(
+    ("model", "kwargs", "tolerance"),
+    [
+        ("ar1", {}, 0.02),  # the temperature is fitted to it
+        ("segment", {"boundary_s": 0.0}, 0.02),  # the exact posterior of its own model
+        # near boundaries the evidence blends two classes the posterior does not know
+        # about: somewhat overconfident, as real CNNs are
+        ("segment", {}, 0.06),
+    ],
+)
+def test_confidence_calibrated_by_default_and_temperature_keeps_argmax(
+    table, model, kwargs, tolerance
+):
+    f = simulate_softmax(table, 40.0, seed=0, model=model, **kwargs)
+    assert abs(float(f.max(axis=1).mean()) - 0.40) < tolerance
+    hot = simulate_softmax(table, 40.0, seed=0, temperature=0.1, model=model)
+    cold = simulate_softmax(table, 40.0, seed=0, temperature=10.0, model=model)
     np.testing.assert_array_equal(hot.argmax(axis=1), cold.argmax(axis=1))
     assert hot.max(axis=1).mean() > 0.9 > 0.2 > cold.max(axis=1).mean()
 
 
-def test_deterministic_for_a_seed(table):
-    a = simulate_softmax(table, 25.0, seed=7)
-    b = simulate_softmax(table, 25.0, seed=7)
-    c = simulate_softmax(table, 25.0, seed=8)
+@pytest.mark.parametrize("model", MODELS)
+def test_deterministic_for_a_seed(table, model):
+    a = simulate_softmax(table, 25.0, seed=7, model=model)
+    b = simulate_softmax(table, 25.0, seed=7, model=model)
+    c = simulate_softmax(table, 25.0, seed=8, model=model)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a.argmax(axis=1), c.argmax(axis=1))
 
@@ -149,20 +178,55 @@ def test_deterministic_for_a_seed(table):
 # -- temporal correlation ----------------------------------------------------------------
 
 
-def test_errors_are_correlated_in_time(table):
-    corr = simulate_softmax(table, 30.0, seed=2, correlation_s=1.0)
-    iid = simulate_softmax(table, 30.0, seed=2, correlation_s=0.0)
+def test_ar1_errors_are_correlated_in_time(table):
+    corr = simulate_softmax(table, 30.0, seed=2, correlation_s=1.0, model="ar1")
+    iid = simulate_softmax(table, 30.0, seed=2, correlation_s=0.0, model="ar1")
     assert _lag1_correct(corr, table) > 0.4
     assert abs(_lag1_correct(iid, table)) < 0.05
     assert _mean_error_run(corr, table) > 1.8 * _mean_error_run(iid, table)
     # a longer correlation time makes confusions persist longer still
-    longer = simulate_softmax(table, 30.0, seed=2, correlation_s=4.0)
+    longer = simulate_softmax(table, 30.0, seed=2, correlation_s=4.0, model="ar1")
     assert _mean_error_run(longer, table) > _mean_error_run(corr, table)
 
 
+def test_segment_errors_persist_for_the_segment(table):
+    # most of the noise is drawn once per segment: even with i.i.d. within-segment noise
+    # a wrong class keeps winning, far longer than ar1's 1 s correlation makes it
+    seg = simulate_softmax(table, 30.0, seed=2, correlation_s=0.0)
+    ar1 = simulate_softmax(table, 30.0, seed=2, correlation_s=1.0, model="ar1")
+    assert _lag1_correct(seg, table) > 0.4
+    assert _mean_error_run(seg, table) > 1.5 * _mean_error_run(ar1, table)
+    # and it is the per-segment/per-video draw that does it: without it (and without the
+    # boundary blend) the errors are independent frame to frame
+    iid = simulate_softmax(
+        table, 30.0, seed=2, correlation_s=0.0, segment_share=0.0, video_share=0.0,
+        boundary_s=0.0,
+    )
+    assert abs(_lag1_correct(iid, table)) < 0.05
+
+
+def test_segment_posterior_carries_the_class_prior():
+    # one class fills 60 % of the frames: the prior alone gets 60 %, and a 70 % classifier
+    # predicts it far more often than a prior-free one (ar1) does
+    rng = np.random.default_rng(0)
+    made = []
+    for i in range(20):
+        labels = rng.choice(4, size=12, p=[0.6, 0.2, 0.1, 0.1])
+        made.append(VideoLabels(f"v{i:02d}", np.repeat(labels, 60), f"p{i % 4}"))
+    card = DatasetCard("prior", 15.0, ("a", "b", "c", "d"), None, "t", "0")
+    t = FrameTable.from_videos(card, made)
+    share = float(np.mean(t.labels == 0))
+    seg = simulate_softmax(t, 70.0, seed=0).argmax(axis=1)
+    ar1 = simulate_softmax(t, 70.0, seed=0, model="ar1").argmax(axis=1)
+    assert np.mean(seg == 0) > np.mean(ar1 == 0) + 0.05
+    with pytest.raises(ValueError, match="class prior alone"):
+        simulate_softmax(t, 100 * share - 1.0, seed=0)
+
+
 @pytest.mark.realdata
-def test_errors_correlated_on_real_breakfast(breakfast, breakfast_sim):
+def test_errors_correlated_on_real_breakfast(breakfast, breakfast_sim, breakfast_ar1):
     assert _lag1_correct(breakfast_sim, breakfast) > 0.4
+    assert _lag1_correct(breakfast_ar1, breakfast) > 0.4
 
 
 def test_ar1_noise_resets_at_video_starts():
@@ -226,8 +290,11 @@ def test_confusions_structured_by_shared_words(table):
 
 
 @pytest.mark.realdata
-def test_confusions_structured_on_real_breakfast(breakfast, breakfast_sim):
-    shared, other = _confusion_rates(breakfast_sim, breakfast)
+def test_confusions_structured_on_real_breakfast(breakfast, breakfast_ar1):
+    # ar1 (no prior): errors go to word-sharing classes. The segment model's errors at
+    # 20.6 % go mostly to the frequent classes (its prior); the toy test above covers its
+    # similarity structure
+    shared, other = _confusion_rates(breakfast_ar1, breakfast)
     assert shared > 1.8 * other
 
 
@@ -251,7 +318,12 @@ def test_default_accuracy_table():
         ({"accuracy": 30.0, "confusion": 1.0}, "confusion"),
         ({"accuracy": 30.0, "correlation_s": -1.0}, "correlation_s"),
         ({"accuracy": 30.0, "temperature": 0.0}, "temperature"),
-        ({"accuracy": 2.0}, "below what pure noise gives"),
+        ({"accuracy": 2.0, "model": "ar1"}, "below what pure noise gives"),
+        ({"accuracy": 2.0}, "below what the class prior alone gives"),
+        ({"accuracy": 30.0, "model": "hmm"}, "unknown simulation model 'hmm'"),
+        ({"accuracy": 30.0, "segment_share": 0.9}, "segment_share and video_share"),
+        ({"accuracy": 30.0, "video_share": -0.1}, "segment_share and video_share"),
+        ({"accuracy": 30.0, "boundary_s": -1.0}, "boundary_s"),
     ],
 )
 def test_bad_parameters(table, kwargs, message):
@@ -259,15 +331,32 @@ def test_bad_parameters(table, kwargs, message):
         simulate_softmax(table, seed=0, **kwargs)
 
 
-def test_card_records_how_features_were_made(table):
-    out = simulate(table, 33.0, seed=5, correlation_s=0.5, confusion=0.25)
+@pytest.mark.parametrize("model", MODELS)
+def test_card_records_how_features_were_made(table, model):
+    out = simulate(table, 33.0, seed=5, correlation_s=0.5, confusion=0.25, model=model)
     d = out.card.features
-    assert d["kind"] == "simulated" and d["version"]
+    assert d["kind"] == "simulated" and d["model"] == model and d["version"]
     assert d["accuracy_target"] == 33.0
     assert d["accuracy_achieved"] == pytest.approx(_accuracy(out.features, out.labels), abs=1e-3)
+    assert abs(d["accuracy_achieved"] - 33.0) <= 0.5
     assert (d["seed"], d["correlation_s"], d["confusion"], d["dim"]) == (5, 0.5, 0.25, 12)
     assert 0 < d["rho"] < 1 and d["temperature"] > 0
+    if model == "segment":
+        assert (d["segment_share"], d["video_share"], d["boundary_s"]) == (
+            DEFAULT_SEGMENT_SHARE, DEFAULT_VIDEO_SHARE, DEFAULT_BOUNDARY_S,
+        )
+        assert d["within_share"] == pytest.approx(1 - d["segment_share"] - d["video_share"])
+        assert d["scale"] > 0 and d["temperature"] == 1.0
     np.testing.assert_array_equal(out.labels, table.labels)  # labels untouched
+
+
+def test_ar1_is_unchanged_by_the_new_default(table):
+    """`--model ar1` is the model as it was (version 1): same draws, same numbers."""
+    f = simulate_softmax(table, 30.0, seed=4, model="ar1")
+    assert f.dtype == np.float32
+    assert VERSIONS["ar1"] == "1"
+    # its exact-quantile calibration: within one frame of the target
+    assert abs(_accuracy(f, table.labels) - 30.0) <= 100.0 / table.num_frames
 
 
 def test_simulate_without_accuracy_needs_a_known_dataset(table):
@@ -293,13 +382,46 @@ def test_cli_end_to_end(table, tmp_path):
             "--correlation-s", "0.5", "--confusion", "0.3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "simulated accuracy 20.60%" in res.output
+    said = r"simulated accuracy 20\.(5[5-9]|6[0-5])% \(target 20\.6%, model segment"
+    assert re.search(said, res.output)
+    assert "segment consensus" in res.output and "(no split)" in res.output
     back = read_table(out)
-    assert back.card.features["accuracy_target"] == 20.6
-    assert abs(_accuracy(back.features, back.labels) - 20.6) <= 1.0
+    f = back.card.features
+    assert f["accuracy_target"] == 20.6 and f["model"] == "segment"
+    assert abs(_accuracy(back.features, back.labels) - 20.6) <= 0.5
+    # the measured statistics travel in the card (no split here: no recalibration)
+    cal = f["calibration"]
+    assert cal["frame_accuracy"] == pytest.approx(_accuracy(back.features, back.labels), abs=1e-3)
+    assert cal["segments"] > 0 and cal["recalibration_gain"] is None
     np.testing.assert_array_equal(
         back.features, simulate_softmax(table, 20.6, 3, correlation_s=0.5, confusion=0.3)
     )
+    # --model ar1: today's model, exactly
+    out1 = tmp_path / "sim" / "ar1.parquet"
+    res = CliRunner().invoke(app, [*args[:3], str(out1), *args[4:], "--model", "ar1"])
+    assert res.exit_code == 0, res.output
+    assert "simulated accuracy 20.60% (target 20.6%, model ar1" in res.output
+    np.testing.assert_array_equal(
+        read_table(out1).features,
+        simulate_softmax(table, 20.6, 3, correlation_s=0.5, confusion=0.3, model="ar1"),
+    )
+
+
+def test_cli_report_measures_existing_features(table, tmp_path):
+    from study.cli import app
+
+    src = write_table(simulate(table, 30.0, seed=1), tmp_path / "toy.parquet")
+    before = sorted(tmp_path.iterdir())
+    res = CliRunner().invoke(app, ["simulate", str(src), "--report"])
+    assert res.exit_code == 0, res.output
+    assert "frame accuracy      30." in res.output and "segment consensus" in res.output
+    assert sorted(tmp_path.iterdir()) == before  # writes nothing
+    # a table without features, and a missing --out, are data errors
+    bare = write_table(table, tmp_path / "bare.parquet")
+    res = CliRunner().invoke(app, ["simulate", str(bare), "--report"])
+    assert res.exit_code == 2 and "no features column" in res.stderr
+    res = CliRunner().invoke(app, ["simulate", str(bare)])
+    assert res.exit_code == 2 and "--out is required" in res.stderr
 
 
 def test_cli_errors_are_data_errors_and_write_nothing(table, tmp_path):
