@@ -395,8 +395,11 @@ def budget_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
     cols = ["target", "target_split", "arrangement", "seed", "source", "by", "estimate",
             "rank", "decision", "trained", "value"]
     df = pd.DataFrame(rows, columns=cols)
-    return df.sort_values(["target", "target_split", "arrangement", "seed", "rank", "source"],
-                          ignore_index=True)
+    # "r/n" as a number (undecided last), so rank 10 sorts after rank 2
+    order = [int(r.split("/")[0]) if r else 1 << 30 for r in df["rank"]]
+    df = df.assign(_r=order).sort_values(
+        ["target", "target_split", "arrangement", "seed", "_r", "source"], ignore_index=True)
+    return df.drop(columns="_r")
 
 
 def simulated_choices(transferability_rows: Any, per_target: int, by: str) -> Any:
