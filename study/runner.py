@@ -428,6 +428,9 @@ def _fit(state: Any, callback: Any, trainable: type, spec: Any, loaded: LoadedSt
     storage = storage_path or spec.storage_path
     if storage and "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
+    from .uri import leave_job_dir
+
+    leave_job_dir()  # Ray may replace a job's working dir; every path is absolute by now
     from ray import tune
 
     from .scheduling import StudyScheduler, StudySearcher

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "TRACKING_URI_ENV",
     "check_store_outlives_job",
+    "leave_job_dir",
     "open_study_at",
     "ray_job_dir",
     "resolve_tracking_uri",
@@ -59,7 +60,10 @@ def resolve_tracking_uri(explicit: str | None = None, spec_uri: str | None = Non
 def ray_job_dir(cwd: str | Path | None = None) -> Path | None:
     """The Ray job's temporary working directory that ``cwd`` lies in (a ``_ray_pkg_*``
     folder, as made by ``--working-dir``), else None."""
-    p = Path.cwd() if cwd is None else Path(cwd)
+    try:
+        p = Path.cwd() if cwd is None else Path(cwd)
+    except FileNotFoundError:  # the folder we were in is gone: not one we can stay in
+        return None
     parts = p.parts
     for i, part in enumerate(parts):
         if part.startswith(_RAY_PKG_PREFIX):
@@ -91,6 +95,19 @@ def check_store_outlives_job(uri: str, *, cwd: str | Path | None = None,
             f"directory{where}: every run would vanish with the Ray session. Pass "
             f"--tracking-uri (or set {TRACKING_URI_ENV} in the job's runtime_env) to a "
             f"tracking server (http://HEAD:5000) or an absolute sqlite:////PATH on the head")
+
+
+def leave_job_dir(environ: Mapping[str, str] | None = None) -> None:
+    """In a Ray job, move the driver out of its working directory (to the temp folder).
+
+    That folder is Ray's package cache: Ray may replace it while the job runs (seen with
+    two nodes on one host), leaving the process in a deleted folder where Tune's
+    ``os.getcwd()`` fails. Call it once every relative path has been made absolute."""
+    env = os.environ if environ is None else environ
+    if _in_ray_job(env) or ray_job_dir() is not None:
+        import tempfile
+
+        os.chdir(tempfile.gettempdir())
 
 
 def open_study_at(path: str | Path, data_root: str | Path | None = None, *,

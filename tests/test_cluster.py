@@ -181,6 +181,9 @@ def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
         # without --tracking-uri the default SQLite file would vanish with the job's dir
         job = submit("--data-root", str(project))
         assert job.returncode != 0 and "--tracking-uri" in job.stdout + job.stderr, job.stdout
+        # a package of its own: Ray cleans up the refused jobs' copy of the same package
+        # asynchronously, which on this one-host cluster is also this job's working dir
+        (project / "attempt.txt").write_text("3\n")
         job = submit("--data-root", str(project), "--tracking-uri", store)
         assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-3000:] + cluster.logs()
         assert "study cluster" in job.stdout and "FINISHED" in job.stdout
