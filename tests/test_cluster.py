@@ -187,7 +187,6 @@ def test_study_on_a_two_node_cluster_via_job_submission(tmp_path):
         job = submit("--data-root", str(project), "--tracking-uri", store)
         assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-3000:] + cluster.logs()
         assert "study cluster" in job.stdout and "FINISHED" in job.stdout
-        assert "View run" not in job.stdout
 
         loaded = open_study(spec_path)
         plan = make_plan(loaded.spec, loaded.cards)
