@@ -41,10 +41,9 @@ are; every other row and column keeps the fresh initialisation. Anything else ra
 state carried (in chunks, batched over videos sorted by length; a video leaves the batch when
 it ends), optionally resetting the state every ``history`` frames (``eval_reset``). It predicts
 among the evaluated dataset's own classes only (argmax over ``restrict(logits, its map)``).
-Metrics are :func:`trainables.metrics.evaluate`'s, in percent, with MS-TCN's background
-convention for edit and F1 (:func:`trainables.metrics.mstcn_background`: only a class named
-exactly ``background`` is left out, so Breakfast's ``SIL`` segments count, as in the published
-MS-TCN numbers); ``input_acc`` is the frame
+Metrics are :func:`trainables.metrics.evaluate`'s, in percent; edit and F1 count every class,
+the background included, on every dataset (:func:`trainables.metrics.segment_background`: the
+one rule, as MS-TCN's published Breakfast numbers count ``SIL``); ``input_acc`` is the frame
 accuracy of the argmax of the input features alone (the paper's "CNN" column), or None when
 the features are not class scores.
 
@@ -83,7 +82,7 @@ import torch.nn.functional as F
 from data_prep.errors import DataError
 from data_prep.table import FrameTable, read_card, read_table
 
-from .arrangements import Arrangement, LabelSpace, make_arrangement, restrict
+from .arrangements import ARRANGEMENTS, Arrangement, LabelSpace, make_arrangement, restrict
 from .job import (
     Checkpoint,
     CheckpointError,
@@ -713,7 +712,7 @@ class TrainRun:
                 trainer = Trainer(cfg, arr, target, source, batches="joint")
             elif mode == "transfer":
                 trainer = Trainer(cfg, arr, target)
-            elif kind == "multiple_random":  # pretrain in the joint space with the k maps
+            elif ARRANGEMENTS[kind].multi:  # pretrain in the joint space with the k maps
                 trainer = Trainer(cfg, arr, None, source, batches="source")
             else:  # pretrain in the source's own space: reusable for every target
                 trainer = Trainer(cfg, make_arrangement("identity", source_space), source)
@@ -738,7 +737,7 @@ class TrainRun:
             kind = spec.arrangement_kind
             cfg = spec.lstm_config()
             a = self.trainer.arrangement
-            if kind == "multiple_random":
+            if ARRANGEMENTS[kind].multi:
                 pre = Trainer(cfg, a, None, self.source, batches="source")
             else:
                 pre = Trainer(cfg, make_arrangement("identity", a.source), self.source)
