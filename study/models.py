@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_NAME", "LSTMPyfunc", "log_lstm_model", "register_model"]
+__all__ = ["MODEL_NAME", "LSTMPyfunc", "log_lstm_model", "register_model", "using_tracking_uri"]
 
 #: the run-relative name every logged LSTM model has (``runs:/<run id>/model``)
 MODEL_NAME = "model"
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - mlflow is installed with the package
 
 
 @contextlib.contextmanager
-def _tracking_uri(uri: str | None) -> Iterator[None]:
+def using_tracking_uri(uri: str | None) -> Iterator[None]:
     """MLflow's fluent API (``start_run``, ``register_model``) reads a process-global URI, and
     ``mlflow.set_tracking_uri`` also exports it as ``$MLFLOW_TRACKING_URI``: set it only for the
     call and restore both, so logging a model never changes which store a later study (or the
@@ -90,7 +90,7 @@ def log_lstm_model(run_id: str, checkpoint: str | Path, tracking_uri: str | None
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c))]),
     )
-    with _tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
+    with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
         mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=LSTMPyfunc(),
@@ -109,5 +109,5 @@ def register_model(model_uri: str, name: str, tracking_uri: str | None = None) -
     """Register ``model_uri`` under ``name`` (a new version); returns the ModelVersion."""
     import mlflow
 
-    with _tracking_uri(tracking_uri):
+    with using_tracking_uri(tracking_uri):
         return mlflow.register_model(model_uri, name)

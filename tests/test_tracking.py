@@ -466,7 +466,10 @@ def test_ui_view_and_register_through_the_cli(tmp_path, monkeypatch):
     assert "two synthetic kitchens" in exp.tags["mlflow.note.content"]
     for rid in rids.values():  # every task's final LSTM is a loadable model; runs stay ended
         assert client.get_run(rid).info.status == "FINISHED"
-    model = mlflow.pyfunc.load_model(f"runs:/{rids['finetune']}/model")
+    from study.models import using_tracking_uri
+
+    with using_tracking_uri(uri):  # runs:/ URIs resolve against the process's store
+        model = mlflow.pyfunc.load_model(f"runs:/{rids['finetune']}/model")
     assert model.metadata.metadata["input_dim"] == 4
 
     # a trial ASHA stopped: its name says so (once)
@@ -481,7 +484,8 @@ def test_ui_view_and_register_through_the_cli(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines()[-1] == f"models:/ui-{b}/1"
     assert rids["finetune"] in res.stdout
-    registered = mlflow.pyfunc.load_model(f"models:/ui-{b}/1")
+    with using_tracking_uri(uri):
+        registered = mlflow.pyfunc.load_model(f"models:/ui-{b}/1")
     assert registered.metadata.metadata["classes"] == model.metadata.metadata["classes"]
     res = CliRunner().invoke(app, ["register", str(path), "--target", a])
     assert res.exit_code == 2 and "no transfer run into" in res.output
