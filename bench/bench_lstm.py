@@ -34,7 +34,8 @@ import torch
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
-from trainables.lstm_job import LSTMConfig, SplitData, Trainer
+from trainables.lstm_data import SplitData
+from trainables.lstm_job import LSTMConfig, Trainer
 
 CLASSES, HIDDEN, BATCH, HISTORY = 48, 128, 128, 300
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

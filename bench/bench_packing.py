@@ -47,7 +47,8 @@ import torch
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
 from trainables.lstm_config import LSTMConfig
-from trainables.lstm_job import SplitData, Trainer
+from trainables.lstm_data import SplitData
+from trainables.lstm_job import Trainer
 from trainables.packed_lstm import PackedTrainer
 
 CLASSES = 48

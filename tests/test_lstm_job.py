@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from data_prep.errors import DataError
-from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, write_table
+from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, read_table, write_table
 from trainables import lstm_job as engine
 from trainables.arrangements import LabelSpace, make_arrangement, restrict
+from trainables.lstm_data import SplitData
 from trainables.lstm_job import (
     CheckpointMismatch,
     ConfigError,
     LSTMConfig,
-    SplitData,
     Trainer,
     TrainRun,
     TrainSpec,
@@ -443,7 +443,7 @@ def test_a_run_whose_loss_diverges_raises_instead_of_reporting(tables):
 
 def test_history_longer_than_every_training_video_is_refused_at_start(tables):
     t, s = tables
-    longest = int(max(np.diff(engine.read_table(t).offsets)))
+    longest = int(max(np.diff(read_table(t).offsets)))
     with pytest.raises(ConfigError, match=f"the longest has {longest} frames") as e:
         TrainRun.create({"target_path": t, **small(history=longest + 1)})
     assert "history" in str(e.value) and "tgt split1" in str(e.value)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
 from trainables.lstm_config import LSTMConfig
-from trainables.lstm_job import SplitData, Trainer, load_checkpoint
+from trainables.lstm_data import SplitData
+from trainables.lstm_job import Trainer, load_checkpoint
 from trainables.lstm_model import FramewiseLSTM
 from trainables.packed_lstm import PackedAdam, PackedLSTM, PackedTrainer, member_keys
 from trainables.sampler import IGNORE

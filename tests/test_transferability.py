@@ -13,7 +13,8 @@ from scipy.stats import kendalltau, multivariate_normal, spearmanr
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import LabelSpace, make_arrangement
-from trainables.lstm_job import LSTMConfig, SplitData, Trainer
+from trainables.lstm_data import SplitData
+from trainables.lstm_job import LSTMConfig, Trainer
 from trainables.transferability import (
     ESTIMATORS,
     _class_evidence,

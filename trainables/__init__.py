@@ -11,9 +11,9 @@ Ray until they are used.
   one that does not fit the run).
 - LSTM: ``lstm_config`` (:class:`LSTMConfig`, :class:`TrainSpec`; no torch),
   ``lstm_model`` (:class:`FramewiseLSTM`, cells ``cudnn`` and ``peephole``), ``sampler``
-  (:class:`SubsequenceSampler`, :func:`split_batch`), ``lstm_job`` (:class:`Trainer`,
-  :class:`TrainRun`, :class:`SplitData`, :func:`load_checkpoint`, :func:`save_checkpoint`),
-  ``lstm_trainable`` (:class:`LSTMTrainable`, imports Ray), ``lstm_cli``
+  (:class:`SubsequenceSampler`, :func:`split_batch`), ``lstm_data`` (:class:`SplitData`),
+  ``lstm_job`` (:class:`Trainer`, :class:`TrainRun`, :func:`load_checkpoint`,
+  :func:`save_checkpoint`), ``lstm_trainable`` (:class:`LSTMTrainable`, imports Ray), ``lstm_cli``
   (``kitchen-study train``).
 - CNN: ``cnn_config`` (:class:`CNNConfig`, :class:`CNNSpec`; no torch), ``cnn_model``,
   ``frames`` (video readers), ``cnn_data`` (frame streams), ``cnn_job`` (:class:`CNNTrainer`,
@@ -71,7 +71,7 @@ _WHERE = {
     "LSTMConfig": "lstm_config",
     "TrainSpec": "lstm_config",
     "LSTMCheckpoint": "lstm_job",
-    "SplitData": "lstm_job",
+    "SplitData": "lstm_data",
     "TrainRun": "lstm_job",
     "Trainer": "lstm_job",
     "load_checkpoint": "lstm_job",

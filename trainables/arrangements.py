@@ -133,6 +133,12 @@ class LabelSpace:
     def size(self) -> int:
         return len(self.classes)
 
+    def same_vocabulary(self, other: LabelSpace | None) -> bool:
+        """Same classes in the same order and the same background; the dataset name may
+        differ (e.g. the same dataset prepared with other features)."""
+        return (other is not None and self.classes == tuple(other.classes)
+                and self.background == other.background)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "classes": list(self.classes), "background": self.background}
 
@@ -216,29 +222,30 @@ def _first_entries(small: LabelSpace, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(small.size).astype(np.int64)
 
 
-class _Identity:
-    name = "identity"
-    needs_source = False
-    seeded = False
-    multi = False
-    shared = False
-    paper = True
-    pins_background = False
+@dataclass(frozen=True)
+class _Kind:
+    """A registered kind's flags (documented on :class:`ArrangementKind`); each subclass
+    adds the ``build`` of one equation. The defaults are those of a shared two-dataset kind
+    of the paper; a pinned deviation is the same class registered with ``paper=False,
+    pins_background=True``, so its maps come from the same code as the paper's."""
 
+    name: str
+    needs_source: bool = True
+    seeded: bool = False
+    multi: bool = False
+    shared: bool = True
+    paper: bool = True
+    pins_background: bool = False
+
+
+class _Identity(_Kind):
     def build(self, target, source, rng, k):
         return target.size, _arange(target.size), np.zeros((0, 0), dtype=np.int64)
 
 
-class _Merged:
-    """Equation 2: label ``i`` of the smaller space is label ``i`` of the larger."""
-
-    name = "merged"
-    needs_source = True
-    seeded = False
-    multi = False
-    shared = True
-    paper = True
-    pins_background = False
+class _Merged(_Kind):
+    """Equation 2: label ``i`` of the smaller space is label ``i`` of the larger. Pinned:
+    background onto background first, the other labels in index order."""
 
     def build(self, target, source, rng, k):
         paired = self.pins_background and _paired(target, source)
@@ -247,99 +254,46 @@ class _Merged:
         return source.size, _in_order(target, source, paired), _arange(source.size)[None]
 
 
-class _MergedPinned(_Merged):
-    """Deviation: background onto background, the other labels in index order."""
+class _Random(_Kind):
+    """Equation 3, ``k`` times for a ``multi`` kind (else once: ``random`` draws what
+    ``multiple_random`` draws first for the same seed): each map sends the smaller space's
+    labels to a random permutation of the larger space's first ``l`` entries. Pinned:
+    background onto background, the other labels onto random indices anywhere in the
+    larger space."""
 
-    name = "merged_pinned"
-    paper = False
-    pins_background = True
-
-
-class _MultipleRandom:
-    """Equation 3, ``k`` times: each map sends the smaller space's labels to a random
-    permutation of the larger space's first ``l`` entries."""
-
-    name = "multiple_random"
-    needs_source = True
-    seeded = True
-    multi = True
-    shared = True
-    paper = True
-    pins_background = False
+    def _draw(self, small: LabelSpace, large: LabelSpace, rng: np.random.Generator
+              ) -> np.ndarray:
+        """One random map of ``small`` into ``large``."""
+        if self.pins_background:
+            return _at_random(small, large, _paired(small, large), rng)
+        return _first_entries(small, rng)
 
     def build(self, target, source, rng, k):
+        k = k if self.multi else 1
         if target.size >= source.size:
-            maps = [_first_entries(source, rng) for _ in range(k)]
+            maps = [self._draw(source, target, rng) for _ in range(k)]
             return target.size, _arange(target.size), np.stack(maps)
-        # Target smaller: its map is drawn once (as `random` draws it) and stays fixed, so
-        # evaluation is well defined. Arrangement r (target label i <-> source label
-        # p_r(i), p_r a permutation of the first l source labels) is expressed by moving
-        # the source instead: source label p_r(i) goes where target i sits, p_0(i). So map
-        # r permutes the source's first l labels among themselves; labels >= l stay put.
-        p0 = _first_entries(target, rng)
+        # Target smaller: its map is drawn once and stays fixed, so evaluation is well
+        # defined; the augmentation varies the correspondence by moving the source instead.
+        target_map = self._draw(target, source, rng)
         maps = [_arange(source.size)]
         for _ in range(k - 1):
-            pr = _first_entries(target, rng)
-            m = _arange(source.size)
-            m[pr] = p0
-            maps.append(m)
-        return source.size, p0, np.stack(maps)
-
-
-class _Random(_MultipleRandom):
-    """Equation 3 (``multiple_random`` with one map: same draws for the same seed)."""
-
-    name = "random"
-    multi = False
-
-    def build(self, target, source, rng, k):
-        return super().build(target, source, rng, 1)
-
-
-class _MultipleRandomPinned:
-    """Deviation (kitchen-study before issue 10): background onto background, the other
-    labels onto random indices anywhere in the larger space."""
-
-    name = "multiple_random_pinned"
-    needs_source = True
-    seeded = True
-    multi = True
-    shared = True
-    paper = False
-    pins_background = True
-
-    def build(self, target, source, rng, k):
-        paired = _paired(target, source)
-        if target.size >= source.size:
-            maps = [_at_random(source, target, paired, rng) for _ in range(k)]
-            return target.size, _arange(target.size), np.stack(maps)
-        # Target smaller: its map is drawn once (as `random_pinned` draws it) and stays
-        # fixed; the augmentation permutes the source's own indices (keeping the shared
-        # background in place), i.e. varies the correspondence.
-        target_map = _at_random(target, source, paired, rng)
-        maps = [_arange(source.size)]
-        maps += [_at_random(source, source, paired, rng) for _ in range(k - 1)]
+            if self.pins_background:
+                # a random permutation of the source's own indices (shared background kept)
+                maps.append(_at_random(source, source, _paired(target, source), rng))
+            else:
+                # arrangement r (target label i <-> source label p_r(i), p_r a permutation
+                # of the first l source labels): source label p_r(i) goes where target i
+                # sits, p_0(i); so map r permutes the source's first l labels among
+                # themselves and labels >= l stay put
+                m = _arange(source.size)
+                m[_first_entries(target, rng)] = target_map
+                maps.append(m)
         return source.size, target_map, np.stack(maps)
 
 
-class _RandomPinned(_MultipleRandomPinned):
-    name = "random_pinned"
-    multi = False
-
-    def build(self, target, source, rng, k):
-        return super().build(target, source, rng, 1)
-
-
-class _Concat:
+class _Concat(_Kind):
     """Equation 4: target at ``[0, l)``, source at ``[l, l + m)``."""
-
-    name = "concat"
-    needs_source = True
-    seeded = False
-    multi = False
-    shared = False
-    paper = True
-    pins_background = False
 
     def build(self, target, source, rng, k):
         nt, ns = target.size, source.size
@@ -349,8 +303,15 @@ class _Concat:
 ARRANGEMENTS: dict[str, ArrangementKind] = {
     kind.name: kind
     for kind in (
-        _Identity(), _Merged(), _Random(), _MultipleRandom(), _Concat(),
-        _MergedPinned(), _RandomPinned(), _MultipleRandomPinned(),
+        _Identity("identity", needs_source=False, shared=False),
+        _Merged("merged"),
+        _Random("random", seeded=True),
+        _Random("multiple_random", seeded=True, multi=True),
+        _Concat("concat", shared=False),
+        _Merged("merged_pinned", paper=False, pins_background=True),
+        _Random("random_pinned", seeded=True, paper=False, pins_background=True),
+        _Random("multiple_random_pinned", seeded=True, multi=True, paper=False,
+                pins_background=True),
     )
 }
 
@@ -441,6 +402,21 @@ class Arrangement:
     def k(self) -> int:
         """Number of source maps (0 without a source)."""
         return int(self.source_maps.shape[0])
+
+    def same_joint_space(self, other: Arrangement) -> bool:
+        """Same kind, dim, maps and label vocabularies (:meth:`LabelSpace.same_vocabulary`):
+        a model trained in one runs in the other. Dataset names and the seed may differ
+        (the maps already say what the seed drew)."""
+        if (self.source is None) != (other.source is None):
+            return False
+        return (
+            self.kind == other.kind
+            and self.dim == other.dim
+            and self.target.same_vocabulary(other.target)
+            and (self.source is None or self.source.same_vocabulary(other.source))
+            and np.array_equal(self.target_map, other.target_map)
+            and np.array_equal(self.source_maps, other.source_maps)
+        )
 
     def signature(self) -> str:
         """A stable short id: ``kind-l[+m]-d<dim>[-s<seed>][-k<k>]-<hash>``.

@@ -7,7 +7,8 @@ Layers, from the inside out:
   training job needs (data, split, mode, arrangement, iterations, evaluation points) and is
   the config of :class:`trainables.lstm_trainable.LSTMTrainable` and of ``kitchen-study train``.
   Both are validated: an unknown key or a bad value raises :class:`ConfigError` naming it.
-- :class:`SplitData`: a frame table and one of its splits, resident on the training device.
+- :class:`~trainables.lstm_data.SplitData` (its own module): a frame table and one of its
+  splits, resident on the training device.
 - :class:`Trainer`: a model, its optimiser and sampler in one label arrangement;
   ``train(n)``, ``evaluate()``, ``state_dict()`` / ``restore(checkpoint)`` /
   ``init_from(checkpoint)`` (weight transfer).
@@ -79,8 +80,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_prep.errors import DataError
-from data_prep.table import FrameTable, read_card, read_table
+from data_prep.table import read_card
 
 from .arrangements import ARRANGEMENTS, Arrangement, LabelSpace, make_arrangement, restrict
 from .job import (
@@ -94,6 +94,7 @@ from .job import (
     write_checkpoint,
 )
 from .lstm_config import LSTMConfig, TrainSpec
+from .lstm_data import SplitData
 from .lstm_model import FramewiseLSTM
 from .metrics import evaluate as evaluate_metrics
 from .metrics import frame_accuracy, segment_background
@@ -109,7 +110,6 @@ __all__ = [
     "LSTMCheckpoint",
     "LSTMConfig",
     "NonFiniteLoss",
-    "SplitData",
     "TrainRun",
     "TrainSpec",
     "Trainer",
@@ -155,93 +155,8 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-# -- data on the device --------------------------------------------------------------------
-
-
-@dataclass
-class SplitData:
-    """A frame table and one split of it, with features and labels on ``device``."""
-
-    table: FrameTable
-    split: str
-    train: np.ndarray
-    test: np.ndarray
-    space: LabelSpace
-    features: torch.Tensor
-    labels: torch.Tensor
-    path: Path | None = None
-
-    @classmethod
-    def load(
-        cls,
-        table: FrameTable | str | Path,
-        split: int | str,
-        device: torch.device | str = "cpu",
-    ) -> SplitData:
-        path = None
-        if not isinstance(table, FrameTable):
-            path = Path(table)
-            table = read_table(path)
-        if table.features is None:
-            raise DataError(
-                "the table has no features column (the LSTM's input); add simulated softmax "
-                "with `kitchen-study simulate` or a CNN's with `kitchen-study cnn export`",
-                path,
-            )
-        key: int | str = int(split) if isinstance(split, str) and split.isdigit() else split
-        try:
-            train, test = table.split_indices(key)
-        except KeyError as e:
-            raise ConfigError(e.args[0]) from None
-        name = table.card.split(key).name
-        if len(train) == 0 or len(test) == 0:
-            raise DataError(f"split {name} has no training or no test videos", path)
-        device = torch.device(device)
-        return cls(
-            table=table,
-            split=name,
-            train=train,
-            test=test,
-            space=LabelSpace.from_card(table.card),
-            features=torch.as_tensor(table.features).to(device),
-            labels=torch.as_tensor(table.labels.astype(np.int64)).to(device),
-            path=path,
-        )
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self.features.shape[1])
-
-    @property
-    def mapped(self) -> bool:
-        """Features are class scores over this dataset's classes (mapped like the labels)."""
-        return self.feature_dim == self.space.size
-
-    def describe(self) -> str:
-        return f"{self.space.name} {self.split}"
-
-
-def _same_space(a: LabelSpace | None, b: LabelSpace | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return tuple(a.classes) == tuple(b.classes) and a.background == b.background
-
-
 def _space_str(s: LabelSpace | None) -> str:
     return "none" if s is None else f"{s.name!r} ({s.size} classes)"
-
-
-def _same_arrangement(a: Arrangement, b: Arrangement) -> bool:
-    """Same joint space: kind, dim, maps and label vocabularies (dataset names may differ,
-    e.g. the same dataset prepared with other features)."""
-    return (
-        a.kind == b.kind
-        and a.dim == b.dim
-        and _same_space(a.target, b.target)
-        and _same_space(a.source, b.source)
-        and np.array_equal(a.target_map, b.target_map)
-        and np.array_equal(a.source_maps, b.source_maps)
-    )
 
 
 def _arrangement_str(a: Arrangement) -> str:
@@ -333,7 +248,7 @@ class Trainer:
         if batches in ("target", "joint"):
             if target is None:
                 raise ValueError(f"{batches!r} batches need target data")
-            if not _same_space(target.space, a.target):
+            if not target.space.same_vocabulary(a.target):
                 raise ConfigError(
                     f"target data {target.describe()} is not the arrangement's target "
                     f"({_arrangement_str(a)})"
@@ -341,7 +256,7 @@ class Trainer:
         if batches in ("joint", "source"):
             if source is None or a.source is None:
                 raise ValueError(f"{batches!r} batches need source data and arrangement")
-            if not _same_space(source.space, a.source):
+            if not source.space.same_vocabulary(a.source):
                 raise ConfigError(
                     f"source data {source.describe()} is not the arrangement's source "
                     f"({_arrangement_str(a)})"
@@ -559,7 +474,7 @@ class Trainer:
         """Resume exactly: model, optimiser, sampler RNG and iteration from ``ckpt``."""
         self._check_shape(ckpt)
         theirs = ckpt.arrangement
-        if not _same_arrangement(theirs, self.arrangement) or (
+        if not theirs.same_joint_space(self.arrangement) or (
             int(ckpt.meta["input_dim"]) != self.input_dim
         ):
             raise CheckpointMismatch(
@@ -580,7 +495,7 @@ class Trainer:
         self._check_shape(ckpt)
         theirs = ckpt.state["model"]
         a, ca = self.arrangement, ckpt.arrangement
-        if _same_arrangement(ca, a):
+        if ca.same_joint_space(a):
             if int(ckpt.meta["input_dim"]) != self.input_dim:
                 raise CheckpointMismatch(
                     f"{ckpt.where()} has input dim {ckpt.meta['input_dim']}, this run "
@@ -589,7 +504,7 @@ class Trainer:
             self.model.load_state_dict(theirs)
             return "same-space"
         single = ca.source is None
-        if not (single and a.source is not None and _same_space(ca.target, a.source)):
+        if not (single and ca.target.same_vocabulary(a.source)):
             expected = (
                 f"the same arrangement or the source's own space {_space_str(a.source)}"
                 if a.source is not None
