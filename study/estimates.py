@@ -10,7 +10,7 @@ Where and when (rules):
   (:func:`estimate_request`: the source table and split, for the label-structure score).
 * **What.** :func:`edge_estimates`: the feature-based scores (``logme``, ``leep``, ``nce``:
   the pre-trained source LSTM run forward over a sample of the target's training frames in
-  the edge's arrangement, ``trainables.transferability.source_responses``) and the
+  the edge's arrangement, ``trainables.transfer_responses.source_responses``) and the
   label-structure scores (``label_structure`` and its three parts). The short probe needs
   the baseline's loss at the same iteration, i.e. a second task's run; it is not computed
   by the runner.
@@ -79,13 +79,8 @@ def edge_estimates(run: TrainRun, source_labels: Sequence[Any],
     """Every estimate of one transfer edge (see the module doc), from the fine-tune's
     :class:`~trainables.lstm_job.TrainRun` before it trains: its target data, its
     arrangement and its ``init`` checkpoint (the pre-trained source)."""
-    from trainables.transferability import (
-        feature_scores,
-        frame_budget,
-        label_structure,
-        model_from_checkpoint,
-        source_responses,
-    )
+    from trainables.transfer_responses import model_from_checkpoint, source_responses
+    from trainables.transferability import feature_scores, frame_budget, label_structure
 
     spec, target, arr = run.spec, run.target, run.trainer.arrangement
     if run.init is None or target is None:
@@ -161,11 +156,12 @@ def transferability_table(study: Any, metric: str = "frame_acc") -> Any:
 
 
 def quality_table(table: Any, *, n_boot: int = 1000, seed: int = 0) -> Any:
-    """:func:`trainables.transferability.estimator_quality` over a
+    """:func:`trainables.estimator_quality.estimator_quality` over a
     :func:`transferability_table`: each estimator against the measured gains of the edges
     (one observation per edge: estimates and gains averaged over seeds), top-1 per target
     split (``target.target_split``)."""
-    from trainables.transferability import ESTIMATORS, estimator_quality
+    from trainables.estimator_quality import estimator_quality
+    from trainables.transferability import ESTIMATORS
 
     names = [c for c in table.columns if c in ESTIMATORS]
     targets = (table["target"].astype(str) + "." + table["target_split"].astype(str)).tolist()

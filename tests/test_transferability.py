@@ -13,25 +13,21 @@ from scipy.stats import kendalltau, multivariate_normal, spearmanr
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import LabelSpace, make_arrangement
+from trainables.estimator_quality import _kendall_rows, estimator_quality, top1_by_target
 from trainables.lstm_data import SplitData
 from trainables.lstm_job import LSTMConfig, Trainer
+from trainables.transfer_responses import model_from_checkpoint, source_responses, target_loss
 from trainables.transferability import (
     ESTIMATORS,
     _class_evidence,
-    _kendall_rows,
-    estimator_quality,
     feature_scores,
     frame_budget,
     label_structure,
     leep,
     logme,
-    model_from_checkpoint,
     nce,
     probe_iterations,
     probe_score,
-    source_responses,
-    target_loss,
-    top1_by_target,
 )
 
 

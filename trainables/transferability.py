@@ -1,25 +1,27 @@
 """Transferability estimates: which source will help a target, before the fine-tune is paid.
 
-Pure functions (numpy, scipy, pandas; torch only inside the helpers that run an LSTM). No Ray,
-no MLflow: the runner computes an edge's estimates with these and logs them as
-``estimate.<name>`` (names: :data:`ESTIMATORS`, the one registry of estimator names).
+Pure functions (numpy, scipy). No torch, no Ray, no MLflow: the runner computes an edge's
+estimates with these and logs them as ``estimate.<name>`` (names: :data:`ESTIMATORS`, the
+one registry of estimator names).
 
-Four families (details, costs and citations in each docstring and in docs/transferability.md):
+Three families of scores (details, costs and citations in each docstring and in
+docs/transferability.md), and two neighbouring modules:
 
 * **feature-based**, on the pre-trained source LSTM run over a budgeted sample of the target's
-  training frames in the edge's arrangement (:func:`source_responses`,
-  :func:`model_from_checkpoint`): :func:`logme` on its hidden states, :func:`leep` on its
-  output distribution, :func:`nce` on its argmax, all against the target labels;
+  training frames in the edge's arrangement (that run is
+  :mod:`trainables.transfer_responses`, budgeted by :func:`frame_budget`): :func:`logme` on
+  its hidden states, :func:`leep` on its output distribution, :func:`nce` on its argmax, all
+  against the target labels (:func:`feature_scores` computes the three);
 * **label structure**, no model at all: :func:`label_structure` compares the label dynamics
   of the two datasets under the arrangement (segment lengths, joint-space transitions for
   the shared kinds, a symbol-free entropy rate for ``concat``);
 * **short probe**: :func:`probe_score` on two loss curves (the runner obtains them with
-  :func:`target_loss`; see its docstring);
-* **validation**: :func:`estimator_quality` and :func:`top1_by_target` measure how well
-  estimates rank the measured gains (Spearman, Kendall tau-b, bootstrap CIs, top-1 hits).
+  :func:`trainables.transfer_responses.target_loss` after :func:`probe_iterations`);
+* **validation** of the estimators against measured gains is
+  :mod:`trainables.estimator_quality` (Spearman, Kendall tau-b, bootstrap CIs, top-1 hits).
 
 Orientation: every registered estimator says whether a HIGHER value predicts a larger gain
-(:attr:`Estimator.higher_is_better`); :func:`estimator_quality` orients each one by it, so a
+(:attr:`Estimator.higher_is_better`); ``estimator_quality`` orients each one by it, so a
 useful estimator always shows positive correlations.
 """
 
@@ -31,33 +33,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .arrangements import ARRANGEMENTS, Arrangement
 
-if TYPE_CHECKING:  # torch is imported where an LSTM runs: the scores and statistics need none
-    import torch
-
-    from .lstm_model import FramewiseLSTM
+if TYPE_CHECKING:
+    from .transfer_responses import SourceResponses
 
 __all__ = [
     "ESTIMATORS",
     "Estimator",
     "LabelStructure",
-    "SourceResponses",
-    "estimator_quality",
     "feature_scores",
     "frame_budget",
     "label_structure",
     "leep",
     "logme",
-    "model_from_checkpoint",
     "nce",
     "probe_iterations",
     "probe_score",
-    "source_responses",
-    "target_loss",
-    "top1_by_target",
 ]
 
 
@@ -288,278 +281,15 @@ def nce(source_labels: Any, labels: Any) -> float:
     return float((joint[nz] * np.log((joint / pz)[nz])).sum())
 
 
-@dataclass(frozen=True)
-class SourceResponses:
-    """What the source LSTM did on the sampled target frames (padding excluded).
-
-    ``hidden`` (n, H): the last LSTM layer's hidden state per frame; ``probs`` (n, Z): the
-    softmax over the model's own output classes (the source's classes for a pre-training in
-    the source's own space, the joint classes for a joint-space one); ``labels`` (n,): the
-    frames' target labels (the target's own indices); ``frames_run``: frames the LSTM
-    processed (windows x history, padding included; <= the ``max_frames`` asked for);
-    ``windows``: the subsequences drawn.
-    """
-
-    hidden: np.ndarray
-    probs: np.ndarray
-    labels: np.ndarray
-    frames_run: int
-    windows: int
-
-
 def feature_scores(responses: SourceResponses) -> dict[str, float]:
-    """``{"logme", "leep", "nce"}`` of one edge's :class:`SourceResponses`: LogME on the
-    hidden states, LEEP on the output distribution, NCE on its argmax, all against the
-    target labels."""
+    """``{"logme", "leep", "nce"}`` of one edge's
+    :class:`~trainables.transfer_responses.SourceResponses`: LogME on the hidden states,
+    LEEP on the output distribution, NCE on its argmax, all against the target labels."""
     return {
         "logme": logme(responses.hidden, responses.labels),
         "leep": leep(responses.probs, responses.labels),
         "nce": nce(responses.probs.argmax(1), responses.labels),
     }
-
-
-def _windows(
-    features: Any,
-    labels: Any,
-    offsets: np.ndarray,
-    videos: Any,
-    arrangement: Arrangement,
-    *,
-    max_frames: int,
-    history: int,
-    seed: int,
-    device: torch.device,
-    batch: int,
-):
-    """Yield ``(x_joint, y_target, mask)`` batches of target training subsequences drawn as
-    training draws them (:class:`trainables.sampler.SubsequenceSampler`: a uniformly random
-    training video, a uniformly random start where ``history`` frames fit, padding at the
-    end of short videos), ``max_frames // history`` windows in all, from a private
-    generator seeded with ``seed``. The draws depend on the videos' lengths and the seed only
-    — never on a model — so every edge of a target sees the same frames. Features that are
-    class scores (dim == target classes) are placed into the joint space through
-    ``target_map``; labels stay the target's own."""
-    import torch
-
-    from .sampler import SamplerPart, SubsequenceSampler
-
-    if history < 1:
-        raise ValueError(f"history must be >= 1, got {history}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    total = max_frames // history
-    if total < 1:
-        raise ValueError(f"max_frames ({max_frames}) must be at least history ({history})")
-    feats = torch.as_tensor(features, device=device)
-    if feats.ndim != 2:
-        raise ValueError(f"features must be 2-D (frames, dims), got {tuple(feats.shape)}")
-    feats = feats.float()
-    labs = torch.as_tensor(labels, device=device).long()
-    if labs.shape != (feats.shape[0],):
-        raise ValueError(f"labels have shape {tuple(labs.shape)}, expected ({feats.shape[0]},)")
-    l_size = arrangement.target.size
-    mapped = feats.shape[1] == l_size  # the Trainer's rule for "class scores"
-    part = SamplerPart(
-        features=feats, labels=labs, offsets=np.asarray(offsets), videos=videos,
-        label_maps=np.arange(l_size)[None],
-        feature_maps=np.asarray(arrangement.target_map)[None] if mapped else None,
-    )
-    generator = torch.Generator().manual_seed(int(seed))
-    drawn = 0
-    while drawn < total:
-        n = min(batch, total - drawn)
-        sampler = SubsequenceSampler([part], [n], history, arrangement.dim, generator)
-        b = sampler.sample()
-        drawn += n
-        yield b.x, b.y, b.mask
-
-
-def _model_input(x: torch.Tensor, arrangement: Arrangement, mapped: bool,
-                 model_space: str) -> torch.Tensor:
-    from .arrangements import restrict
-
-    if mapped and model_space == "source":
-        # the source model's input column j is joint column source_maps[0][j]: target
-        # scores it shares a joint index with reach it, the others (all, under concat) don't
-        return restrict(x, np.asarray(arrangement.source_maps[0]))
-    return x
-
-
-def _expected_input(arrangement: Arrangement, mapped: bool, model_space: str,
-                    feature_dim: int) -> int:
-    if not mapped:
-        return feature_dim
-    if model_space == "source":
-        if arrangement.source is None:
-            raise ValueError("model_space 'source' needs an arrangement with a source")
-        return arrangement.source.size
-    return arrangement.dim
-
-
-def source_responses(
-    model: FramewiseLSTM,
-    features: Any,
-    labels: Any,
-    offsets: Any,
-    videos: Any,
-    arrangement: Arrangement,
-    *,
-    max_frames: int,
-    history: int,
-    model_space: str = "source",
-    seed: int = 0,
-    batch: int = 64,
-) -> SourceResponses:
-    """Run a pre-trained source LSTM over a budgeted sample of target training frames.
-
-    ``features`` (N, F) and ``labels`` (N,) are the target table's flat arrays (numpy or
-    torch; e.g. ``SplitData.features`` / ``.labels``), ``offsets`` its per-video offsets,
-    ``videos`` its training video indices, ``arrangement`` the edge's. ``max_frames`` is the
-    budget (:func:`frame_budget`): ``max_frames // history`` subsequences of ``history``
-    frames are drawn (see :func:`_windows`), each run from the zero state as in training,
-    forward only; ``frames_run`` reports what ran (never more than ``max_frames``).
-
-    ``model_space`` says where the model's inputs live: ``"source"`` for a pre-training in
-    the source's own space (the usual case): class-score features go into the joint space
-    through ``target_map`` and reach the model through ``source_maps[0]`` (under ``concat``
-    no target column reaches it: the model sees zeros, which is what its pre-trained
-    weights know of the target); ``"joint"`` for a model in the edge's joint space (a
-    ``multiple_random`` pre-training, or the fine-tune's initial model). Features that are
-    not class scores pass through unchanged. The model is left in the mode it was in.
-    """
-    import torch
-
-    if model_space not in ("source", "joint"):
-        raise ValueError(f"model_space must be 'source' or 'joint', got {model_space!r}")
-    device = next(model.parameters()).device
-    mapped = int(np.shape(features)[1]) == arrangement.target.size
-    want = _expected_input(arrangement, mapped, model_space, int(np.shape(features)[1]))
-    if want != model.input_dim:
-        raise ValueError(f"the model takes {model.input_dim} inputs; {model_space}-space "
-                         f"inputs of this arrangement have {want}")
-    hidden, probs, ys = [], [], []
-    frames = windows = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x, y, mask in _windows(
-                features, labels, np.asarray(offsets), videos, arrangement,
-                max_frames=max_frames, history=history, seed=seed, device=device, batch=batch,
-            ):
-                x = _model_input(x, arrangement, mapped, model_space)
-                out, _ = model.lstm(x)
-                logits = model.head(out)
-                hidden.append(out[mask].double().cpu().numpy())
-                probs.append(torch.softmax(logits[mask].double(), -1).cpu().numpy())
-                ys.append(y[mask].cpu().numpy())
-                frames += x.shape[0] * x.shape[1]
-                windows += x.shape[0]
-    finally:
-        model.train(was_training)
-    return SourceResponses(
-        hidden=np.concatenate(hidden), probs=np.concatenate(probs),
-        labels=np.concatenate(ys).astype(np.int64), frames_run=frames, windows=windows,
-    )
-
-
-def target_loss(
-    model: FramewiseLSTM,
-    features: Any,
-    labels: Any,
-    offsets: Any,
-    videos: Any,
-    arrangement: Arrangement,
-    *,
-    max_frames: int,
-    history: int,
-    seed: int = 0,
-    batch: int = 64,
-) -> float:
-    """Mean cross-entropy of a model in ``arrangement``'s joint space on a budgeted sample of
-    target training frames, over the TARGET's classes only (logits restricted to
-    ``target_indices``, as evaluation predicts): the loss the short probe compares.
-
-    Why not the training loss a step reports: that one is over the joint space, whose size
-    differs between arrangements and sources (a fresh model's loss is about log(dim)), so
-    it does not compare a transfer run with the baseline. Here both models are scored on the
-    same frames (same ``seed``, same draws) over the same classes; the baseline passes
-    ``make_arrangement("identity", target_space)``. Forward only, ``max_frames`` at most.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .arrangements import restrict
-    from .sampler import IGNORE
-
-    device = next(model.parameters()).device
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    tmap = np.asarray(arrangement.target_indices)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x, y, mask in _windows(
-                features, labels, np.asarray(offsets), videos, arrangement,
-                max_frames=max_frames, history=history, seed=seed, device=device, batch=batch,
-            ):
-                if x.shape[-1] != model.input_dim:
-                    raise ValueError(f"the model takes {model.input_dim} inputs; this "
-                                     f"arrangement's joint inputs have {x.shape[-1]}")
-                logits, _ = model(x)
-                target = restrict(logits, tmap)
-                total += F.cross_entropy(target.reshape(-1, target.shape[-1]).double(),
-                                         y.reshape(-1), ignore_index=IGNORE, reduction="sum")
-                count += int(mask.sum())
-    finally:
-        model.train(was_training)
-    return float(total.item() / count)
-
-
-def model_from_checkpoint(checkpoint: Any, arrangement: Arrangement,
-                          device: Any = "cpu") -> tuple[FramewiseLSTM, str]:
-    """The pre-trained source LSTM of an LSTM checkpoint (``meta`` with ``config``,
-    ``input_dim``, ``num_classes``, ``arrangement``; ``state["model"]``) and the
-    ``model_space`` to pass to :func:`source_responses`: ``"source"`` when it was trained
-    in one label space, which must be the edge's source space (same classes and background);
-    ``"joint"`` when it was trained in a two-dataset arrangement, which must be the edge's
-    (same kind, dim, maps and label vocabularies). Anything else is a ValueError."""
-    from .arrangements import Arrangement as _Arrangement
-    from .lstm_model import FramewiseLSTM
-
-    meta = checkpoint.meta
-    theirs = _Arrangement.from_dict(meta["arrangement"])
-    if theirs.source is None:
-        space = "source"
-        if arrangement.source is None or not _same_vocabulary(theirs.target, arrangement.source):
-            raise ValueError(
-                f"the checkpoint was trained on {theirs.target.name!r}, which is not the "
-                f"edge's source space"
-            )
-    else:
-        space = "joint"
-        same = (
-            theirs.kind == arrangement.kind and theirs.dim == arrangement.dim
-            and _same_vocabulary(theirs.target, arrangement.target)
-            and arrangement.source is not None
-            and _same_vocabulary(theirs.source, arrangement.source)
-            and np.array_equal(theirs.target_map, arrangement.target_map)
-            and np.array_equal(theirs.source_maps, arrangement.source_maps)
-        )
-        if not same:
-            raise ValueError(f"the checkpoint's arrangement {theirs!r} is not the edge's "
-                             f"{arrangement!r}")
-    cfg = meta["config"]
-    model = FramewiseLSTM(int(meta["input_dim"]), int(meta["num_classes"]),
-                          int(cfg.get("hidden", 128)), int(cfg.get("depth", 1)),
-                          str(cfg.get("cell", "cudnn")))
-    model.load_state_dict(checkpoint.state["model"])
-    return model.to(device), space
-
-
-def _same_vocabulary(a: Any, b: Any) -> bool:
-    return tuple(a.classes) == tuple(b.classes) and a.background == b.background
 
 
 # -- label structure -----------------------------------------------------------------------
@@ -648,7 +378,8 @@ def label_structure(
     """How alike the two datasets' label dynamics are under the edge's arrangement — no
     model, no training. An LSTM over per-frame scores learns durations and the order of
     actions; this compares exactly those (a heuristic of this project, not a published
-    estimator; its worth is what :func:`estimator_quality` measures).
+    estimator; its worth is what :func:`trainables.estimator_quality.estimator_quality`
+    measures).
 
     ``target_videos`` / ``source_videos``: per-video label arrays (the training videos),
     each in its dataset's own indices. Three distances, all 0 for identical data:
@@ -733,218 +464,13 @@ def probe_score(transfer: Mapping[Any, float], baseline: Mapping[Any, float], at
     How the runner obtains the curves: ``at = probe_iterations(iterations)`` (5 %); the
     edge's fine-tune stops at ``at`` (put ``at`` in its ``eval_at``, so a step ends exactly
     there) and the baseline of the same target and split stops there too (it runs anyway;
-    the stop costs one evaluation). At that stop each scores :func:`target_loss` on the same
-    ``seed`` (the same target training frames) in its own arrangement — identity for the
-    baseline — so both losses are over the target's classes on the same frames. Cost: the
-    probe's ``at`` iterations (5 % of a fine-tune; nothing extra when the edge goes on to
-    train in full) plus two forward passes of at most :func:`frame_budget` frames.
+    the stop costs one evaluation). At that stop each scores
+    :func:`trainables.transfer_responses.target_loss` on the same ``seed`` (the same target
+    training frames) in its own arrangement — identity for the baseline — so both losses
+    are over the target's classes on the same frames. Cost: the probe's ``at`` iterations
+    (5 % of a fine-tune; nothing extra when the edge goes on to train in full) plus two
+    forward passes of at most :func:`frame_budget` frames.
     """
     if at < 1:
         raise ValueError(f"at must be >= 1, got {at}")
     return _loss_at(transfer, at, "transfer") - _loss_at(baseline, at, "baseline")
-
-
-# -- validation ----------------------------------------------------------------------------
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(a, axis=-1)
-
-
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    xc = x - x.mean(-1, keepdims=True)
-    yc = y - y.mean(-1, keepdims=True)
-    den = np.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (xc * yc).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho per row (ties get average ranks; NaN where a row is constant)."""
-    return _pearson_rows(_ranks(x), _ranks(y))
-
-
-def _kendall_rows(x: np.ndarray, y: np.ndarray, chunk_cells: int = 1 << 22) -> np.ndarray:
-    """Kendall's tau-b per row: ``sum s_x s_y / sqrt(sum s_x^2 sum s_y^2)`` over pairs
-    ``i < j`` with ``s = sign(difference)`` (scipy's default variant; NaN where a row is
-    constant). Vectorised over rows in chunks of about ``chunk_cells`` pair cells."""
-    rows, n = x.shape
-    iu, ju = np.triu_indices(n, 1)
-    out = np.full(rows, np.nan)
-    if iu.size == 0:
-        return out
-    step = max(1, chunk_cells // iu.size)
-    for lo in range(0, rows, step):
-        xs, ys = x[lo:lo + step], y[lo:lo + step]
-        sx = np.sign(xs[:, iu] - xs[:, ju])
-        sy = np.sign(ys[:, iu] - ys[:, ju])
-        den = np.sqrt((sx * sx).sum(1) * (sy * sy).sum(1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[lo:lo + step] = np.where(den > 0, (sx * sy).sum(1) / np.where(den > 0, den, 1.0),
-                                         np.nan)
-    return out
-
-
-def _orientation(names: Sequence[str], higher_is_better: Mapping[str, bool] | None
-                 ) -> dict[str, bool]:
-    given = dict(higher_is_better or {})
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise ValueError(f"higher_is_better names estimators not in the estimates: {unknown}")
-    return {n: given.get(n, ESTIMATORS[n].higher_is_better if n in ESTIMATORS else True)
-            for n in names}
-
-
-def _as_frame(estimates: Any, gains: Any, targets: Any
-              ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    est = estimates if isinstance(estimates, pd.DataFrame) else pd.DataFrame(dict(estimates))
-    if est.shape[1] == 0:
-        raise ValueError("no estimators: the estimates have no columns")
-    if isinstance(gains, pd.Series) and not gains.index.equals(est.index):
-        raise ValueError("gains and estimates have different indexes (align them first)")
-    g = np.asarray(gains, dtype=np.float64)
-    if g.shape != (len(est),):
-        raise ValueError(f"gains have shape {g.shape}, expected ({len(est)},): one per edge")
-    t = None
-    if targets is not None:
-        t = np.asarray(targets, dtype=object)
-        if t.shape != (len(est),):
-            raise ValueError(f"targets have shape {t.shape}, expected ({len(est)},)")
-    for c in est.columns:
-        if not pd.api.types.is_numeric_dtype(est[c]):
-            raise ValueError(f"estimate column {c!r} is not numeric")
-    return est, g, t
-
-
-def top1_by_target(
-    estimates: pd.DataFrame | Mapping[str, Sequence[float]],
-    gains: Sequence[float],
-    targets: Sequence[Any],
-    *,
-    higher_is_better: Mapping[str, bool] | None = None,
-) -> pd.DataFrame:
-    """Per estimator and target: does the best-estimated source have the best measured
-    gain? One row per (estimator, target) with ``n_sources`` (edges of that target with a
-    finite estimate and gain), ``best_estimated`` / ``best_measured`` (the row labels of
-    ``estimates`` at the maximum, ties joined by ``", "``) and ``hit`` in [0, 1]:
-    ``|E & G| / |E|`` for E the best-estimated rows and G the best-measured ones — the
-    chance that picking uniformly among tied estimates picks a best source (1 or 0 without
-    ties). Targets with fewer than two such edges have nothing to choose: ``hit`` is NaN.
-    Estimates are oriented by ``higher_is_better`` (default: :data:`ESTIMATORS`'s, True for
-    unregistered names).
-    """
-    if targets is None:
-        raise ValueError("top1_by_target needs each edge's target")
-    est, g, t = _as_frame(estimates, gains, targets)
-    orient = _orientation([str(c) for c in est.columns], higher_is_better)
-    labels = np.asarray([str(i) for i in est.index], dtype=object)
-    rows = []
-    for col in est.columns:
-        sign = 1.0 if orient[str(col)] else -1.0
-        e = sign * est[col].to_numpy(dtype=np.float64)
-        ok = np.isfinite(e) & np.isfinite(g)
-        for target in pd.unique(t):
-            sel = ok & (t == target)
-            n = int(sel.sum())
-            row = {"estimator": str(col), "target": target, "n_sources": n,
-                   "best_estimated": None, "best_measured": None, "hit": math.nan}
-            if n >= 1:
-                es, gs, ls = e[sel], g[sel], labels[sel]
-                best_e = es == es.max()
-                best_g = gs == gs.max()
-                row["best_estimated"] = ", ".join(ls[best_e])
-                row["best_measured"] = ", ".join(ls[best_g])
-                if n >= 2:
-                    row["hit"] = float((best_e & best_g).sum() / best_e.sum())
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["estimator", "target", "n_sources", "best_estimated",
-                                       "best_measured", "hit"])
-
-
-def estimator_quality(
-    estimates: pd.DataFrame | Mapping[str, Sequence[float]],
-    gains: Sequence[float],
-    targets: Sequence[Any] | None = None,
-    *,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    higher_is_better: Mapping[str, bool] | None = None,
-) -> pd.DataFrame:
-    """How well each estimator ranks the measured gains: one flat row per estimator.
-
-    ``estimates``: one row per edge, one numeric column per estimator (a DataFrame or a
-    mapping of equal-length sequences); ``gains``: the measured gain of each edge, by
-    position (a Series must share the DataFrame's index); ``targets``: each edge's target,
-    for the top-1 columns (None: they are NaN).
-
-    Per estimator, over the edges where both the estimate and the gain are finite
-    (``n_edges``; the others are left out and counted in ``n_missing``), with the estimate
-    oriented so that higher predicts a larger gain (``higher_is_better``; default from
-    :data:`ESTIMATORS`, True for unregistered names):
-
-    * ``spearman`` (rho, average ranks for ties) and ``kendall`` (tau-b) — NaN with fewer
-      than 3 edges or a constant side;
-    * ``*_lo`` / ``*_hi``: percentile bootstrap ``confidence`` interval: ``n_boot``
-      resamples of the edges with replacement from ``numpy.random.default_rng(seed)``
-      (the same resamples for every estimator with the same ``n_edges``); resamples where
-      the statistic is undefined (constant) are left out and ``n_boot_valid`` counts the
-      rest. Edges are resampled independently (edges sharing a target are not, strictly);
-    * ``top1_hit_pct``: the mean of :func:`top1_by_target`'s ``hit`` over targets with at
-      least two edges (``top1_targets`` of them), in percent.
-
-    Columns: estimator, higher_is_better, n_edges, n_missing, spearman, spearman_lo,
-    spearman_hi, kendall, kendall_lo, kendall_hi, n_boot_valid, top1_hit_pct,
-    top1_targets.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    est, g, t = _as_frame(estimates, gains, targets)
-    orient = _orientation([str(c) for c in est.columns], higher_is_better)
-    top1 = (top1_by_target(est, g, t, higher_is_better=orient) if t is not None else None)
-    q = (1 - confidence) / 2 * 100
-    rows = []
-    for col in est.columns:
-        name = str(col)
-        sign = 1.0 if orient[name] else -1.0
-        e = sign * est[col].to_numpy(dtype=np.float64)
-        ok = np.isfinite(e) & np.isfinite(g)
-        x, y = e[ok], g[ok]
-        n = int(ok.sum())
-        row: dict[str, Any] = {"estimator": name, "higher_is_better": orient[name],
-                               "n_edges": n, "n_missing": int(len(e) - n)}
-        stats = {"spearman": math.nan, "kendall": math.nan}
-        bounds = {k: (math.nan, math.nan) for k in stats}
-        valid = 0
-        if n >= 3:
-            stats["spearman"] = float(_spearman_rows(x[None], y[None])[0])
-            stats["kendall"] = float(_kendall_rows(x[None], y[None])[0])
-            idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-            boots = {"spearman": _spearman_rows(x[idx], y[idx]),
-                     "kendall": _kendall_rows(x[idx], y[idx])}
-            valid = int(np.isfinite(boots["spearman"]).sum())
-            for k, b in boots.items():
-                b = b[np.isfinite(b)]
-                if b.size:
-                    lo, hi = np.percentile(b, [q, 100 - q])
-                    bounds[k] = (float(lo), float(hi))
-        for k in ("spearman", "kendall"):
-            row[k] = stats[k]
-            row[f"{k}_lo"], row[f"{k}_hi"] = bounds[k]
-        row["n_boot_valid"] = valid
-        if top1 is not None:
-            hits = top1.loc[top1["estimator"] == name, "hit"].dropna()
-            row["top1_hit_pct"] = float(hits.mean() * 100) if len(hits) else math.nan
-            row["top1_targets"] = int(len(hits))
-        else:
-            row["top1_hit_pct"], row["top1_targets"] = math.nan, 0
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[
-        "estimator", "higher_is_better", "n_edges", "n_missing", "spearman", "spearman_lo",
-        "spearman_hi", "kendall", "kendall_lo", "kendall_hi", "n_boot_valid", "top1_hit_pct",
-        "top1_targets",
-    ])
