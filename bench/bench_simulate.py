@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from data_prep import real_data_dir
-from data_prep.layout import read_label_file, read_mapping
+from data_prep.readers import read_label_file, read_mapping
 from data_prep.simulate import simulate_softmax
 from data_prep.table import DatasetCard, FrameTable, VideoLabels
 

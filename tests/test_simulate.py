@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from data_prep.layout import read_label_file, read_mapping
-from data_prep.simulate import (
+from data_prep.readers import read_label_file, read_mapping
+from data_prep.sim_models import (
     DEFAULT_BOUNDARY_S,
     DEFAULT_SEGMENT_SHARE,
     DEFAULT_VIDEO_SHARE,
@@ -20,10 +20,8 @@ from data_prep.simulate import (
     VERSIONS,
     _ar1_noise,
     class_similarity,
-    default_accuracy,
-    simulate,
-    simulate_softmax,
 )
+from data_prep.simulate import default_accuracy, simulate, simulate_softmax
 from data_prep.table import DatasetCard, FrameTable, VideoLabels, read_table, write_table
 
 CLASSES = (
