@@ -16,9 +16,12 @@ Layout:
 * metrics: :data:`RESULT_METRICS` (``loss``, the evaluation metrics of
   ``trainables.metrics.METRIC_NAMES``, ``frames_per_s``) with step = iteration, plus
   :data:`ITERATION_METRIC`; MLflow keys cannot hold ``@`` (:func:`metric_key`: ``f1@10`` ->
-  ``f1_10``); the convergence curve also as flat metrics ``curve.frame_acc.<iteration>``
-  (:data:`CURVE_PREFIX`, :func:`metrics_from_result`), so one bulk read returns everything
-  the query API needs; a search's best as ``best.<metric>`` (:data:`BEST_PREFIX`);
+  ``f1_10``); the convergence curve is ``frame_acc``'s step history (:data:`CURVE_METRIC`,
+  one value per step: :func:`one_per_step`), read in bulk by
+  ``RunLogger.metric_histories``; a search's best as ``best.<metric>`` (:data:`BEST_PREFIX`).
+  Stores written before issue 11 also hold the curve as flat metrics
+  ``curve.frame_acc.<iteration>`` (the same values): nothing logs them now and the query
+  API ignores them;
 * artifacts: pre-train checkpoints at :data:`CHECKPOINT_ARTIFACT`; convergence plots per
   target on the parent run under :data:`PLOTS_DIR` (published by :mod:`study.report`);
   every final LSTM as the MLflow model ``model`` (:mod:`study.models`).
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -67,7 +71,7 @@ __all__ = [
     "BEST_GAIN_PREFIX",
     "BEST_PREFIX",
     "CHECKPOINT_ARTIFACT",
-    "CURVE_PREFIX",
+    "CURVE_METRIC",
     "DEFAULT_TRACKING_URI",
     "END_STATUSES",
     "ESTIMATE_PREFIX",
@@ -121,6 +125,7 @@ __all__ = [
     "latest_finished",
     "metric_key",
     "metrics_from_result",
+    "one_per_step",
     "select_hash",
     "stopped_name",
     "study_tags",
@@ -142,7 +147,8 @@ _MAX_TAG_VALUE = 8000
 #: Tune result carries (timestamps, pids, ...) is not a study metric.
 RESULT_METRICS: tuple[str, ...] = ("loss", *METRIC_NAMES, "frames_per_s")
 ITERATION_METRIC = "iteration"
-CURVE_PREFIX = "curve.frame_acc."
+#: The metric whose step history (step = iteration) is a run's convergence curve.
+CURVE_METRIC = "frame_acc"
 BEST_PREFIX = "best."
 GAIN_PREFIX = "gain."
 BEST_GAIN_PREFIX = "best_gain."
@@ -342,16 +348,30 @@ def check_params(run_id: str, old: Mapping[str, str], new: Mapping[str, str]) ->
 
 def metrics_from_result(result: Mapping[str, Any]) -> dict[str, float]:
     """The study metrics of one trainable result: :data:`RESULT_METRICS` present (keys made
-    MLflow-safe) plus the ``curve`` ``{iteration: frame_acc}`` as ``curve.frame_acc.<it>``.
-    Non-numeric values and None are skipped (they are not metrics)."""
+    MLflow-safe). Non-numeric values and None are skipped (they are not metrics); so is the
+    result's ``curve`` ``{iteration: frame_acc}``: logged at step = iteration, ``frame_acc``
+    already holds it as its history."""
     out: dict[str, float] = {}
     for name in RESULT_METRICS:
         v = result.get(name)
         if isinstance(v, int | float) and not isinstance(v, bool):
             out[metric_key(name)] = float(v)
-    for it, acc in (result.get("curve") or {}).items():
-        out[f"{CURVE_PREFIX}{int(it)}"] = float(acc)
     return out
+
+
+def one_per_step(points: Iterable[tuple[int, float, float]]) -> list[tuple[int, float]]:
+    """A metric's history ``(step, timestamp, value)`` -> ``[(step, value)]`` by step, one
+    value per step: the one MLflow's latest-value rule would pick among them (the largest
+    ``(timestamp, value)``; a value logged twice at one step, e.g. by a retried trial, counts
+    once). NaN values stay NaN."""
+    best: dict[int, tuple[float, float, float]] = {}  # step -> (timestamp, rank, value)
+    for step, ts, value in points:
+        v = float(value)
+        cand = (float(ts), -math.inf if math.isnan(v) else v, v)
+        cur = best.get(int(step))
+        if cur is None or cand[:2] >= cur[:2]:
+            best[int(step)] = cand
+    return [(s, best[s][2]) for s in sorted(best)]
 
 
 def clean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

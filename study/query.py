@@ -17,7 +17,10 @@ Everything is fetched in bulk when the study is loaded, never per run: from a SQ
 by four read-only SQL queries, from a tracking server by one paged ``search_runs`` over the
 study's experiment filtered by study hash (``MlflowRunLogger.study_runs``); 500 runs load
 and answer ``best_transfer_pairs`` in about 0.1 s of CPU from SQLite
-(``bench/bench_query.py``, ``docs/benchmarks.md``).
+(``bench/bench_query.py``, ``docs/benchmarks.md``). The convergence curves (``frame_acc``'s
+step history) are read on the first :meth:`StudyResults.convergence` call, for every run at
+once (``RunLogger.metric_histories``: one more SQL query; a server answers
+``get_metric_history`` per run).
 
 Rules:
 
@@ -58,7 +61,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +72,7 @@ from trainables.metrics import METRIC_NAMES
 
 from .mlflow_layout import (
     BEST_PREFIX,
-    CURVE_PREFIX,
+    CURVE_METRIC,
     ITERATION_METRIC,
     ROLE_STUDY,
     ROLE_TASK,
@@ -78,6 +81,7 @@ from .mlflow_layout import (
     TAG_ERROR,
     TAG_OPTUNA_STUDY,
     TAG_OPTUNA_TRIAL,
+    TAG_REUSED_FROM,
     TAG_SEARCH_METRIC,
     TAG_STUDY_HASH,
     TAG_TRIAL_PARAMS,
@@ -105,6 +109,11 @@ _KEYS = ("task_id", "kind", "mode", "source", "source_split", "target", "target_
          "arrangement", "seed")
 _PAIR = ["source", "source_split", "target", "target_split", "mode", "arrangement"]
 _BASE_KEY = ["target", "target_split", "seed"]
+#: Task kinds whose run has no convergence curve: a search's run carries its best trial's
+#: final values (the trials hold the curves); a budget's estimate run trains nothing.
+_NO_CURVE_KINDS = ("search", "estimate")
+#: ``RunLogger.metric_histories``: (run ids, metric key) -> {run id: [(step, value)]}
+Histories = Callable[[Sequence[str], str], Mapping[str, Sequence[tuple[int, float]]]]
 
 
 def _metric_column(metric: str) -> str:
@@ -135,24 +144,29 @@ class StudyResults:
     (any :class:`~study.tracking.RunLogger`).
     """
 
-    def __init__(self, name: str, study_hash: str, records: Sequence[RunRecord]):
+    def __init__(self, name: str, study_hash: str, records: Sequence[RunRecord],
+                 histories: Histories | None = None):
         self.name = name
         self.study_hash = study_hash
         self.records = list(records)
         self._tasks = _task_runs(self.records, include_unfinished=False)
         self._results = self._frame(self._tasks)
+        self._histories = histories
+        self._curves: dict[str, list[tuple[int, float]]] | None = None
 
     @classmethod
-    def from_records(cls, name: str, study_hash: str,
-                     records: Sequence[RunRecord]) -> StudyResults:
-        return cls(name, study_hash, records)
+    def from_records(cls, name: str, study_hash: str, records: Sequence[RunRecord],
+                     histories: Histories | None = None) -> StudyResults:
+        """``histories``: where :meth:`convergence` reads metric histories
+        (``RunLogger.metric_histories``); without it, :meth:`convergence` raises."""
+        return cls(name, study_hash, records, histories)
 
     @classmethod
     def from_logger(cls, logger: RunLogger, name: str,
                     study_hash: str | None = None) -> StudyResults:
         records = logger.study_runs(name, study_hash)
         parents = [r for r in records if r.role == ROLE_STUDY]
-        return cls(name, parents[0].tags[TAG_STUDY_HASH], records)
+        return cls(name, parents[0].tags[TAG_STUDY_HASH], records, logger.metric_histories)
 
     def __repr__(self) -> str:
         return (f"StudyResults({self.name!r}, hash={self.study_hash[:12]}, "
@@ -383,10 +397,31 @@ class StudyResults:
         cols = ["target", "target_split", "arrangement", "seed", "source"]
         return pd.DataFrame([[*k, v] for k, v in rows.items()], columns=[*cols, by])
 
+    def _curve_of(self) -> dict[str, list[tuple[int, float]]]:
+        """``{run_id: [(iteration, frame_acc)]}`` of every finished task run that trained
+        (see :meth:`convergence`); fetched once, in bulk, on first use."""
+        if self._curves is None:
+            if self._histories is None:
+                raise ValueError("these results were built from records alone: convergence "
+                                 "needs metric histories (StudyResults.from_logger, or "
+                                 "from_records(..., histories=logger.metric_histories))")
+            # an adopted run (study.reuse) holds final values only; its curve is the history
+            # of the run that trained
+            origin = {r.run_id: r.tags.get(TAG_REUSED_FROM) or r.run_id for r in self._tasks
+                      if r.tags.get(task_tag("kind")) not in _NO_CURVE_KINDS}
+            got = self._histories(sorted(set(origin.values())), CURVE_METRIC)
+            self._curves = {rid: got[o] for rid, o in origin.items() if o in got}
+        return self._curves
+
     def convergence(self, target: str | None = None, *, target_split: str | None = None,
                     mode: str = "transfer", wide: bool = False) -> pd.DataFrame:
-        """Frame accuracy over training iterations from the ``curve.frame_acc.<it>`` metrics
-        of the baselines and the ``mode`` runs into ``target`` (None: all targets).
+        """Frame accuracy over training iterations: ``frame_acc``'s step history (step =
+        iteration; one value per step) of the baselines and the ``mode`` runs into
+        ``target`` (None: all targets). A run adopted from an earlier study version
+        (``ks.reused_from``) shows the history of the run that trained. A search's run
+        (its trials hold the curves) and a budget's estimate run (trains nothing) have
+        none. Stores written before issue 11 also hold ``curve.frame_acc.<it>`` metrics
+        with the same values: they are ignored.
 
         Long (default): target, target_split, series, source, source_split, arrangement,
         mode, seed, run_id, iteration, frame_acc. ``series`` is ``"baseline"`` or the source
@@ -394,6 +429,7 @@ class StudyResults:
         Wide: index iteration, one column per series, mean over seeds and splits (requires a
         ``target``)."""
         rows = []
+        curves = self._curve_of()
         for r in self._tasks:
             t = r.tags
             if t.get(task_tag("kind")) != "baseline" and t.get(task_tag("mode")) != mode:
@@ -407,10 +443,8 @@ class StudyResults:
             base["seed"] = _int_or_none(t.get(task_tag("seed")))
             base["run_id"] = r.run_id
             base["kind"] = t.get(task_tag("kind"), "")
-            for key, v in r.metrics.items():
-                if key.startswith(CURVE_PREFIX):
-                    rows.append({**base, "iteration": int(key[len(CURVE_PREFIX):]),
-                                 "frame_acc": v})
+            for it, v in curves.get(r.run_id, ()):
+                rows.append({**base, "iteration": it, "frame_acc": v})
         cols = ["target", "target_split", "series", "source", "source_split", "arrangement",
                 "mode", "seed", "run_id", "iteration", "frame_acc"]
         if not rows:
@@ -560,100 +594,18 @@ class StudyResults:
     # -- figures ------------------------------------------------------------------------------
     def plot_transfer_heatmap(self, metric: str = "frame_acc", mode: str = "transfer",
                               *, arrangement: str | None = None) -> Figure:
-        """Heatmap of :meth:`transfer_matrix` (gain in points; diverging, centred at 0)."""
-        from matplotlib.figure import Figure
+        """Heatmap of :meth:`transfer_matrix` (:func:`study.plots.plot_transfer_heatmap`)."""
+        from .plots import plot_transfer_heatmap
 
-        m = self.transfer_matrix(metric, mode, arrangement=arrangement)
-        fig = Figure(figsize=(1.6 + 1.2 * max(1, m.shape[1]), 1.4 + 0.8 * max(1, m.shape[0])),
-                     layout="constrained")
-        ax = fig.add_subplot()
-        col = _metric_column(metric)
-        arrs = m.attrs.get("arrangements") or ([arrangement] if arrangement else [])
-        which = (f"arrangement {arrs[0]}" if len(arrs) == 1
-                 else f"arrangements {', '.join(arrs)}: one column each" if arrs else "")
-        title = f"{self.name}\n{col} gain over baseline ({mode}" + (
-            f", {which})" if which else ")")
-        if m.empty:
-            ax.text(0.5, 0.5, "no paired runs", ha="center", va="center")
-            ax.set_axis_off()
-            ax.set_title(title)
-            return fig
-        vals = m.to_numpy(float)
-        lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
-        im = ax.imshow(vals, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1)
-        ax.set_xticks(range(m.shape[1]), [_label(c) for c in m.columns], rotation=30,
-                      ha="right")
-        ax.set_yticks(range(m.shape[0]), [_label(i) for i in m.index])
-        ax.set_xlabel("target")
-        ax.set_ylabel("source")
-        for (i, j), v in np.ndenumerate(vals):
-            dark = bool(np.isfinite(v) and abs(v) > 0.6 * lim)  # white text on dark cells
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:+.1f}", ha="center", va="center",
-                    color="white" if dark else "black")
-        fig.colorbar(im, ax=ax, label=f"{col} gain (points)")
-        ax.set_title(title)
-        return fig
+        return plot_transfer_heatmap(self, metric, mode, arrangement=arrangement)
 
     def plot_convergence(self, target: str, *, target_split: str | None = None,
                          mode: str = "transfer") -> Figure:
-        """Frame accuracy vs iterations (log2 axis) per source and the baseline, like the
-        paper's Figs 3-5: the mean of :meth:`convergence` ``(wide=True)`` and, in the same
-        colour, a band = the 95 % t-interval of that mean over the runs (seeds; and splits
-        when ``target_split`` is None), where a series has at least 2 runs at a point. Each
-        series has its own colour (the baseline black, dashed); the bands are labelled
-        (``PolyCollection.get_label()``, and one legend entry); x ticks are the evaluation
-        points."""
-        from matplotlib.collections import PolyCollection
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
-        from matplotlib.ticker import NullLocator
-        from scipy.special import stdtrit
+        """Frame accuracy vs iterations per source and the baseline with 95 % bands, like
+        the paper's Figs 3-5 (:func:`study.plots.plot_convergence`)."""
+        from .plots import plot_convergence
 
-        long = self.convergence(target, target_split=target_split, mode=mode)
-        fig = Figure(figsize=(6, 4), layout="constrained")
-        ax = fig.add_subplot()
-        title = f"{target}" + (f" {target_split}" if target_split else "") + f" ({mode})"
-        if long.empty:
-            ax.text(0.5, 0.5, "no convergence curves", ha="center", va="center")
-            ax.set_axis_off()
-            ax.set_title(title)
-            return fig
-        # the mean is convergence(wide=True)'s (every run counts once); the band is the 95 %
-        # t-interval of that mean over the runs at each point
-        stats = long.groupby(["series", "iteration"])["frame_acc"].agg(["mean", "std", "count"])
-        n = stats["count"].to_numpy(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = np.where(n >= 2, stdtrit(np.maximum(n - 1, 1), 0.975)
-                            * stats["std"].to_numpy(float) / np.sqrt(n), np.nan)
-        stats["lo"], stats["hi"] = stats["mean"] - half, stats["mean"] + half
-        series = stats.index.get_level_values("series").unique()
-        ordered = (["baseline"] if "baseline" in series else []) + sorted(
-            s for s in series if s != "baseline")
-        over = "seeds" if long["target_split"].nunique() <= 1 else "seeds and splits"
-        band_label = f"95 % CI over {over}"
-        colours = iter(f"C{i}" for i in range(10_000))
-        for s in ordered:
-            st = stats.loc[s]
-            colour = "black" if s == "baseline" else next(colours)
-            ax.plot(st.index, st["mean"], marker="o", label=s, color=colour,
-                    linestyle="--" if s == "baseline" else "-")
-            ok = st["lo"].notna().to_numpy()
-            if ok.any():
-                ax.fill_between(st.index, st["lo"], st["hi"], where=ok, alpha=0.18,
-                                color=colour, linewidth=0, label=f"{s}: {band_label}")
-        points = sorted(long["iteration"].unique())
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(points, [str(int(p)) for p in points])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("target training iterations (evaluation points)")
-        ax.set_ylabel("frame accuracy (%)")
-        ax.set_title(title)
-        handles, _ = ax.get_legend_handles_labels()
-        lines = [h for h in handles if not isinstance(h, PolyCollection)]
-        band = Patch(facecolor="grey", alpha=0.3, label=f"band: {band_label} (t, where n ≥ 2)")
-        ax.legend(handles=[*lines, band])
-        ax.grid(True, alpha=0.3)
-        return fig
+        return plot_convergence(self, target, target_split=target_split, mode=mode)
 
 
 def _missing(v: Any) -> bool:
@@ -663,11 +615,6 @@ def _missing(v: Any) -> bool:
 def _plain(v: Any) -> Any:
     """numpy scalars -> Python numbers (JSON, equality with Optuna's params)."""
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _label(key: Any) -> str:
-    """A matrix row/column key as text: ``("b", "concat")`` -> ``b / concat``."""
-    return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
 def _series_labels(long: pd.DataFrame) -> pd.Series:

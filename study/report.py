@@ -275,7 +275,7 @@ def publish_convergence_plots(logger: RunLogger, study_run_id: str) -> list[str]
     study's parent run as ``plots/convergence_<target>.png``; returns the targets."""
     tags = logger.get_run(study_run_id).tags
     name, study_hash = tags[TAG_STUDY], tags[TAG_STUDY_HASH]
-    results = StudyResults.from_records(name, study_hash, logger.study_runs(name, study_hash))
+    results = StudyResults.from_logger(logger, name, study_hash)
     curves = results.convergence()
     targets = [] if curves.empty else sorted(curves["target"].unique())
     with tempfile.TemporaryDirectory() as tmp:

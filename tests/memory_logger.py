@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ from study.mlflow_layout import (
     flatten_params,
     latest_finished,
     metric_key,
+    one_per_step,
     select_hash,
     study_tags,
 )
 from study.tracking import code_version
 
 __all__ = ["InMemoryRunLogger"]
-
 
 
 @dataclass
@@ -57,7 +57,6 @@ class _MemRun:
 
 class InMemoryRunLogger:
     """:class:`~study.tracking.RunLogger` over plain dicts (thread-safe)."""
-
 
     def __init__(self) -> None:
         self._runs: dict[str, _MemRun] = {}
@@ -208,10 +207,13 @@ class InMemoryRunLogger:
         h = select_hash(records, name, study_hash and check_hash(study_hash))
         return [r for r in records if r.tags.get(TAG_STUDY_HASH) == h]
 
-    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        """``[(step, value), ...]`` in logging order (tests only)."""
+    def metric_histories(self, run_ids: Sequence[str], key: str
+                         ) -> dict[str, list[tuple[int, float]]]:
+        key = metric_key(key)
         with self._lock:
-            return [(s, v) for s, _, v in self._run(run_id).metrics.get(metric_key(key), [])]
+            points = {rid: list(self._runs[rid].metrics.get(key, []))
+                      for rid in dict.fromkeys(run_ids) if rid in self._runs}
+        return {rid: one_per_step(p) for rid, p in points.items() if p}
 
 
 def _tags(name: str, study_hash: str) -> dict[str, str]:

@@ -21,14 +21,16 @@ from tests.test_tracking import empty_mlflow_db
 matplotlib.use("Agg")
 
 # (kind, mode, source, source_split, target, target_split, arrangement, seed, frame_acc,
-#  curve {iteration: frame_acc} or None)
+#  curve {iteration: frame_acc} before the end or None). Every run reports frame_acc at its
+#  evaluation points and at the end (iteration 1024), as the trainable does: frame_acc's
+#  step history is the convergence curve.
 S1, S2 = "split1", "split2"
 RUNS = [
     # no-transfer baselines
-    ("baseline", "none", "", "", "b", S1, "", 0, 50.0, {512: 30.0, 1024: 40.0}),
-    ("baseline", "none", "", "", "b", S1, "", 1, 52.0, {512: 31.0, 1024: 41.0}),
-    ("baseline", "none", "", "", "b", S1, "", 2, 54.0, {512: 32.0, 1024: 42.0}),
-    ("baseline", "none", "", "", "b", S2, "", 0, 60.0, {512: 20.0, 1024: 60.0}),
+    ("baseline", "none", "", "", "b", S1, "", 0, 50.0, {512: 30.0}),
+    ("baseline", "none", "", "", "b", S1, "", 1, 52.0, {512: 31.0}),
+    ("baseline", "none", "", "", "b", S1, "", 2, 54.0, {512: 32.0}),
+    ("baseline", "none", "", "", "b", S2, "", 0, 60.0, {512: 20.0}),
     ("baseline", "none", "", "", "c", S1, "", 0, 40.0, None),
     ("baseline", "none", "", "", "c", S1, "", 1, 41.0, None),
     # pre-training (not a baseline, not a transfer)
@@ -36,12 +38,12 @@ RUNS = [
     ("pretrain", "none", "", "", "b", S1, "", 0, 71.0, None),
     ("pretrain", "none", "", "", "c", S1, "", 0, 72.0, None),
     # a -> b transfer, concat: diffs on split1 5, 4, 6; on split2 -2
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 0, 55.0, {512: 45.0, 1024: 50.0}),
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 1, 56.0, {512: 46.0, 1024: 51.0}),
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 2, 60.0, {512: 47.0, 1024: 52.0}),
-    ("finetune", "transfer", "a", S1, "b", S2, "concat", 0, 58.0, {512: 44.0, 1024: 58.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 0, 55.0, {512: 45.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 1, 56.0, {512: 46.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "concat", 2, 60.0, {512: 47.0}),
+    ("finetune", "transfer", "a", S1, "b", S2, "concat", 0, 58.0, {512: 44.0}),
     # a -> b transfer, merged, one seed: diff 7
-    ("finetune", "transfer", "a", S1, "b", S1, "merged", 0, 57.0, {512: 47.0, 1024: 57.0}),
+    ("finetune", "transfer", "a", S1, "b", S1, "merged", 0, 57.0, {512: 47.0}),
     # c -> b transfer: diffs -1, 1, -1
     ("finetune", "transfer", "c", S1, "b", S1, "concat", 0, 49.0, None),
     ("finetune", "transfer", "c", S1, "b", S1, "concat", 1, 53.0, None),
@@ -71,9 +73,14 @@ def populate(logger, name: str, study_hash: str = "hq", runs=RUNS) -> str:
         kind, mode, src, ssplit, tgt, tsplit, arr, seed, acc, curve = run
         meta = TaskMeta(task_id(run), kind, mode, tgt, tsplit, src, ssplit, arr, seed)
         rid = logger.start_task(sid, meta, params={"iterations": 1024, "lr": 0.001})
+        for it, v in (curve or {}).items():
+            log_result(logger, rid, {"iteration": it, "loss": 1.0, "frame_acc": v})
         log_result(logger, rid, {"iteration": 1024, "frame_acc": acc, "input_acc": acc - 20,
                                  "edit": acc - 5, "f1@10": acc - 10, "f1@25": acc - 15,
-                                 "f1@50": acc - 30, "curve": curve or {}})
+                                 "f1@50": acc - 30})
+        if run is runs[0]:
+            # what a store written before issue 11 also holds: ignored by the query
+            logger.log_metrics(rid, {"curve.frame_acc.256": 1.0, "curve.frame_acc.1024": 2.0})
         logger.end_task(rid)
     # a failed attempt with an absurd number: must not count anywhere
     bad = logger.start_task(sid, TaskMeta("finetune/bad", "finetune", "transfer", "b", S1,
@@ -212,24 +219,57 @@ def test_best_transfer_pairs_gain_ci_and_p_value(study):
 
 def test_convergence_long_and_wide(study):
     long = study.convergence("b")
-    # baselines b: 3 seeds split1 + 1 split2, transfers a->b with curves: 4 concat + 1 merged
-    assert len(long) == (4 + 5) * 2
-    assert set(long["series"]) == {"baseline", "a [concat]", "a [merged]"}
+    # into b: baselines 3 seeds split1 + 1 split2 and transfers a [concat] 4, a [merged] 1,
+    # each at 512 and 1024; c [concat] 3 at 1024 only (no evaluation before the end)
+    assert len(long) == (4 + 4 + 1) * 2 + 3
+    assert set(long["series"]) == {"baseline", "a [concat]", "a [merged]", "c"}
     wide = study.convergence("b", wide=True)
-    assert list(wide.index) == [512, 1024]
-    assert list(wide.columns) == ["baseline", "a [concat]", "a [merged]"]
-    # baseline 512: (30 + 31 + 32 + 20) / 4; 1024: (40 + 41 + 42 + 60) / 4
+    assert list(wide.index) == [512, 1024]  # the legacy curve.frame_acc.256 is not read
+    assert list(wide.columns) == ["baseline", "a [concat]", "a [merged]", "c"]
+    # baseline 512: (30 + 31 + 32 + 20) / 4; 1024 (the final values): (50 + 52 + 54 + 60) / 4
     assert wide.loc[512, "baseline"] == pytest.approx(28.25)
-    assert wide.loc[1024, "baseline"] == pytest.approx(45.75)
-    # a [concat] 512: (45 + 46 + 47 + 44) / 4; 1024: (50 + 51 + 52 + 58) / 4
+    assert wide.loc[1024, "baseline"] == pytest.approx(54.0)
+    # a [concat] 512: (45 + 46 + 47 + 44) / 4; 1024: (55 + 56 + 60 + 58) / 4
     assert wide.loc[512, "a [concat]"] == pytest.approx(45.5)
-    assert wide.loc[1024, "a [concat]"] == pytest.approx(52.75)
+    assert wide.loc[1024, "a [concat]"] == pytest.approx(57.25)
     assert wide.loc[1024, "a [merged]"] == 57.0
+    # c: (49 + 53 + 53) / 3 at the end, nothing at 512
+    assert math.isnan(wide.loc[512, "c"]) and wide.loc[1024, "c"] == pytest.approx(155 / 3)
     split1 = study.convergence("b", target_split=S1, wide=True)
     assert split1.loc[512, "baseline"] == pytest.approx(31.0)
-    assert study.convergence("c").empty
+    into_c = study.convergence("c")  # 2 baselines, a->c 2, b->c 2: final values only
+    assert len(into_c) == 6 and set(into_c["iteration"]) == {1024}
     with pytest.raises(ValueError, match="target"):
         study.convergence(wide=True)
+
+
+def test_convergence_reads_the_step_history(tmp_path):
+    """One value per step (a value logged again at a step counts once: the later one); an
+    adopted run shows its origin's curve; a search's run has no curve; results built from
+    records alone cannot answer."""
+    from study.mlflow_layout import TAG_REUSED_FROM
+
+    mem = InMemoryRunLogger()
+    sid = mem.start_study("h", "h1")
+    base = mem.start_task(sid, TaskMeta("baseline/b", "baseline", "none", "b", S1))
+    for it, v in ((10, 20.0), (20, 30.0), (20, 35.0), (30, 40.0)):  # 20 again: a retry
+        mem.log_metrics(base, {"frame_acc": v, "iteration": it}, step=it)
+    mem.end_task(base)
+    v2 = mem.start_study("h", "h2")
+    adopted = mem.start_task(v2, TaskMeta("baseline/b", "baseline", "none", "b", S1))
+    mem.set_tags(adopted, {TAG_REUSED_FROM: base})
+    mem.log_metrics(adopted, {"frame_acc": 40.0, "iteration": 30}, step=30)
+    mem.end_task(adopted)
+    search = mem.start_task(v2, TaskMeta("search/b", "search", "none", "b", S1))
+    mem.log_metrics(search, {"frame_acc": 45.0, "best.frame_acc": 45.0})  # step 0
+    mem.end_task(search)
+    for h in ("h1", "h2"):
+        long = StudyResults.from_logger(mem, "h", h).convergence("b")
+        assert list(zip(long["iteration"], long["frame_acc"], strict=True)) == [
+            (10, 20.0), (20, 35.0), (30, 40.0)]
+    bare = StudyResults.from_records("h", "h2", mem.study_runs("h", "h2"))
+    with pytest.raises(ValueError, match="metric histories"):
+        bare.convergence("b")
 
 
 def test_plots_are_figures(study):
@@ -244,7 +284,7 @@ def test_plots_are_figures(study):
     conv = study.plot_convergence("b")
     assert isinstance(conv, Figure)
     labels = [line.get_label() for line in conv.axes[0].get_lines()]
-    assert labels == ["baseline", "a [concat]", "a [merged]"]
+    assert labels == ["baseline", "a [concat]", "a [merged]", "c"]
     assert conv.axes[0].get_xscale() == "log"
 
 
@@ -256,6 +296,8 @@ def test_in_memory_logger_gives_the_same_answers(study):
     pd.testing.assert_frame_equal(other.results()[cols], study.results()[cols])
     pd.testing.assert_frame_equal(other.best_transfer_pairs(k=None),
                                   study.best_transfer_pairs(k=None))
+    pd.testing.assert_frame_equal(other.convergence().drop(columns="run_id"),
+                                  study.convergence().drop(columns="run_id"))
 
 
 def test_hash_selection_and_missing_studies(store, tmp_path):

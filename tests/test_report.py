@@ -41,14 +41,15 @@ def test_convergence_bands_colours_and_ticks(study):
     fig = study.plot_convergence("b")
     ax = fig.axes[0]
     lines = ax.get_lines()
-    assert [ln.get_label() for ln in lines] == ["baseline", "a [concat]", "a [merged]"]
+    assert [ln.get_label() for ln in lines] == ["baseline", "a [concat]", "a [merged]", "c"]
     colours = [to_rgba(ln.get_color()) for ln in lines]
-    assert len(set(colours)) == 3  # one colour per series
-    # bands where a series has >= 2 runs: baseline (4 runs) and a [concat] (4); not merged (1)
+    assert len(set(colours)) == 4  # one colour per series
+    # bands where a series has >= 2 runs: baseline (4 runs), a [concat] (4), c (3, at the
+    # end only); not a [merged] (1)
     bands = {c.get_label(): c for c in ax.collections}
     over = "95 % CI over seeds and splits"  # b has runs on split1 and split2
-    assert set(bands) == {f"baseline: {over}", f"a [concat]: {over}"}
-    for line in lines[:2]:  # each band in its own line's colour
+    assert set(bands) == {f"baseline: {over}", f"a [concat]: {over}", f"c: {over}"}
+    for line in (lines[0], lines[1], lines[3]):  # each band in its own line's colour
         face = bands[f"{line.get_label()}: {over}"].get_facecolor()[0]
         assert np.allclose(face[:3], to_rgba(line.get_color())[:3])
     # the band is the t-interval of the mean over the runs, not min-max:
@@ -63,18 +64,19 @@ def test_convergence_bands_colours_and_ticks(study):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["512", "1024"]
     assert not ax.xaxis.get_minorticklocs().size
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend[:3] == ["baseline", "a [concat]", "a [merged]"]
-    assert legend[3] == f"band: {over} (t, where n ≥ 2)"
+    assert legend[:4] == ["baseline", "a [concat]", "a [merged]", "c"]
+    assert legend[4] == f"band: {over} (t, where n ≥ 2)"
 
 
 def test_convergence_one_split_is_over_seeds(study):
     ax = study.plot_convergence("b", target_split=S1).axes[0]
     labels = {c.get_label() for c in ax.collections}
-    assert labels == {"baseline: 95 % CI over seeds", "a [concat]: 95 % CI over seeds"}
-    # split1 baseline at 1024: 40, 41, 42 -> 41 +- t(2) * 1 / sqrt 3
+    assert labels == {"baseline: 95 % CI over seeds", "a [concat]: 95 % CI over seeds",
+                      "c: 95 % CI over seeds"}
+    # split1 baseline at 1024 (the final values): 50, 52, 54 -> 52 +- t(2) * 2 / sqrt 3
     band = next(c for c in ax.collections if c.get_label().startswith("baseline"))
-    half = _t975(2) / np.sqrt(3)
-    assert _band_at(band, 1024) == pytest.approx((41 - half, 41 + half))
+    half = _t975(2) * 2 / np.sqrt(3)
+    assert _band_at(band, 1024) == pytest.approx((52 - half, 52 + half))
 
 
 def test_heatmap_title_names_the_arrangement(study):

@@ -8,6 +8,7 @@ name so tests do not see each other's runs.
 
 from __future__ import annotations
 
+import math
 import shutil
 import uuid
 from pathlib import Path
@@ -71,14 +72,6 @@ def name() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def history(logger, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of a metric, from either implementation."""
-    if isinstance(logger, InMemoryRunLogger):
-        return logger.metric_history(run_id, key)
-    hist = logger.client.get_metric_history(run_id, key)
-    return [(m.step, m.value) for m in sorted(hist, key=lambda m: (m.timestamp, m.step))]
-
-
 def meta(task_id: str = "finetune/a>b/s0", **kw) -> TaskMeta:
     fields = dict(kind="finetune", mode="transfer", target="b", target_split="split1",
                   source="a", source_split="split1", arrangement="concat", seed=0)
@@ -106,8 +99,18 @@ def test_metrics_from_result_keeps_study_metrics_only():
     m = metrics_from_result({"iteration": 512, "loss": 1.5, "frame_acc": 40.0, "f1@10": 30.0,
                              "done": True, "hostname": "x", "edit": None,
                              "curve": {256: 20.0, 512: 40.0}})
-    assert m == {"loss": 1.5, "frame_acc": 40.0, "f1_10": 30.0,
-                 "curve.frame_acc.256": 20.0, "curve.frame_acc.512": 40.0}
+    # the curve is frame_acc's step history already: not logged again as flat metrics
+    assert m == {"loss": 1.5, "frame_acc": 40.0, "f1_10": 30.0}
+
+
+def test_one_per_step_keeps_mlflows_latest_value_at_each_step():
+    from study.mlflow_layout import one_per_step
+
+    nan = float("nan")
+    # (step, timestamp, value): step 20 logged twice (the later timestamp wins), step 10
+    # twice in one millisecond (the larger value wins, as MLflow's latest_metrics)
+    got = one_per_step([(20, 5, 30.0), (10, 1, 1.0), (10, 1, 2.0), (20, 7, 25.0), (30, 9, nan)])
+    assert got[:2] == [(10, 2.0), (20, 25.0)] and got[2][0] == 30 and got[2][1] != got[2][1]
 
 
 def test_task_meta_rejects_unknown_role():
@@ -177,14 +180,23 @@ def test_metrics_with_steps_and_latest_value(logger, name):
     tid = logger.start_task(sid, meta())
     log_result(logger, tid, {"iteration": 100, "loss": 2.0, "frame_acc": 10.0,
                              "curve": {100: 10.0}})
+    log_result(logger, tid, {"iteration": 150, "loss": 1.5})  # no evaluation here
     log_result(logger, tid, {"iteration": 200, "loss": 1.0, "frame_acc": 30.0, "edit": 25.0,
                              "f1@50": 12.5, "curve": {100: 10.0, 200: 30.0}})
     m = logger.get_run(tid).metrics
     assert m["frame_acc"] == 30.0 and m["loss"] == 1.0 and m["edit"] == 25.0
     assert m["f1_50"] == 12.5 and m["iteration"] == 200.0
-    assert m["curve.frame_acc.100"] == 10.0 and m["curve.frame_acc.200"] == 30.0
-    assert history(logger, tid, "frame_acc") == [(100, 10.0), (200, 30.0)]
-    assert history(logger, tid, "loss") == [(100, 2.0), (200, 1.0)]
+    assert not [k for k in m if k.startswith("curve")]
+    other = logger.start_task(sid, meta("other"))
+    logger.log_metrics(other, {"frame_acc": 5.0}, step=7)
+    logger.log_metrics(other, {"frame_acc": 6.0}, step=7)  # again at one step: counts once
+    # in bulk, any order, unknown ids and runs without the metric absent
+    hist = logger.metric_histories([other, "no-such-run", tid, other], "frame_acc")
+    assert hist == {tid: [(100, 10.0), (200, 30.0)], other: [(7, 6.0)]}
+    assert logger.metric_histories([tid], "loss") == {tid: [(100, 2.0), (150, 1.5),
+                                                            (200, 1.0)]}
+    assert logger.metric_histories([tid], "f1@50") == {tid: [(200, 12.5)]}  # f1_50 in MLflow
+    assert logger.metric_histories([], "loss") == {}
 
 
 def test_checkpoint_round_trip(logger, name, tmp_path):
@@ -269,8 +281,8 @@ def test_report_publishes_a_convergence_plot_per_target(logger, name, tmp_path):
         for kind, mode, src in (("baseline", "none", ""), ("finetune", "transfer", source)):
             tid = logger.start_task(sid, meta(f"{kind}/{target}", kind=kind, mode=mode,
                                               target=target, source=src))
-            log_result(logger, tid, {"iteration": 4, "frame_acc": 50.0,
-                                     "curve": {2: 30.0, 4: 50.0}})
+            log_result(logger, tid, {"iteration": 2, "frame_acc": 30.0})
+            log_result(logger, tid, {"iteration": 4, "frame_acc": 50.0})
             logger.end_task(tid)
     assert publish_convergence_plots(logger, sid) == ["b", "c"]
     logger.end_study(sid)
@@ -338,6 +350,11 @@ def test_sqlite_fast_read_equals_mlflow_search_runs(mlflow_store, name):
     assert len(as_dicts(fast.study_runs(name, "h1"))) == 4
     assert set(as_dicts(fast.study_runs(name))) == {later}
     assert as_dicts(fast.study_runs(name, "h1"))[ok][3]["loss"] == "nan"
+    ids = [r.run_id for r in fast.study_runs(name, "h1")]
+    for key in ("loss", "frame_acc"):  # repr: NaN == NaN
+        assert repr(fast.metric_histories(ids, key)) == repr(slow.metric_histories(ids, key))
+    assert repr(fast.metric_histories(ids, "loss")) == repr({ok: [(5, 1.0), (9, math.nan)]})
+    assert fast.metric_histories(ids, "frame_acc") == {ok: [(5, 10.0), (9, 20.0)]}
     assert "client" not in vars(fast)  # answered by SQL alone: no MlflowClient was created
     for logger in (fast, slow):
         with pytest.raises(StudyNotFound):
