@@ -53,13 +53,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep import breakfast, real_data_dir
+from data_prep.atomic import atomic_output
+from data_prep.digest import content_digest
 from data_prep.readers import read_label_file, read_mapping
 from data_prep.table import (
     FrameTable,
     _parquet_options,
     _read_features,
-    atomic_output,
-    content_digest,
     read_table,
     to_arrow,
     write_table,

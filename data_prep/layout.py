@@ -9,7 +9,7 @@ splits, the input files, notes) and calls :meth:`Layout.to_table`, the one place
   for the same input changes;
 * ``background`` names the background class, or None where the source has none; it must be
   one of the classes;
-* ``input_hash`` is :func:`~data_prep.table.hash_inputs` over every input file, names
+* ``input_hash`` is :func:`~data_prep.digest.hash_inputs` over every input file, names
   relative to ``root`` when every input lies under it (a portable hash), else bare names;
 * ``notes`` are what the converter's stated rules did (overlaps resolved, files skipped).
 
@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from .digest import hash_inputs
 from .errors import DataError
 from .readers import read_bundle, read_label_file, read_mapping, read_text, split_bundles
-from .table import DatasetCard, FrameTable, Split, VideoLabels, hash_inputs
+from .table import DatasetCard, FrameTable, Split, VideoLabels
 
 __all__ = [
     "DEFAULT_PARTICIPANT_PATTERN",

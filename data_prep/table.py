@@ -16,15 +16,17 @@ column            type                                        meaning
 
 The :class:`DatasetCard` travels in the schema metadata (JSON under ``kitchen_study.card``),
 so a Parquet file alone says what its labels mean, which splits exist and where it came from.
-Its ``content_digest`` (:func:`content_digest`) identifies the frames themselves: every
-writer goes through :func:`write_table` / :func:`write_tables`, which compute it from the
-in-memory arrays in the pass that checks them, just before writing (no second read).
+Its ``content_digest`` (:func:`data_prep.digest.content_digest`) identifies the frames
+themselves: every writer goes through :func:`write_table` / :func:`write_tables`, which
+compute it from the in-memory arrays in the pass that checks them, just before writing (no
+second read).
 
 Rules every table obeys, checked when written and when read: features are finite (NaN or
 inf is a :class:`DataError` naming the file, video and frame); a video has at most
-:data:`MAX_FRAMES_PER_VIDEO` frames. Outputs are written atomically (temporary file beside
-the target, then rename) with the user's umask; a target that is a folder, an unwritable
-folder or a full disk is a one-line :class:`DataError`, the previous file left as it was.
+:data:`MAX_FRAMES_PER_VIDEO` frames. Outputs are written atomically
+(:mod:`data_prep.atomic`: temporary file beside the target, then rename) with the user's
+umask; a target that is a folder, an unwritable folder or a full disk is a one-line
+:class:`DataError`, the previous file left as it was.
 
 In memory a dataset is a :class:`FrameTable`: per-video metadata plus *contiguous* per-frame
 numpy arrays (``labels``, ``features``) and per-video ``offsets``. Trainables sample
@@ -35,10 +37,7 @@ Python loop over frames.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_outputs
+from .digest import scan_features, with_content_digest
 from .errors import DataError
 
 __all__ = [
@@ -58,11 +59,7 @@ __all__ = [
     "FrameTable",
     "Split",
     "VideoLabels",
-    "atomic_output",
-    "atomic_outputs",
-    "content_digest",
     "describe",
-    "hash_inputs",
     "read_card",
     "read_table",
     "summarize",
@@ -114,8 +111,9 @@ class DatasetCard:
     #: What the converter's stated rules did (overlaps resolved, files skipped, ...), so
     #: nothing a conversion decided is silent or lost once the file is written.
     notes: tuple[str, ...] = ()
-    #: sha256 of the frames themselves (:func:`content_digest`), filled in by the writer;
-    #: "" until the table is written (or in files written before the field existed).
+    #: sha256 of the frames themselves (:func:`~data_prep.digest.content_digest`), filled in
+    #: by the writer; "" until the table is written (or in files written before the field
+    #: existed).
     content_digest: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -376,159 +374,10 @@ def to_arrow(table: FrameTable) -> pa.Table:
     return arrow.replace_schema_metadata({CARD_KEY: table.card.to_json().encode()})
 
 
-_CHUNK_ROWS = 1 << 16  # rows per pass over the features: a few MB, stays in cache
-
-
-def _scan(table: FrameTable, where: str | Path | None, digest: hashlib._Hash | None) -> None:
-    """One pass over the features: refuse non-finite values (naming the video and frame)
-    and, when ``digest`` is given, feed the bytes to it. A chunk's float sum is finite iff
-    every value is (NaN and inf propagate; only an overflow of huge finite values could
-    make it inf, and then the exact check below finds nothing and the chunk passes)."""
-    feats = table.features
-    if feats is None:
-        return
-    for lo in range(0, feats.shape[0], _CHUNK_ROWS):
-        chunk = feats[lo : lo + _CHUNK_ROWS]
-        if not np.isfinite(chunk.sum()):
-            bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
-            if bad.size:
-                row = lo + int(bad[0])
-                i = int(np.searchsorted(table.offsets, row, side="right")) - 1
-                value = feats[row][~np.isfinite(feats[row])][0]
-                raise DataError(
-                    f"video {table.videos[i]!r} frame {row - int(table.offsets[i])}: feature "
-                    f"value {value} (features must be finite)",
-                    where,
-                )
-        if digest is not None:
-            digest.update(chunk)
-
-
-def content_digest(table: FrameTable) -> str:
-    """sha256 identifying a table's frames, independent of how Parquet laid them out.
-
-    Over, in order: ``b"kitchen-study frames v1\\0"``; the video ids, each UTF-8 + ``\\0``;
-    ``offsets`` as little-endian int64; ``labels`` as little-endian int16; then
-    ``b"features\\0"`` + D as decimal ASCII + ``\\0`` + the features as little-endian
-    float32, row-major (or ``b"no features\\0"``). Splits, classes and provenance are in
-    the card itself. Also refuses non-finite features (:class:`DataError`).
-    """
-    h = _digest_head(table)
-    _scan(table, None, h)
-    return h.hexdigest()
-
-
-def _digest_head(table: FrameTable) -> hashlib._Hash:
-    h = hashlib.sha256(b"kitchen-study frames v1\0")
-    for v in table.videos:
-        h.update(v.encode() + b"\0")
-    h.update(np.ascontiguousarray(table.offsets, dtype="<i8"))
-    h.update(np.ascontiguousarray(table.labels, dtype="<i2"))
-    if table.features is None:
-        h.update(b"no features\0")
-    else:
-        h.update(b"features\0%d\0" % table.features.shape[1])
-    return h
-
-
-def _with_digest(table: FrameTable) -> FrameTable:
-    """Validate ``table`` and record its content digest in its card (in place: the digest
-    is a function of the arrays, so the caller's table then matches the file)."""
-    table.validate()
-    if table.features is not None and table.features.dtype != np.float32:
-        table.features = np.ascontiguousarray(table.features, dtype=np.float32)
-    h = _digest_head(table)
-    _scan(table, None, h)
-    table.card = table.card.replace(content_digest=h.hexdigest())
-    return table
-
-
-def _output_error(e: OSError, where: Path) -> DataError:
-    reason = e.strerror or str(e) or type(e).__name__
-    return DataError(f"cannot write ({reason}); nothing was changed", where)
-
-
-def _temp_beside(path: Path) -> Path:
-    """A new empty file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0666
-    minus the umask (mkstemp's 0600 would make outputs private on shared storage)."""
-    if path.is_dir():
-        raise DataError("is a folder; expected the name of a file to write", path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _output_error(e, path.parent) from None
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise _output_error(e, path) from None
-        os.close(fd)
-        return tmp
-
-
-class atomic_outputs:
-    """Context manager yielding temporary paths beside ``paths``; all renamed onto them
-    when the block succeeds, all removed when it fails.
-
-    So a reader never sees a half-written output, an existing file is left as it was, and a
-    command writing several files leaves all of them or none (the renames happen together
-    at the end, after every file is complete). An ``OSError`` (full disk, read-only folder)
-    becomes a one-line :class:`DataError` naming the output; a target that is a folder is
-    refused before anything is written. Files are created with the user's umask.
-    """
-
-    def __init__(self, paths: Iterable[str | Path]):
-        self.paths = [Path(p) for p in paths]
-        self.tmps: list[Path] = []
-
-    def _where(self) -> Path:
-        parents = {p.parent for p in self.paths}
-        return self.paths[0] if len(self.paths) == 1 or len(parents) > 1 else parents.pop()
-
-    def _clean(self) -> None:
-        for tmp in self.tmps:
-            tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> list[Path]:
-        try:
-            for p in self.paths:
-                self.tmps.append(_temp_beside(p))
-        except BaseException:
-            self._clean()
-            raise
-        return list(self.tmps)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                for tmp, p in zip(self.tmps, self.paths, strict=True):
-                    os.replace(tmp, p)
-            except OSError as e:
-                self._clean()
-                raise _output_error(e, self._where()) from None
-            return
-        self._clean()
-        if isinstance(exc, OSError):
-            raise _output_error(exc, self._where()) from None
-
-
-class atomic_output(atomic_outputs):
-    """:class:`atomic_outputs` for one file: yields one temporary path."""
-
-    def __init__(self, path: str | Path):
-        super().__init__([path])
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:  # type: ignore[override]
-        return super().__enter__()[0]
-
-
 def write_table(table: FrameTable, path: str | Path, row_group_frames: int = 1 << 20) -> Path:
-    """Validate ``table``, record its :func:`content_digest` in its card (refusing
-    non-finite features) and write it atomically as Parquet (see :class:`atomic_outputs`)."""
+    """Validate ``table``, record its content digest in its card (refusing non-finite
+    features: :func:`~data_prep.digest.with_content_digest`) and write it atomically as
+    Parquet (see :class:`~data_prep.atomic.atomic_outputs`)."""
     return write_tables({Path(path): table}, row_group_frames)[0]
 
 
@@ -536,7 +385,7 @@ def write_tables(
     tables: Mapping[Path, FrameTable], row_group_frames: int = 1 << 20
 ) -> list[Path]:
     """:func:`write_table` for several tables at once: all files written, or none."""
-    arrows = [to_arrow(_with_digest(t)) for t in tables.values()]
+    arrows = [to_arrow(with_content_digest(t)) for t in tables.values()]
     paths = [Path(p) for p in tables]
     with atomic_outputs(paths) as tmps:
         for arrow, tmp in zip(arrows, tmps, strict=True):
@@ -670,7 +519,7 @@ def read_table(path: str | Path, features: bool = True) -> FrameTable:
     table.validate(path)
     if labels.size and (labels.min() < 0 or labels.max() >= card.num_classes):
         raise DataError(f"label index out of range 0..{card.num_classes - 1}", path)
-    _scan(table, path, None)  # non-finite features are refused (~0.03 s on Breakfast)
+    scan_features(table, path)  # non-finite features are refused (~0.03 s on Breakfast)
     return table
 
 
@@ -708,18 +557,6 @@ def describe(table: FrameTable, path: str | Path | None = None) -> str:
         f"{table.card.num_classes} classes (background {table.card.background!r}), "
         f"{len(set(table.participant))} participants{feat}; splits train/test: {splits or 'none'}"
     )
-
-
-def hash_inputs(paths: Iterable[str | Path], root: str | Path | None = None) -> str:
-    """sha256 over the (relative names and bytes of the) input files, in sorted order."""
-    h = hashlib.sha256()
-    root = None if root is None else Path(root)
-    for p in sorted(Path(p) for p in paths):
-        name = str(p.relative_to(root)) if root is not None else p.name
-        h.update(name.encode() + b"\0")
-        h.update(p.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def _check_keys(d: dict[str, Any], allowed: set[str], what: str) -> None:

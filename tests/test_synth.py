@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from data_prep.digest import content_digest
 from data_prep.synth import BACKGROUND, KITCHENS, SHARED_ACTIONS, make_kitchen, make_kitchens
-from data_prep.table import FrameTable, content_digest, read_table
+from data_prep.table import FrameTable, read_table
 
 NAMES = [k.name for k in KITCHENS]
 

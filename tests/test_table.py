@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from data_prep.atomic import atomic_output
+from data_prep.digest import content_digest
 from data_prep.errors import DataError
 from data_prep.table import (
     CARD_KEY,
@@ -19,8 +21,6 @@ from data_prep.table import (
     FrameTable,
     Split,
     VideoLabels,
-    atomic_output,
-    content_digest,
     read_card,
     read_table,
     summarize,

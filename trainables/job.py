@@ -185,7 +185,7 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     dict: ``format``, ``meta`` (a JSON string) and the ``state`` entries beside them."""
     import torch
 
-    from data_prep.table import atomic_output
+    from data_prep.atomic import atomic_output
 
     clash = {"format", "meta"} & set(checkpoint.state)
     missing = [k for k in _META_KEYS if k not in checkpoint.meta]
