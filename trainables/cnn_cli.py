@@ -27,6 +27,8 @@ from typing import Any
 
 import typer
 
+from .job_cli import apply_settings, fail, final_result, fmt_num, split_key
+
 __all__ = ["cnn_app", "export", "svm", "train"]
 
 cnn_app = typer.Typer(
@@ -39,26 +41,6 @@ _PATTERN_HELP = (
     "Path of a video under --frames, a template over {video}, {participant}, {activity}, "
     "{view} (default: <video> folder or <video>.mp4/.avi/...)."
 )
-
-
-def _split(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _parse_value(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _num(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
 
 
 @cnn_app.command("train")
@@ -111,7 +93,7 @@ def train(
     try:
         config: dict[str, Any] = {
             "table_path": str(table),
-            "split": _split(split),
+            "split": split_key(split),
             "frames_root": str(frames),
             "frames_kind": frames_kind,
             "frames_pattern": pattern,
@@ -135,11 +117,7 @@ def train(
             "export_path": None if export_out is None else str(export_out),
             "num_cpus": os.cpu_count() or 1,
         }
-        for item in settings:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-            config[key.strip()] = _parse_value(value)
+        apply_settings(config, settings)
         run = CNNRun.create(config, cpus=os.cpu_count() or 1)
         if export_out is not None and export_out.resolve() == table.resolve():
             raise DataError("export would overwrite its input table; write a new file", export_out)
@@ -148,11 +126,11 @@ def train(
 
         def progress(result: dict[str, Any]) -> None:
             line = (
-                f"iteration {result['iteration']}: loss {_num(result['loss'])}, "
+                f"iteration {result['iteration']}: loss {fmt_num(result['loss'])}, "
                 f"{result['frames_per_s']:.1f} frames/s"
             )
             if "frame_acc" in result:
-                line += f", frame_acc {_num(result['frame_acc'])}%"
+                line += f", frame_acc {fmt_num(result['frame_acc'])}%"
             typer.echo(line, err=True)
 
         try:
@@ -162,20 +140,14 @@ def train(
         finally:
             run.close()
     except (ConfigError, CheckpointMismatch, DataError, ValueError) as e:
-        _fail(str(e))
-        return
-    result.pop("done", None)
-    result.pop("iteration", None)
-    result["split"] = run.trainer.split
-    result["model"] = run.spec.model
-    if save is not None:
-        result["checkpoint"] = str(save)
+        fail(str(e))
+    result = final_result(result, save, split=run.trainer.split, model=run.spec.model)
     if json_out:
         typer.echo(json.dumps(result))
         return
     typer.echo(
         f"{run.spec.model} on {table} {run.trainer.split}: {result['iterations']} iterations "
-        f"at {result['frames_per_s']:,.1f} frames/s; test frame_acc {_num(result['frame_acc'])}%"
+        f"at {result['frames_per_s']:,.1f} frames/s; test frame_acc {fmt_num(result['frame_acc'])}%"
     )
     if save is not None:
         typer.echo(f"  checkpoint {save}")
@@ -227,11 +199,9 @@ def export(
             description={"iteration": meta["iteration"], "checkpoint": str(checkpoint)},
         )
     except KeyError as e:
-        _fail(str(e.args[0]))
-        return
+        fail(str(e.args[0]))
     except (ConfigError, CheckpointMismatch, DataError, ValueError) as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     if json_out:
         typer.echo(json.dumps(summary))
         return
@@ -239,7 +209,7 @@ def export(
     typer.echo(
         f"wrote {out}: {summary['videos']} videos, {summary['frames']:,} frames, softmax dim "
         f"{summary['dim']} at {summary['frames_per_s']:,.1f} frames/s; {summary['split']} "
-        f"argmax accuracy train {_num(acc['train'])}%, test {_num(acc['test'])}%"
+        f"argmax accuracy train {fmt_num(acc['train'])}%, test {fmt_num(acc['test'])}%"
     )
     if summary["padded"]:
         typer.echo(f"  repeated last frame (short videos): {summary['padded']}")
@@ -270,20 +240,18 @@ def svm(
         if max_train < folds or folds < 2 or test_stride < 1:
             raise ValueError("need --folds >= 2, --max-train >= --folds and --test-stride >= 1")
         result = svm_baseline(
-            read_table(table), _split(split), max_train=max_train, folds=folds, C=grid_c,
+            read_table(table), split_key(split), max_train=max_train, folds=folds, C=grid_c,
             gamma=grid_gamma, test_stride=test_stride, seed=seed, jobs=jobs,
         )
     except KeyError as e:
-        _fail(str(e.args[0]))
-        return
+        fail(str(e.args[0]))
     except (DataError, ValueError) as e:
-        _fail(str(e))
-        return
+        fail(str(e))
     if json_out:
         typer.echo(json.dumps(result))
         return
     typer.echo(
-        f"{table} {result['split']}: CNN + Softmax {_num(result['softmax_acc'])}%, "
-        f"CNN + SVM {_num(result['svm_acc'])}% (C={result['C']:g}, gamma={result['gamma']:g}, "
+        f"{table} {result['split']}: CNN + Softmax {fmt_num(result['softmax_acc'])}%, "
+        f"CNN + SVM {fmt_num(result['svm_acc'])}% (C={result['C']:g}, gamma={result['gamma']:g}, "
         f"cv {result['cv_acc']:.2f}% on {result['train_frames']:,} frames)"
     )

@@ -27,11 +27,9 @@ from typing import Any
 
 import typer
 
+from .job_cli import apply_settings, fail, final_result, fmt_num, split_key
+
 __all__ = ["command", "train"]
-
-
-def _split(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
 
 
 def _ratio(value: str) -> tuple[int, int]:
@@ -39,11 +37,6 @@ def _ratio(value: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise ValueError(f"joint ratio must look like 5:3, got {value!r}")
     return int(parts[0]), int(parts[1])
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def train(
@@ -85,11 +78,11 @@ def train(
     from .lstm_job import CheckpointMismatch, ConfigError, TrainRun
 
     if source is not None and mode is None:
-        _fail("--source needs --mode joint, transfer or pretrain")
+        fail("--source needs --mode joint, transfer or pretrain")
     try:
         config: dict[str, Any] = {
             "target_path": str(data),
-            "target_split": _split(split),
+            "target_split": split_key(split),
             "mode": mode or "none",
             "iterations": iterations,
             "eval_at": eval_at,
@@ -104,7 +97,7 @@ def train(
         }
         optional = {
             "source_path": None if source is None else str(source),
-            "source_split": _split(source_split) if source is not None else None,
+            "source_split": split_key(source_split) if source is not None else None,
             "arrangement": arrangement,
             "init_checkpoint": None if init is None else str(init),
             "pretrain_iterations": pretrain_iterations,
@@ -112,23 +105,15 @@ def train(
             "device": device,
         }
         config.update({k: v for k, v in optional.items() if v is not None})
-        for item in settings:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-            config[key.strip()] = json.loads(value) if _is_json(value) else value
+        apply_settings(config, settings)
         run = TrainRun.create(config)
         with _Progress(run) as progress:
             result = run.run(progress)
         if save is not None:
             run.save(save)
     except (ConfigError, CheckpointMismatch, DataError, ValueError) as e:
-        _fail(str(e))
-        return
-    result.pop("done", None)
-    result.pop("iteration", None)
-    if save is not None:
-        result["checkpoint"] = str(save)
+        fail(str(e))
+    result = final_result(result, save)
     if json_out:
         typer.echo(json.dumps(result))
         return
@@ -137,7 +122,7 @@ def train(
         f"{result['iterations']} iterations at {result['frames_per_s']:,.0f} frames/s"
     )
     for key in ("frame_acc", "input_acc", "edit", "f1@10", "f1@25", "f1@50"):
-        typer.echo(f"  {key:<10} {_num(result.get(key))}")
+        typer.echo(f"  {key:<10} {fmt_num(result.get(key))}")
     if save is not None:
         typer.echo(f"  checkpoint {save}")
     sys.stdout.flush()
@@ -189,7 +174,7 @@ class _Progress:
 
     def __call__(self, result: dict[str, Any]) -> None:
         it = int(result["iteration"])
-        note = f"loss {_num(result.get('loss'))}"
+        note = f"loss {fmt_num(result.get('loss'))}"
         if "frame_acc" in result:
             note += f", frame_acc {result['frame_acc']:.2f}%"
         if self.bar is not None:
@@ -208,18 +193,6 @@ class _Progress:
 
 def _duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
-
-
-def _is_json(value: str) -> bool:
-    try:
-        json.loads(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _num(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
 
 
 #: the typer command function ``study.cli`` mounts as ``kitchen-study train``
