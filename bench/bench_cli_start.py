@@ -36,7 +36,7 @@ def prepare(work: Path) -> Path:
     from data_prep.table import write_table
     from study.mlflow_layout import TaskMeta
     from study.plan import make_plan
-    from study.spec import open_study
+    from study.spec_data import open_study
     from study.tracking import MlflowRunLogger, log_result
 
     spec = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())

@@ -95,7 +95,7 @@ def _train_seconds(history: list[tuple[int, float]], fps: list[tuple[int, float]
 
 def _one_study(root: Path, data: Path, iterations: int, name: str) -> dict:
     from study.runner import run_study
-    from study.spec import open_study
+    from study.spec_data import open_study
     from study.tracking import MlflowRunLogger
 
     loaded = open_study(_spec(root, data, iterations, name))

@@ -33,11 +33,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "LoadedStudy": "spec",
+    "LoadedStudy": "spec_data",
     "SpecError": "spec",
     "StudySpec": "spec",
     "load_spec": "spec",
-    "open_study": "spec",
+    "open_study": "spec_data",
     "Plan": "plan",
     "Task": "plan",
     "make_plan": "plan",

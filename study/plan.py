@@ -40,7 +40,7 @@ numbers; ``tests/test_growing_graph.py`` checks that the two checkpoints are equ
 sha256 of its kind, its config *without* the execution-only fields
 (:data:`EXECUTION_CONFIG_FIELDS`: where the data lies, resources, step size, device, the
 checkpoint reference), the digest of each dataset it reads
-(:func:`study.spec.dataset_digest` of its card; without cards, the dataset's path), the
+(:func:`study.spec_data.dataset_digest` of its card; without cards, the dataset's path), the
 keys of its dependencies (a fine-tune's pre-train) and, for a search, the search settings
 (minus its Optuna storage URL). The study hash changes when anything in the spec does; a
 task key changes only when something that task computes from does, so a new study version
@@ -82,7 +82,8 @@ from typing import TYPE_CHECKING, Any, get_args
 from trainables.job import ConfigError
 from trainables.lstm_config import TrainSpec
 
-from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec, dataset_digest
+from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec
+from .spec_data import dataset_digest
 
 if TYPE_CHECKING:
     from data_prep.table import DatasetCard

@@ -1,6 +1,6 @@
 """Study versions: what changed since the last one, and which finished tasks carry over.
 
-A study's hash (:func:`study.spec.content_hash`) names one *version*: any change to what it
+A study's hash (:func:`study.spec_data.content_hash`) names one *version*: any change to what it
 computes makes a new one. Tasks are keyed by their own content (:func:`study.plan.task_key`),
 so a new version reuses every finished task whose key an earlier version of the same study
 (same name, same tracking store) already has.
@@ -47,7 +47,7 @@ from .mlflow_layout import (
     task_tag,
 )
 from .plan import Plan, Task
-from .spec import LoadedStudy, dataset_digest
+from .spec_data import LoadedStudy, dataset_digest
 
 __all__ = ["adopt", "adopt_finished", "finished_by_key", "origin_run", "reusable",
            "study_params", "version_change"]

@@ -67,7 +67,8 @@ from typing import Any
 
 from .mlflow_layout import CHECKPOINT_ARTIFACT
 from .plan import Plan, make_plan
-from .spec import LoadedStudy, SpecError
+from .spec import SpecError
+from .spec_data import LoadedStudy
 from .tracking import RunLogger
 from .uri import check_store_outlives_job, resolve_tracking_uri
 

@@ -20,7 +20,7 @@ from .mlflow_layout import (
     latest_finished,
 )
 from .plan import make_plan
-from .spec import LoadedStudy
+from .spec_data import LoadedStudy
 from .tracking import MlflowRunLogger, sqlite_path
 from .uri import resolve_tracking_uri
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from data_prep.errors import DataError
 
 from .mlflow_layout import DEFAULT_TRACKING_URI
-from .spec import LoadedStudy, SpecError, check_spec, content_hash, load_spec
+from .spec import SpecError, load_spec
+from .spec_data import LoadedStudy, check_spec, content_hash
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -112,7 +113,7 @@ def leave_job_dir(environ: Mapping[str, str] | None = None) -> None:
 
 def open_study_at(path: str | Path, data_root: str | Path | None = None, *,
                   environ: Mapping[str, str] | None = None) -> LoadedStudy:
-    """:func:`study.spec.open_study` with relative dataset paths resolved against
+    """:func:`study.spec_data.open_study` with relative dataset paths resolved against
     ``data_root`` > ``$KITCHEN_DATA_ROOT`` > the spec's folder. Inside a Ray job, a missing
     dataset error says what to pass."""
     env = os.environ if environ is None else environ

@@ -364,7 +364,7 @@ def test_real_budgeted_run(tmp_path):
     from study.query import load_study
     from study.report import render_markdown
     from study.runner import run_study
-    from study.spec import open_study
+    from study.spec_data import open_study
     from study.status import study_status
     from tests.study_data import write_kitchens
 

@@ -18,7 +18,8 @@ import yaml
 from data_prep.table import read_card, read_table, write_table
 from study.mlflow_layout import TAG_REUSED_FROM, TAG_REUSED_FROM_STUDY, TAG_TASK_KEY
 from study.plan import Plan, make_plan
-from study.spec import content_hash, load_spec
+from study.spec import load_spec
+from study.spec_data import content_hash
 from tests.study_data import write_kitchens
 
 A, B, C = "synth_breakfast", "synth_salads", "synth_cooking"
@@ -217,7 +218,7 @@ def test_real_run_pair_trains_only_the_new_tasks(tmp_path):
     pytest.importorskip("ray")
     from study.query import load_study
     from study.runner import run_study
-    from study.spec import open_study
+    from study.spec_data import open_study
 
     write_kitchens(tmp_path / "data", kitchens=3)
     p1, p2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
@@ -252,7 +253,7 @@ def test_resume_of_a_new_version_names_the_changed_dataset(tmp_path):
     from study.mlflow_layout import StudyNotFound
     from study.reuse import study_params
     from study.runner import run_study
-    from study.spec import open_study
+    from study.spec_data import open_study
     from study.tracking import MlflowRunLogger
 
     write_kitchens(tmp_path / "data", kitchens=2)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from study.plan import make_plan
-from study.spec import open_study
+from study.spec_data import open_study
 from tests.study_data import write_kitchens
 
 A, B = "synth_breakfast", "synth_salads"
@@ -136,7 +136,8 @@ def _spec_dict(root: Path, name: str, **over) -> dict:
 
 def test_pack_keys_group_by_shape_and_schedule(data_root):
     from study.packed_trial import make_packer
-    from study.spec import check_spec, parse_spec
+    from study.spec import parse_spec
+    from study.spec_data import check_spec
 
     def packer(**packing):
         spec = parse_spec(_spec_dict(data_root, "keys", packing=packing), base_dir=data_root)

@@ -317,7 +317,7 @@ def test_spec_path_selects_the_spec_version(store, tmp_path):
     """load_study(SPEC) reads the spec's name, tracking URI and content hash."""
     import yaml
 
-    from study.spec import open_study
+    from study.spec_data import open_study
     from tests.study_data import write_kitchens
 
     uri, _ = store

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from study.plan import make_plan
-from study.spec import open_study
+from study.spec_data import open_study
 from study.tracking import MlflowRunLogger
 from tests.study_data import write_kitchens
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from study.query import load_study
-from study.spec import open_study
+from study.spec_data import open_study
 from tests.study_data import write_kitchens
 from tests.test_runner import B, _spec
 

@@ -13,15 +13,8 @@ import pytest
 import yaml
 
 from data_prep.table import read_table, write_table
-from study.spec import (
-    EXECUTION_FIELDS,
-    SpecError,
-    check_spec,
-    content_hash,
-    load_spec,
-    open_study,
-    parse_spec,
-)
+from study.spec import EXECUTION_FIELDS, SpecError, load_spec, parse_spec
+from study.spec_data import check_spec, content_hash, open_study
 from tests.study_data import write_kitchens
 
 A, B, C = "synth_breakfast", "synth_salads", "synth_cooking"
@@ -241,7 +234,7 @@ def test_hash_follows_dataset_content(tmp_path):
 def test_hash_follows_feature_values_under_the_same_path_and_card(tmp_path):
     """Issue 9: replacing a table's features (same path, same card otherwise) is a new
     version of the study; the card's content digest is what says so."""
-    from study.spec import card_identity, dataset_digest
+    from study.spec_data import card_identity, dataset_digest
 
     d = {"name": "t", "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]}},
          "experiments": {"iterations": 10}}
@@ -266,7 +259,8 @@ def test_hash_is_the_same_in_another_process(data_dir):
     path = _write(data_dir, _spec(), "p.yaml")
     # cards read directly (check_spec would import torch: slow, and not what is tested)
     code = (
-        "from data_prep.table import read_card; from study.spec import load_spec, content_hash; "
+        "from data_prep.table import read_card; from study.spec import load_spec; "
+        "from study.spec_data import content_hash; "
         f"s = load_spec({str(path)!r}); "
         "print(content_hash(s, {n: read_card(s.dataset_path(n)) for n in s.datasets}))"
     )

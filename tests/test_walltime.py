@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from study.cli import app
 from study.plan import make_plan
-from study.spec import open_study
+from study.spec_data import open_study
 from study.walltime import Shape, estimate, task_frames
 from tests.study_data import write_kitchens
 
