@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from .commands import write_prepared
+from .commands import checked_option, write_prepared
 from .errors import DataError
 from .layout import (
     Layout,
@@ -65,8 +65,8 @@ from .layout import (
     read_layout,
     select_views,
 )
-from .readers import read_mapping, read_text
-from .table import MAX_FRAMES_PER_VIDEO, FrameTable, Split, VideoLabels
+from .readers import check_frame_limit, read_mapping, read_text
+from .table import FrameTable, Split, VideoLabels
 
 __all__ = [
     "BACKGROUND",
@@ -112,13 +112,7 @@ def _frame(text: str, what: str, path: Path, lineno: int) -> int:
         raise DataError(f"{what} frame {value} is negative", path, lineno)
     if value == 0:
         raise DataError(f"{what} frame is 0, but frames are 1-based", path, lineno)
-    if value > MAX_FRAMES_PER_VIDEO:
-        raise DataError(
-            f"{what} frame {value} is beyond the limit of {MAX_FRAMES_PER_VIDEO:,} frames per "
-            "video",
-            path,
-            lineno,
-        )
+    check_frame_limit(value, f"{what} frame", path, lineno)
     return value
 
 
@@ -289,14 +283,6 @@ def convert(root: str | Path, cameras: str = "all") -> FrameTable:
     )
 
 
-def _cameras_option(value: str) -> str:
-    try:
-        _cameras(value)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    return value
-
-
 def command(
     root: Path = typer.Option(
         ..., "--root", help="groundTruth/ + mapping.txt + splits/, or raw coarse .txt files."
@@ -305,7 +291,7 @@ def command(
     cameras: str = typer.Option(
         "all",
         "--cameras",
-        callback=_cameras_option,
+        callback=checked_option(_cameras),
         help="'all' or comma-separated cameras to keep (exact match), e.g. cam01.",
     ),
 ) -> None:

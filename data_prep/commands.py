@@ -1,4 +1,5 @@
-"""What every data command shares: how bad input is reported, and how a table is written.
+"""What every data command shares: how bad input and bad options are reported, and how a
+table is written.
 
 Kept apart from :mod:`data_prep.cli` (which imports every converter) so that converters can
 use it without an import cycle.
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -17,7 +19,7 @@ import typer
 from .errors import DataError
 from .table import FrameTable, describe, write_table
 
-__all__ = ["reports_data_errors", "write_prepared"]
+__all__ = ["checked_option", "reports_data_errors", "usage_errors", "write_prepared"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +77,31 @@ def _refuse_writing_over_input(kwargs: dict[str, object]) -> None:
                 f"--out is the input {name.upper()} itself; write the result elsewhere",
                 out,
             )
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """A ``ValueError`` raised in the block that is not a :class:`DataError` (an option out
+    of range, not bad input) becomes ``typer.BadParameter``: typer's usage message, exit 2.
+    A :class:`DataError` passes through to :func:`reports_data_errors`."""
+    try:
+        yield
+    except DataError:
+        raise
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def checked_option(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A typer option callback: the value unchanged if ``check(value)`` accepts it, a usage
+    error (:func:`usage_errors`) with its message if it raises ``ValueError``."""
+
+    def callback(value: str) -> str:
+        with usage_errors():
+            check(value)
+        return value
+
+    return callback
 
 
 def write_prepared(table: FrameTable, out: Path) -> None:

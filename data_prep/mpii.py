@@ -56,16 +56,17 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 
-from .commands import write_prepared
+from .commands import usage_errors, write_prepared
 from .errors import DataError
 from .layout import Layout
-from .readers import read_text
+from .readers import check_frame_limit, read_text
 from .segments import paint_segments
 from .splits import person_folds
-from .table import MAX_FRAMES_PER_VIDEO, FrameTable, VideoLabels
+from .table import FrameTable, VideoLabels
 
 __all__ = ["BACKGROUND", "NAME", "VERSION", "Row", "command", "convert", "read_rows"]
 
@@ -78,6 +79,9 @@ _COLUMNS = ("subject", "file_name", "start_frame", "end_frame", "activity_catego
             "activity_category_name")  # fmt: skip
 _VIDEO = re.compile(r"^s(\d+)-(d\d+)-(cam-\d+)$")
 _SUBJECT_PREFIX = re.compile(r"^s(\d+)-")
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,7 @@ def read_rows(path: str | Path) -> list[Row]:
                 raise DataError(f"frames are 1-based: got {start}-{end}", path, line)
             if end < start:
                 raise DataError(f"end_frame {end} is before start_frame {start}", path, line)
-            if end > MAX_FRAMES_PER_VIDEO:
-                raise DataError(
-                    f"end_frame {end} is beyond the limit of {MAX_FRAMES_PER_VIDEO:,} frames "
-                    "per video",
-                    path,
-                    line,
-                )
+            check_frame_limit(end, "end_frame", path, line)
             if not video:
                 raise DataError("empty file_name", path, line)
             if not name:
@@ -146,6 +144,19 @@ def read_rows(path: str | Path) -> list[Row]:
     return rows
 
 
+def _same_as_first(
+    first: dict[K, tuple[V, int]], key: K, value: V, line: int, path: Path, message: str
+) -> None:
+    """Record that ``key`` goes with ``value`` on ``line``, or, if it went with another value
+    on an earlier line, a :class:`DataError` on this line: ``message`` formatted with
+    ``key``, ``value``, ``first`` (the earlier value) and ``first_line``."""
+    seen, first_line = first.setdefault(key, (value, line))
+    if seen != value:
+        raise DataError(
+            message.format(key=key, value=value, first=seen, first_line=first_line), path, line
+        )
+
+
 def _classes(
     rows: list[Row], path: Path, background: str
 ) -> tuple[tuple[str, ...], dict[int, int], bool]:
@@ -153,22 +164,11 @@ def _classes(
     name_of: dict[int, tuple[str, int]] = {}
     id_of: dict[str, tuple[int, int]] = {}
     for r in rows:
-        if r.category in name_of and name_of[r.category][0] != r.name:
-            name, line = name_of[r.category]
-            raise DataError(
-                f"category id {r.category} is named {r.name!r} here but {name!r} on line {line}",
-                path,
-                r.line,
-            )
-        if r.name in id_of and id_of[r.name][0] != r.category:
-            cid, line = id_of[r.name]
-            raise DataError(
-                f"category {r.name!r} has id {r.category} here but {cid} on line {line}",
-                path,
-                r.line,
-            )
-        name_of.setdefault(r.category, (r.name, r.line))
-        id_of.setdefault(r.name, (r.category, r.line))
+        _same_as_first(name_of, r.category, r.name, r.line, path,
+                       "category id {key} is named {value!r} here but {first!r} on line "
+                       "{first_line}")
+        _same_as_first(id_of, r.name, r.category, r.line, path,
+                       "category {key!r} has id {value} here but {first} on line {first_line}")
     ids = sorted(name_of)
     bg = [c for c in ids if name_of[c][0].casefold() == background.casefold()]
     added = not bg
@@ -197,16 +197,10 @@ def convert(
     classes, index, added = _classes(rows, path, background)
 
     by_video: dict[str, list[Row]] = {}
-    subject_of: dict[str, Row] = {}
+    subject_of: dict[str, tuple[int, int]] = {}
     for r in rows:
-        first = subject_of.setdefault(r.video, r)
-        if first.subject != r.subject:
-            raise DataError(
-                f"video {r.video!r} has subject {r.subject} here but {first.subject} on line "
-                f"{first.line}",
-                path,
-                r.line,
-            )
+        _same_as_first(subject_of, r.video, r.subject, r.line, path,
+                       "video {key!r} has subject {value} here but {first} on line {first_line}")
         m = _SUBJECT_PREFIX.match(r.video)
         if m and int(m.group(1)) != r.subject:
             raise DataError(
@@ -239,7 +233,7 @@ def convert(
             )
         )
     names = sorted(by_video)
-    people = [_participant(subject_of[v].subject) for v in names]
+    people = [_participant(subject_of[v][0]) for v in names]
     try:
         splits = person_folds(names, people, folds=4)
     except ValueError as e:  # fewer than 4 subjects: bad input, not a usage error
@@ -280,10 +274,6 @@ def command(
     ),
 ) -> None:
     """MPII Cooking 1 or 2 from its annotation CSV (gaps are background)."""
-    try:
+    with usage_errors():
         table = convert(csv_path, fps, name, background)
-    except ValueError as e:
-        if isinstance(e, DataError):
-            raise
-        raise typer.BadParameter(str(e)) from None
     write_prepared(table, out)

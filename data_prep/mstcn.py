@@ -51,7 +51,7 @@ from pathlib import Path
 
 import typer
 
-from .commands import write_prepared
+from .commands import checked_option, write_prepared
 from .layout import DEFAULT_PARTICIPANT_PATTERN, compile_pattern, read_layout
 from .table import FrameTable
 
@@ -86,14 +86,6 @@ def convert(
     )
 
 
-def _pattern_option(value: str) -> str:
-    try:
-        compile_pattern(value)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    return value
-
-
 def command(
     root: Path = typer.Option(
         ..., "--root", help="Dataset folder (groundTruth/, mapping.txt, splits/)."
@@ -107,7 +99,7 @@ def command(
     participant_pattern: str = typer.Option(
         DEFAULT_PARTICIPANT_PATTERN,
         "--participant-pattern",
-        callback=_pattern_option,
+        callback=checked_option(compile_pattern),
         help="Regex with a named group 'participant' (optional 'activity', 'view'), "
         "searched in each video id.",
     ),

@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .table import MAX_FRAMES_PER_VIDEO
 
 __all__ = [
+    "check_frame_limit",
     "read_bundle",
     "read_bytes",
     "read_text",
@@ -61,6 +63,18 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise utf8_error(data, e, path) from None
+
+
+def check_frame_limit(value: int, what: str, path: str | Path, line: int | None) -> None:
+    """A :class:`DataError` naming the line if frame number ``value`` (``what``: how the
+    file names it, e.g. ``end_frame``) lies beyond :data:`~data_prep.table.
+    MAX_FRAMES_PER_VIDEO`: checked while reading, before anything is allocated per frame."""
+    if value > MAX_FRAMES_PER_VIDEO:
+        raise DataError(
+            f"{what} {value} is beyond the limit of {MAX_FRAMES_PER_VIDEO:,} frames per video",
+            path,
+            line,
+        )
 
 
 def read_mapping(path: str | Path) -> tuple[str, ...]:

@@ -92,7 +92,7 @@ from typing import Literal
 import numpy as np
 import typer
 
-from .commands import write_prepared
+from .commands import usage_errors, write_prepared
 from .errors import DataError
 from .layout import Layout
 from .readers import read_bundle, read_label_file, read_mapping, read_text, split_bundles
@@ -553,10 +553,6 @@ def command(
     ),
 ) -> None:
     """50 Salads (fine 52 or mid 19 classes) from derived per-frame or raw annotations."""
-    try:
+    with usage_errors():
         table = convert(root, level, source, alignment, splits)
-    except ValueError as e:
-        if isinstance(e, DataError):
-            raise
-        raise typer.BadParameter(str(e)) from None
     write_prepared(table, out)

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from .commands import usage_errors
 from .layout import converter_version
 from .simulate import DEFAULT_CONFUSION, simulate
 from .splits import person_folds
@@ -249,10 +250,8 @@ def command(
     ),
 ) -> None:
     """Generate small related synthetic kitchen datasets with simulated features."""
-    try:
+    with usage_errors():
         tables = make_kitchens(seed, kitchens, videos, participants, accuracy, correlation_s)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
     # all files or none: a full disk half-way leaves no mix of new and old kitchens
     paths = write_tables({Path(out) / f"{name}.parquet": t for name, t in tables.items()})
     for path, table in zip(paths, tables.values(), strict=True):
