@@ -187,10 +187,10 @@ class CNNTrainer:
     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """(rows, softmax (len(rows), C), padded frames per video) over videos ``which``;
         rows in the loader's order (by video per worker)."""
+        frames = EvalFrames(self.source, self.videos, which, self.size, self.resize,
+                            batch_size or self.cfg.batch_size, stride)
         return _predict(
-            self.model, self.source, self.videos, which, size=self.size, resize=self.resize,
-            batch_size=batch_size or self.cfg.batch_size, stride=stride,
-            workers=self.workers if workers is None else workers,
+            self.model, frames, workers=self.workers if workers is None else workers,
             device=self.device, amp=self.amp, channels_last=self.channels_last,
         )
 
@@ -290,29 +290,22 @@ def load_checkpoint(path: str | Path) -> tuple[FrameClassifier, dict[str, Any]]:
 @torch.no_grad()
 def _predict(
     model: FrameClassifier,
-    source: FrameSource,
-    videos: Videos,
-    which: np.ndarray,
+    frames: EvalFrames,
     *,
-    size: int,
-    resize: int,
-    batch_size: int,
-    stride: int,
     workers: int,
     device: torch.device,
     amp: bool,
     channels_last: bool,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(rows, softmax (len(rows), C), padded frames per video) of every ``stride``-th frame
-    of videos ``which``, centre-cropped, in batches through ``model``."""
+    """(rows, softmax (len(rows), C), padded frames per video) of the batches of ``frames``
+    (every ``stride``-th frame of its videos, centre-cropped) through ``model``."""
     was_training = model.training
     model.eval()
-    ds = EvalFrames(source, videos, which, size, resize, batch_size, stride)
     row_parts: list[np.ndarray] = []
     prob_parts: list[np.ndarray] = []
     padded: dict[str, int] = {}
     try:
-        for item in make_loader(ds, workers, device.type == "cuda"):
+        for item in make_loader(frames, workers, device.type == "cuda"):
             if isinstance(item, Failure):
                 item.raise_()
             if isinstance(item, Padded):
@@ -376,9 +369,10 @@ def export_features(
     size, resize = image_sizes(model.name, image_size)
     videos = Videos.of(table, table_fps)
     start = time.perf_counter()
+    frames = EvalFrames(source, videos, np.arange(table.num_videos), size, resize,
+                        batch_size, stride=1)
     rows, probs, padded = _predict(
-        model, source, videos, np.arange(table.num_videos), size=size, resize=resize,
-        batch_size=batch_size, stride=1, workers=workers, device=dev, amp=amp and cuda,
+        model, frames, workers=workers, device=dev, amp=amp and cuda,
         channels_last=channels_last and cuda,
     )
     wall = time.perf_counter() - start
