@@ -331,7 +331,7 @@ class StudyResults:
                           seed: int = 0) -> pd.DataFrame:
         """Per estimator: Spearman and Kendall tau-b against the measured gains over this
         study's edges, bootstrap 95 % CIs and the top-1 hit rate per target split
-        (``trainables.transferability.estimator_quality`` over :meth:`transferability`)."""
+        (``trainables.estimator_quality.estimator_quality`` over :meth:`transferability`)."""
         from .estimates import quality_table
 
         return quality_table(self.transferability(metric), n_boot=n_boot, seed=seed)
