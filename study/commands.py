@@ -260,19 +260,19 @@ def _best_text(table: Any, metric: str) -> str:
 
 def _searches_text(summary: Any) -> str:
     """Each search's Optuna study, trial counts, best score and configuration."""
+    from .report import params_text, search_counts
+
     if summary.empty:
         return "no search in this study has run yet"
     out = []
     for r in summary.itertuples():
-        out.append(f"search {r.task_id}: Optuna study {r.optuna_study!r}, {r.trials} trials "
-                   f"({r.complete} complete, {r.pruned} pruned, {r.failed} failed)")
+        out.append(f"search {r.task_id}: Optuna study {r.optuna_study!r}, {search_counts(r)}")
         if r.best_params is None:
             out.append("  no trial ran to the end: no best configuration")
             continue
         out.append(f"  best {r.metric} {r.best_value:.2f}: trial {r.best_number} "
                    f"(MLflow run {r.best_run_id})")
-        out.append("  " + "  ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}"
-                                    for k, v in sorted(r.best_params.items())))
+        out.append("  " + params_text(r.best_params, "  "))
     return "\n".join(out)
 
 

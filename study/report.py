@@ -34,8 +34,9 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -180,18 +181,27 @@ def _searches(study: StudyResults) -> str:
         return ""
     out = ["## Searches\n"]
     for r in summary.itertuples():
-        out.append(f"### {r.task_id}\n\nOptuna study `{r.optuna_study}`: {r.trials} trials "
-                   f"({r.complete} complete, {r.pruned} pruned, {r.failed} failed).\n")
+        out.append(f"### {r.task_id}\n\nOptuna study `{r.optuna_study}`: "
+                   f"{search_counts(r)}.\n")
         if r.best_params is None:
             out.append("_No trial ran to the end._\n")
             continue
-        params = ", ".join(f"{k}={_param(v)}" for k, v in sorted(r.best_params.items()))
-        out.append(f"Best {r.metric} {r.best_value:.2f} (trial {r.best_number}): {params}\n")
+        out.append(f"Best {r.metric} {r.best_value:.2f} (trial {r.best_number}): "
+                   f"{params_text(r.best_params)}\n")
     return "\n".join(out)
 
 
-def _param(v: object) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def search_counts(row: Any) -> str:
+    """``N trials (a complete, b pruned, c failed)`` of a
+    :meth:`~study.query.StudyResults.search_summary` row (also ``kitchen-study best``)."""
+    return (f"{row.trials} trials ({row.complete} complete, {row.pruned} pruned, "
+            f"{row.failed} failed)")
+
+
+def params_text(params: Mapping[str, Any], sep: str = ", ") -> str:
+    """A search's best params as ``k=v`` by name; floats to 4 significant digits."""
+    return sep.join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}"
+                    for k, v in sorted(params.items()))
 
 
 def render_markdown(study: StudyResults) -> str:

@@ -13,53 +13,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from data_prep.table import read_card, read_table, write_table
 from study.mlflow_layout import TAG_REUSED_FROM, TAG_REUSED_FROM_STUDY, TAG_TASK_KEY
 from study.plan import Plan, make_plan
 from study.spec import load_spec
 from study.spec_data import content_hash
-from tests.study_data import write_kitchens
-
-A, B, C = "synth_breakfast", "synth_salads", "synth_cooking"
+from tests.study_data import (
+    A,
+    B,
+    C,
+    merged,
+    small_spec,
+    store_settings,
+    write_kitchens,
+    write_spec,
+)
 
 
 def _demo_like(names: list[str], **over) -> dict:
     """The demo's shape: baselines, all pairs in two arrangements, one joint edge, a search;
     pre-trains as long as the baselines (so they are the same jobs)."""
-    d = {
-        "name": "grow",
-        "datasets": {n: {"path": f"data/{n}.parquet", "splits": [1]} for n in names},
-        "model": {"history": 16, "hidden": 8, "batch_size": 4},
-        "experiments": {
-            "seeds": [0, 1],
-            "iterations": 30,
-            "pretrain_iterations": 30,
-            "eval_at": [10, 20],
-            "baselines": True,
-            "all_pairs": {"mode": "transfer", "arrangement": ["concat", "merged"]},
-            "edges": [{"source": B, "target": A, "mode": "joint", "ratio": "5:3"}],
-        },
-        "search": {"space": "small", "target": A, "num_samples": 2, "iterations": 20},
-        "iterations_per_step": 10,
-    }
-    for k, v in over.items():
-        d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
-    return d
+    d = small_spec("grow", names, experiments={
+        "seeds": [0, 1], "baselines": True,
+        "all_pairs": {"mode": "transfer", "arrangement": ["concat", "merged"]},
+        "edges": [{"source": B, "target": A, "mode": "joint", "ratio": "5:3"}]},
+        search={"space": "small", "target": A, "num_samples": 2, "iterations": 20})
+    return merged(d, over)
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    r = tmp_path_factory.mktemp("grow")
-    write_kitchens(r / "data", kitchens=3)
-    return r
-
-
-def _plan(root: Path, d: dict, name: str = "s.yaml") -> Plan:
-    p = root / name
-    p.write_text(yaml.safe_dump(d))
-    spec = load_spec(p)
+def _plan(folder: Path, d: dict, name: str = "s.yaml") -> Plan:
+    spec = load_spec(write_spec(folder, d, name))
     cards = {n: read_card(spec.dataset_path(n)) for n in spec.datasets}
     return make_plan(spec, cards)
 
@@ -68,9 +52,9 @@ def _keys(plan: Plan) -> dict[str, str]:
     return {t.id: t.key for t in plan}
 
 
-def test_adding_a_dataset_runs_exactly_the_new_node_and_edges(root):
-    old = _plan(root, _demo_like([A, B]))
-    new = _plan(root, _demo_like([A, B, C]))
+def test_adding_a_dataset_runs_exactly_the_new_node_and_edges(kitchens_root):
+    old = _plan(kitchens_root, _demo_like([A, B]))
+    new = _plan(kitchens_root, _demo_like([A, B, C]))
     k_old, k_new = _keys(old), _keys(new)
     assert len(set(k_new.values())) == len(k_new)  # one key per task
     # every task of the old version is in the new one with the same key: reused, not rerun
@@ -92,35 +76,35 @@ def test_adding_a_dataset_runs_exactly_the_new_node_and_edges(root):
         (f"baseline:{C}.split1:s0",), (f"baseline:{C}.split1:s1",)}
 
 
-def test_keys_change_exactly_where_the_inputs_do(root, tmp_path):
-    base = _plan(root, _demo_like([A, B, C]))
+def test_keys_change_exactly_where_the_inputs_do(kitchens_root, tmp_path):
+    base = _plan(kitchens_root, _demo_like([A, B, C]))
     k = _keys(base)
     # moving the data, resources and step size change no key (execution only)
     moved = _demo_like([A, B, C], resources={"cpu": 2}, iterations_per_step=5)
     (tmp_path / "elsewhere").mkdir()
     for n in (A, B, C):
         (tmp_path / "elsewhere" / f"{n}.parquet").write_bytes(
-            (root / "data" / f"{n}.parquet").read_bytes())
+            (kitchens_root / "data" / f"{n}.parquet").read_bytes())
         moved["datasets"][n]["path"] = str(tmp_path / "elsewhere" / f"{n}.parquet")
-    assert _keys(_plan(root, moved, "moved.yaml")) == k
+    assert _keys(_plan(kitchens_root, moved, "moved.yaml")) == k
     # the model config: every task
-    other_model = _keys(_plan(root, _demo_like([A, B, C], model={"hidden": 12}), "m.yaml"))
+    other_model = _keys(_plan(kitchens_root, _demo_like([A, B, C], model={"hidden": 12}), "m.yaml"))
     assert all(other_model[t] != k[t] for t in k)
     # one dataset's content: exactly the tasks that read it or start from one that did
     changed = tmp_path / "changed"
     changed.mkdir()
-    t = read_table(root / "data" / f"{C}.parquet")
+    t = read_table(kitchens_root / "data" / f"{C}.parquet")
     t.features = t.features[:, ::-1].copy()
     write_table(t, changed / f"{C}.parquet")
     d = _demo_like([A, B, C])
     d["datasets"][C]["path"] = str(changed / f"{C}.parquet")
-    k2 = _keys(_plan(root, d, "c.yaml"))
+    k2 = _keys(_plan(kitchens_root, d, "c.yaml"))
     differ = {tid for tid in k if k2[tid] != k[tid]}
     touches_c = {tid for tid in k if C in tid}
     assert differ == touches_c and differ
 
 
-def test_a_new_version_adopts_the_finished_tasks(root):
+def test_a_new_version_adopts_the_finished_tasks(kitchens_root):
     """Store level, through the in-memory logger: v2 adopts v1's runs (tagged with where
     they came from), so its results include them; only the new tasks are left to run."""
     from study.mlflow_layout import RunRecord, TaskMeta
@@ -134,7 +118,7 @@ def test_a_new_version_adopts_the_finished_tasks(root):
                     if self.get_run(rid).role == "task"]
 
     log = Logger()
-    old, new = _plan(root, _demo_like([A, B])), _plan(root, _demo_like([A, B, C]))
+    old, new = _plan(kitchens_root, _demo_like([A, B])), _plan(kitchens_root, _demo_like([A, B, C]))
     v1 = log.start_study("grow", "h1")
     first: dict[str, str] = {}
     for t in old:
@@ -167,14 +151,14 @@ def test_a_new_version_adopts_the_finished_tasks(root):
     assert reusable(old, finished_by_key(log, "grow"), done) == {}
 
 
-def test_baseline_is_the_same_job_as_the_pretrain(root):
+def test_baseline_is_the_same_job_as_the_pretrain(kitchens_root):
     """The planner runs one task for both: a baseline's evaluations do not change its
     training, so its final weights equal an un-evaluated pre-train's."""
     import torch
 
     from trainables.lstm_job import TrainRun
 
-    cfg = {"target_path": str(root / "data" / f"{A}.parquet"), "target_split": "split1",
+    cfg = {"target_path": str(kitchens_root / "data" / f"{A}.parquet"), "target_split": "split1",
            "history": 16, "hidden": 8, "batch_size": 4, "iterations": 20,
            "iterations_per_step": 10, "seed": 3, "device": "cpu"}
     runs = []
@@ -187,12 +171,9 @@ def test_baseline_is_the_same_job_as_the_pretrain(root):
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_hash_changes_but_keys_stay_when_a_dataset_is_added(root):
-    one = root / "one.yaml"
-    two = root / "two.yaml"
-    one.write_text(yaml.safe_dump(_demo_like([A, B])))
-    two.write_text(yaml.safe_dump(_demo_like([A, B, C])))
-    s1, s2 = load_spec(one), load_spec(two)
+def test_hash_changes_but_keys_stay_when_a_dataset_is_added(kitchens_root):
+    s1 = load_spec(write_spec(kitchens_root, _demo_like([A, B]), "one.yaml"))
+    s2 = load_spec(write_spec(kitchens_root, _demo_like([A, B, C]), "two.yaml"))
     c1 = {n: read_card(s1.dataset_path(n)) for n in s1.datasets}
     c2 = {n: read_card(s2.dataset_path(n)) for n in s2.datasets}
     assert content_hash(s1, c1) != content_hash(s2, c2)
@@ -201,14 +182,12 @@ def test_hash_changes_but_keys_stay_when_a_dataset_is_added(root):
 # -- one real run pair ------------------------------------------------------------------------
 
 
-def _tiny(names: list[str], root: Path) -> dict:
+def _tiny(names: list[str], folder: Path) -> dict:
     d = _demo_like(names)
     d["experiments"] = {"seeds": [0], "iterations": 10, "baselines": True,
                         "all_pairs": {"mode": "transfer", "arrangement": "concat"}}
     d.pop("search")
-    d["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    d["storage_path"] = str(root / "ray_results")
-    return d
+    return {**d, **store_settings(folder)}
 
 
 @pytest.mark.slow  # about 2.5 min on a loaded 2-core machine (two studies on local Ray)
@@ -221,9 +200,8 @@ def test_real_run_pair_trains_only_the_new_tasks(tmp_path):
     from study.spec_data import open_study
 
     write_kitchens(tmp_path / "data", kitchens=3)
-    p1, p2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
-    p1.write_text(yaml.safe_dump(_tiny([A, B], tmp_path)))
-    p2.write_text(yaml.safe_dump(_tiny([A, B, C], tmp_path)))
+    p1 = write_spec(tmp_path, _tiny([A, B], tmp_path), "v1.yaml")
+    p2 = write_spec(tmp_path, _tiny([A, B, C], tmp_path), "v2.yaml")
     first = run_study(open_study(p1), num_cpus=2, progress=False)
     assert first.status == "FINISHED" and len(first.finished) == 4 and not first.reused
     loaded = open_study(p2)
@@ -257,8 +235,7 @@ def test_resume_of_a_new_version_names_the_changed_dataset(tmp_path):
     from study.tracking import MlflowRunLogger
 
     write_kitchens(tmp_path / "data", kitchens=2)
-    p = tmp_path / "v.yaml"
-    p.write_text(yaml.safe_dump(_tiny([A, B], tmp_path)))
+    p = write_spec(tmp_path, _tiny([A, B], tmp_path), "v.yaml")
     loaded = open_study(p)
     log = MlflowRunLogger(loaded.spec.tracking_uri)
     sid = log.start_study("grow", loaded.hash, params={"hash": loaded.hash,

@@ -20,22 +20,13 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from study.plan import make_plan
 from study.spec_data import open_study
-from tests.study_data import write_kitchens
+from tests.study_data import A, B, link_data, small_spec, write_spec
 
-A, B = "synth_breakfast", "synth_salads"
 #: |frame_acc packed - unpacked| allowed, in percentage points (see the module docstring)
 FRAME_ACC_TOL = 1.0
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("packing")
-    write_kitchens(root / "data", kitchens=2)
-    return root
 
 
 def _config(root: Path, dataset: str, seed: int, **over) -> dict:
@@ -54,14 +45,14 @@ def _runs(configs):
     return [TrainRun.create(c) for c in configs]
 
 
-def test_pack_run_matches_separate_runs(data_root):
+def test_pack_run_matches_separate_runs(kitchens_root):
     import torch
 
     from study.packed_trial import MEMBER_ERROR, PackRun
 
     torch.set_num_threads(1)
-    configs = [_config(data_root, A, 0), _config(data_root, B, 1, lr=0.003, clip=0.5),
-               _config(data_root, A, 2)]
+    configs = [_config(kitchens_root, A, 0), _config(kitchens_root, B, 1, lr=0.003, clip=0.5),
+               _config(kitchens_root, A, 2)]
     alone = [r.run() for r in _runs(configs)]
     pack = PackRun(_runs(configs))
     steps = []
@@ -78,14 +69,14 @@ def test_pack_run_matches_separate_runs(data_root):
         assert set(got["curve"]) == {"10", "20", "30"}
 
 
-def test_pack_checkpoint_round_trip_and_member_failure(data_root, tmp_path):
+def test_pack_checkpoint_round_trip_and_member_failure(kitchens_root, tmp_path):
     import torch
 
     from study.packed_trial import MEMBER_ERROR, PackRun
     from trainables.lstm_job import load_checkpoint
 
     torch.set_num_threads(1)
-    configs = [_config(data_root, A, 0), _config(data_root, A, 1)]
+    configs = [_config(kitchens_root, A, 0), _config(kitchens_root, A, 1)]
     # member 1's loss goes non-finite after iteration 10; member 0 goes on
     pack = PackRun(_runs(configs), faults=[None, {"iteration": 10}])
     first = pack.step()
@@ -112,35 +103,21 @@ def test_pack_checkpoint_round_trip_and_member_failure(data_root, tmp_path):
 
 
 def _spec_dict(root: Path, name: str, **over) -> dict:
-    d = {
-        "name": name,
-        "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]},
-                     B: {"path": f"data/{B}.parquet", "splits": [1]}},
-        "model": {"history": 16, "hidden": 8, "batch_size": 4},
-        "experiments": {
-            "seeds": [0, 1],
-            "iterations": 30,
-            "pretrain_iterations": 30,
-            "eval_at": [10, 20],
-            "baselines": [B],
-            "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"],
-                       "arrangement": ["concat", "merged"]}],
-        },
-        "iterations_per_step": 10,
-        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "storage_path": str(root / "ray_results"),
-    }
-    d.update(over)
-    return d
+    """Two seeds of B's baseline and an edge A -> B in both modes and two arrangements."""
+    return small_spec(name, store=root, experiments={
+        "seeds": [0, 1], "baselines": [B],
+        "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"],
+                   "arrangement": ["concat", "merged"]}]}, **over)
 
 
-def test_pack_keys_group_by_shape_and_schedule(data_root):
+def test_pack_keys_group_by_shape_and_schedule(kitchens_root):
     from study.packed_trial import make_packer
     from study.spec import parse_spec
     from study.spec_data import check_spec
 
     def packer(**packing):
-        spec = parse_spec(_spec_dict(data_root, "keys", packing=packing), base_dir=data_root)
+        spec = parse_spec(_spec_dict(kitchens_root, "keys", packing=packing),
+                          base_dir=kitchens_root)
         said: list[str] = []
         return make_packer(spec, check_spec(spec), say=said.append), said, spec
 
@@ -168,45 +145,23 @@ def test_pack_keys_group_by_shape_and_schedule(data_root):
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-def _write_spec(root: Path, d: dict) -> Path:
-    p = root / f"{d['name']}.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
-
-
-def _link_data(src: Path, dst: Path) -> None:
-    (dst / "data").mkdir(parents=True, exist_ok=True)
-    for f in (src / "data").iterdir():
-        link = dst / "data" / f.name
-        if not link.exists():
-            link.symlink_to(f)
-
-
 def _task_runs(uri: str, name: str):
     from study.tracking import MlflowRunLogger
 
     return [r for r in MlflowRunLogger(uri).study_runs(name) if r.role == "task"]
 
 
-def test_packed_study_same_runs_as_unpacked(data_root, tmp_path, local_ray):
+def test_packed_study_same_runs_as_unpacked(kitchens_root, tmp_path, local_ray):
     from study.runner import run_study
 
     roots = {"off": tmp_path / "off", "on": tmp_path / "on"}
     loaded = {}
     for mode, root in roots.items():
-        _link_data(data_root, root)
+        link_data(kitchens_root, root)
         extra = {"packing": {"max_trials": 4, "force_cpu": True}} if mode == "on" else {}
         d = _spec_dict(root, "pk", **extra)
         d["experiments"]["edges"][0]["arrangement"] = ["concat"]  # 8 tasks: keeps it short
-        loaded[mode] = open_study(_write_spec(root, d))
+        loaded[mode] = open_study(write_spec(root, d))
     assert loaded["on"].hash == loaded["off"].hash  # packing is how it runs, not what
     plan = make_plan(loaded["on"].spec)
     # the store named explicitly: once one study has run, MLflow's $MLFLOW_TRACKING_URI (set
@@ -258,13 +213,13 @@ def test_packed_study_same_runs_as_unpacked(data_root, tmp_path, local_ray):
         assert ft.start_time >= pre_run.end_time
 
 
-def test_member_failure_and_resume(data_root, tmp_path, local_ray):
+def test_member_failure_and_resume(kitchens_root, tmp_path, local_ray):
     from study.runner import run_study
 
-    _link_data(data_root, tmp_path)
+    link_data(kitchens_root, tmp_path)
     d = _spec_dict(tmp_path, "pkfail", packing={"max_trials": 4, "force_cpu": True})
     d["experiments"] = {**d["experiments"], "edges": []}
-    loaded = open_study(_write_spec(tmp_path, d))
+    loaded = open_study(write_spec(tmp_path, d))
     bad, good = f"baseline:{B}.split1:s1", f"baseline:{B}.split1:s0"
     uri = loaded.spec.tracking_uri
     out = run_study(loaded, inject_faults={bad: 10}, progress=False, tracking_uri=uri)
@@ -289,13 +244,13 @@ def test_member_failure_and_resume(data_root, tmp_path, local_ray):
     assert "ks.pack" not in next(r for r in fin if r.task_id == bad).tags
 
 
-def test_packing_spec_is_validated(data_root):
+def test_packing_spec_is_validated(kitchens_root):
     from study.spec import SpecError, parse_spec
 
     for bad, key in (({"max_trials": 1}, "packing.max_trials"),
                      ({"max_trials": 4, "gpu_only": True}, "packing.gpu_only"),
                      ({}, "packing.max_trials")):
         with pytest.raises(SpecError) as ei:
-            parse_spec(_spec_dict(data_root, "bad", packing=bad))
+            parse_spec(_spec_dict(kitchens_root, "bad", packing=bad))
         assert key in dict(ei.value.problems), ei.value.problems
-    assert parse_spec(_spec_dict(data_root, "none")).packing is None  # off by default
+    assert parse_spec(_spec_dict(kitchens_root, "none")).packing is None  # off by default

@@ -16,63 +16,24 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from study.plan import make_plan
 from study.spec_data import open_study
 from study.tracking import MlflowRunLogger
-from tests.study_data import write_kitchens
+from tests.study_data import A, B, link_data, merged, small_spec, write_spec
 
 ray = pytest.importorskip("ray")
 
-A, B = "synth_breakfast", "synth_salads"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(root: Path, name: str = "rt", **over) -> Path:
-    d = {
-        "name": name,
-        "datasets": {A: {"path": f"data/{A}.parquet", "splits": [1]},
-                     B: {"path": f"data/{B}.parquet", "splits": [1]}},
-        "model": {"history": 16, "hidden": 8, "batch_size": 4},
-        "experiments": {
-            "seeds": [0],
-            "iterations": 30,
-            "pretrain_iterations": 30,
-            "eval_at": [10, 20],
-            "baselines": [B],
-            "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"]}],
-        },
-        "search": {"space": "small", "target": B, "num_samples": 2, "max_concurrent": 2,
-                   "iterations": 20, "asha": {"grace_period": 10, "reduction_factor": 2}},
-        "iterations_per_step": 10,
-        "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "storage_path": str(root / "ray_results"),
-    }
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict):
-            d[k] = {**d[k], **v}
-        else:
-            d[k] = v
-    p = root / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runner")
-    write_kitchens(root / "data", kitchens=2)
-    return root
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module (a study reuses an initialised Ray)."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING")
-    yield
-    ray.shutdown()
+    """One edge A -> B (transfer and joint), B's baseline and an ASHA search into B."""
+    d = small_spec(name, store=root, experiments={
+        "baselines": [B], "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"]}]},
+        search={"space": "small", "target": B, "num_samples": 2, "max_concurrent": 2,
+                "iterations": 20, "asha": {"grace_period": 10, "reduction_factor": 2}})
+    return write_spec(root, merged(d, over))
 
 
 def _runs(uri: str, name: str):
@@ -83,10 +44,10 @@ def _tasks(runs):
     return [r for r in runs if r.role == "task"]
 
 
-def test_study_end_to_end(data_root, local_ray, capsys):
+def test_study_end_to_end(kitchens_root, local_ray, capsys):
     from study.runner import run_study
 
-    spec_path = _spec(data_root)
+    spec_path = _spec(kitchens_root)
     loaded = open_study(spec_path)
     out = run_study(loaded)
     assert out.status == "FINISHED", out
@@ -127,12 +88,12 @@ def test_study_end_to_end(data_root, local_ray, capsys):
     # the fine-tune read the pre-train's checkpoint artifact, and started after it was stored
     art = logger.client.get_run(pre.run_id).info.artifact_uri
     assert ft.params["init_checkpoint"] == f"{art}/checkpoint/lstm.pt"
-    local = logger.download_artifact(pre.run_id, "checkpoint/lstm.pt", data_root / "dl")
+    local = logger.download_artifact(pre.run_id, "checkpoint/lstm.pt", kitchens_root / "dl")
     assert local.stat().st_size > 0
     assert ft.start_time >= pre.end_time
     # params are the task config, without the runner's private key
     assert ft.params["mode"] == "transfer" and "_study" not in ft.params
-    assert ft.params["target_path"] == str(data_root / "data" / f"{B}.parquet")
+    assert ft.params["target_path"] == str(kitchens_root / "data" / f"{B}.parquet")
 
     # the search: one task run, its trials nested under it, the best one recorded
     search = by_task[f"search:{B}.split1:small:s0"]
@@ -151,10 +112,10 @@ def test_study_end_to_end(data_root, local_ray, capsys):
     assert len(_tasks(_runs(uri, "rt"))) == len(plan)
 
 
-def test_permanent_failure_is_recorded(data_root, local_ray):
+def test_permanent_failure_is_recorded(kitchens_root, local_ray):
     from study.runner import run_study
 
-    spec_path = _spec(data_root, name="rtfail", max_failures=0, search=None,
+    spec_path = _spec(kitchens_root, name="rtfail", max_failures=0, search=None,
                       experiments={"edges": [{"source": A, "target": B}]})
     loaded = open_study(spec_path)
     pid = f"pretrain:{A}.split1:s0"
@@ -179,14 +140,13 @@ def _final_metrics(uri: str, name: str) -> dict[str, dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_crash_once_recovers_from_checkpoint_with_equal_results(tmp_path, data_root, local_ray):
+def test_crash_once_recovers_from_checkpoint_with_equal_results(tmp_path, kitchens_root,
+                                                                 local_ray):
     from study.runner import run_study
 
     clean_root, crash_root = tmp_path / "clean", tmp_path / "crash"
     for r in (clean_root, crash_root):
-        (r / "data").mkdir(parents=True)
-        for f in (data_root / "data").iterdir():
-            (r / "data" / f.name).symlink_to(f)
+        link_data(kitchens_root, r)
     over = {"search": None, "experiments": {"edges": [{"source": A, "target": B}]}}
     clean = open_study(_spec(clean_root, name="rec", **over))
     crash = open_study(_spec(crash_root, name="rec", **over))
@@ -212,10 +172,8 @@ def _kitchen_study(*args: str, **kw) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_driver_killed_then_resume(tmp_path, data_root):
-    (tmp_path / "data").mkdir()
-    for f in (data_root / "data").iterdir():
-        (tmp_path / "data" / f.name).symlink_to(f)
+def test_driver_killed_then_resume(tmp_path, kitchens_root):
+    link_data(kitchens_root, tmp_path)
     # longer tasks so that the kill lands mid-study
     spec_path = _spec(tmp_path, name="kill", search=None, experiments={
         "seeds": [0, 1], "iterations": 300, "pretrain_iterations": 300, "eval_at": [100]},
