@@ -14,7 +14,8 @@ from study.models import log_lstm_model, register_model
 from tests.test_lstm_job import recipe_table
 from trainables.arrangements import make_arrangement
 from trainables.lstm_config import LSTMConfig
-from trainables.lstm_job import SplitData, Trainer, save_checkpoint
+from trainables.lstm_data import SplitData
+from trainables.lstm_job import Trainer, save_checkpoint
 from trainables.predictor import FramewisePredictor
 
 

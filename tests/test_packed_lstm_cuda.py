@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.test_packed_lstm import CLASSES, build, members, toy_table
-from trainables.lstm_job import SplitData
+from trainables.lstm_data import SplitData
 from trainables.packed_lstm import PackedTrainer
 from trainables.sampler import IGNORE
 

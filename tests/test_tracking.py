@@ -407,7 +407,8 @@ def _lstm_checkpoint(dst: Path) -> Path:
     from tests.test_lstm_job import recipe_table
     from trainables.arrangements import make_arrangement
     from trainables.lstm_config import LSTMConfig
-    from trainables.lstm_job import SplitData, Trainer, save_checkpoint
+    from trainables.lstm_data import SplitData
+    from trainables.lstm_job import Trainer, save_checkpoint
 
     torch.set_num_threads(1)
     data = SplitData.load(recipe_table(videos=4, classes=4, name="tgt", seed=1), 1)
