@@ -4,14 +4,19 @@
 
 Populates a SQLite MLflow store once through the tracking API (``MlflowRunLogger``): 5
 datasets x 2 splits x 5 seeds -> 50 baselines, 50 pre-trains, 200 transfer and 200 joint
-runs (every ordered pair into every split), each with ~25 params, loss/frame_acc histories
-and a 6-point convergence curve. Then, in the same process:
+runs (every ordered pair into every split), each with ~25 params and loss/frame_acc
+histories at 6 evaluation points (frame_acc's history is the convergence curve). Then, in
+the same process:
 
 * fast: ``load_study(name, uri).best_transfer_pairs()`` — what the CLI's ``best`` does; on
   SQLite it reads the store with four read-only SQL queries (``MlflowRunLogger.study_runs``);
 * search_runs: the same through MLflow's ``search_runs`` (one paged bulk call; the path used
   for a tracking server), ``MlflowRunLogger(uri, fast_read=False)``;
 * naive: list the run ids, then ``MlflowClient.get_run`` per run, then the same statistics.
+
+and, second table, load + ``convergence()`` (every run's curve: ``metric_histories``) for
+fast (one more SQL query) and search_runs (``get_metric_history`` per run, 8 at a time),
+each beside its own load + ``best_transfer_pairs`` from the first table.
 
 Reports the median of ``--repeats`` calls each (after one warm-up call, so imports and the
 SQLAlchemy engine are not counted) and the ratio. ``--store DIR`` reuses a populated store.
@@ -70,14 +75,11 @@ def populate(uri: str) -> int:
                   **{f"extra_{j}": j for j in range(12)}}
         rid = logger.start_task(sid, meta, params=config)
         base = 40.0 + (i * 7919 % 200) / 10
-        curve = {}
         for k, it in enumerate(EVALS):
-            curve[it] = base + 2 * k
+            final = ({"input_acc": base - 10, "edit": base - 5, "f1@10": base - 8,
+                      "f1@25": base - 12, "f1@50": base - 20} if it == EVALS[-1] else {})
             log_result(logger, rid, {"iteration": it, "loss": 3.0 / (k + 1),
-                                     "frame_acc": curve[it], "curve": dict(curve)})
-        log_result(logger, rid, {"iteration": EVALS[-1], "frame_acc": curve[EVALS[-1]],
-                                 "input_acc": base - 10, "edit": base - 5, "f1@10": base - 8,
-                                 "f1@25": base - 12, "f1@50": base - 20})
+                                     "frame_acc": base + 2 * k, **final})
         logger.end_task(rid)
         n += 1
     logger.end_study(sid)
@@ -142,6 +144,18 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, (wall, cpu, _) in results.items():
         print(f"| {label} | {wall * 1000:.0f} | {cpu * 1000:.0f} | {base / wall:.1f}x |")
+
+    curves = {label: timed(lambda load=load: load().convergence(), args.repeats)
+              for label, (load, _) in list(variants.items())[:2]}
+    answers = [r[2] for r in curves.values()]
+    assert all(a.equals(answers[0]) for a in answers), "the variants' curves differ"
+    print(f"\n{len(answers[0])} curve points; median of {args.repeats} calls of load + "
+          "convergence(), beside load + best_transfer_pairs(k=None) above")
+    print("| variant | load + convergence wall (ms) | CPU (ms) | load + best wall (ms) |")
+    print("|---|---|---|---|")
+    for label, (wall, cpu, _) in curves.items():
+        print(f"| {label} | {wall * 1000:.0f} | {cpu * 1000:.0f} | "
+              f"{results[label][0] * 1000:.0f} |")
 
 
 if __name__ == "__main__":
