@@ -80,6 +80,8 @@ __all__ = [
     "ITERATION_METRIC",
     "MAX_PARAM_VALUE",
     "NOTE_TAG",
+    "EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TAG",
     "RUN_NAME_TAG",
     "PLOTS_DIR",
     "RESULT_METRICS",
@@ -155,6 +157,10 @@ BEST_GAIN_PREFIX = "best_gain."
 TASKS_FINISHED_METRIC = "tasks_finished"
 #: MLflow's experiment (and run) description tag, shown on the experiment page
 NOTE_TAG = "mlflow.note.content"
+#: MLflow's experiment kind tag: a study is model training, so the UI (3.x) opens the
+#: experiment on its runs table rather than on the GenAI traces overview
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 #: MLflow's run name tag (setting it renames the run)
 RUN_NAME_TAG = "mlflow.runName"
 #: MLflow's limit on a dataset digest's length (mlflow/utils/validation.py)

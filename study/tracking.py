@@ -40,6 +40,8 @@ from typing import Any, Protocol, runtime_checkable
 from .mlflow_layout import (
     CHECKPOINT_ARTIFACT,
     DEFAULT_TRACKING_URI,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     EXPERIMENT_PREFIX,
     ITERATION_METRIC,
     NOTE_TAG,
@@ -403,6 +405,7 @@ class MlflowRunLogger:
         with self._lock:
             exp_id = self._experiment_id(name, create=True)
             self.client.set_experiment_tag(exp_id, NOTE_TAG, text)
+            self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     def download_artifact(self, run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:
         from mlflow.exceptions import MlflowException

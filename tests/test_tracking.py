@@ -482,6 +482,7 @@ def test_ui_view_and_register_through_the_cli(tmp_path, monkeypatch):
     assert parent["tasks_finished"] == 3 and parent["best_gain.frame_acc"] == 10.0
     exp = client.get_experiment_by_name("kitchen-study/ui")
     assert "two synthetic kitchens" in exp.tags["mlflow.note.content"]
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
     for rid in rids.values():  # every task's final LSTM is a loadable model; runs stay ended
         assert client.get_run(rid).info.status == "FINISHED"
     from study.models import using_tracking_uri
