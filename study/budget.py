@@ -1,4 +1,5 @@
-"""A budgeted transfer graph: fine-tune only the k best-estimated sources of each target.
+"""A budgeted transfer graph: fine-tune only the k best-estimated sources of each target
+(or halve them, :mod:`study.halving`).
 
 Spec: ``experiments.all_pairs.budget: {per_target: k, by: <estimator>}`` (:class:`BudgetSpec`).
 
@@ -40,8 +41,13 @@ Rules (the planner, the searcher, ``status`` and the report all apply these):
 * **Reuse.** Estimate and fine-tune tasks keep their content keys: a fine-tune trained by a
   budgeted version is reused by a full one and vice versa; a skipped edge whose fine-tune an
   earlier version finished is adopted like any other finished task (status FINISHED).
-* **Successive halving** (``budget: {halving: ...}``) is not built: a spec that asks for it
-  is an error saying so.
+* **Successive halving** (``budget: {halving: {min_iterations: m, reduction_factor: η}}``,
+  :class:`HalvingSpec`; mutually exclusive with ``per_target``/``by``) is built in
+  :mod:`study.halving`: every all_pairs fine-tune of a group starts; at the rungs ``m,
+  m·η, …`` (which ``eval_at`` must list) a group's live fine-tunes are ranked by their
+  ``frame_acc`` at the rung once all have reported it (ties by source name), the better
+  ``ceil(n/η)`` continue and the others are stopped by the driver's scheduler and tagged
+  ``halved @ <rung>``; a halved run is no measured result (left out of the gains).
 
 What the budget saved and missed: :func:`regret_table` (``StudyResults.budget_regret``).
 Pure: no Ray, no MLflow, no torch.

@@ -616,3 +616,42 @@ def test_query_leaves_halved_finetunes_out_of_the_measured_results():
     r = res.budget_regret(_full_study())  # full: a/b/c at 51/52/55, c best
     assert r.iloc[0]["chosen"] == "c" and r.iloc[0]["regret"] == 0.0 and r.iloc[0]["hit"]
     assert r.attrs["fine_tunes"] == {"budgeted": 1, "full": 3, "saved": 2}
+
+
+@pytest.mark.slow  # a 3-dataset study on local Ray: minutes on a loaded 2-core machine
+def test_real_halving_run(tmp_path):
+    """3 datasets, all pairs, halving from rung 2: each target has 2 sources, so at rung 2
+    one continues and one stops; the stopped ones are FINISHED runs tagged ``halved @ 2``,
+    named ``· stopped @``, and left out of the gains."""
+    pytest.importorskip("ray")
+    from study.halving import HALVED, halved_rung
+    from study.query import load_study
+    from study.runner import run_study
+    from study.spec_data import open_study
+    from tests.study_data import write_kitchens
+
+    names = sorted(write_kitchens(tmp_path / "data", kitchens=3))
+    spec = {"name": "halve", "datasets": {n: {"path": f"data/{n}.parquet", "splits": [1]}
+                                          for n in names},
+            "model": {"history": 8, "hidden": 8, "batch_size": 4},
+            "experiments": {"seeds": [0], "iterations": 10, "eval_at": [2, 4, 8],
+                            "all_pairs": {"mode": "transfer", "arrangement": "concat",
+                                          "budget": {"halving": {"min_iterations": 2}}}},
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "storage_path": str(tmp_path / "ray_results")}
+    p = tmp_path / "halve.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    out = run_study(open_study(p), num_cpus=2, progress=False)
+    assert out.status == "FINISHED", out
+    kinds = [t.split(":")[0] for t in out.finished]
+    assert kinds.count("baseline") == 3 and kinds.count("finetune") == 6
+    res = load_study(p)
+    fts = [r for r in latest_finished(res.records).values() if r.task_id.startswith("finetune:")]
+    halved = [r for r in fts if halved_rung(r.tags) is not None]
+    assert len(halved) == 3 and all(r.tags[TAG_BUDGET] == f"{HALVED}2" for r in halved)
+    assert all("· stopped @ " in r.tags["mlflow.runName"] for r in halved)
+    # one survivor per target, and it had the better frame_acc at rung 2
+    tab = res.budget()
+    assert sorted(tab["decision"]) == ["chosen"] * 3 + ["stopped at 2"] * 3
+    assert sorted(res.gains()["source"] + ">" + res.gains()["target"]) == sorted(
+        r["source"] + ">" + r["target"] for _, r in tab[tab["decision"] == "chosen"].iterrows())
