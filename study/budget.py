@@ -1,4 +1,5 @@
-"""A budgeted transfer graph: fine-tune only the k best-estimated sources of each target.
+"""A budgeted transfer graph: fine-tune only the k best-estimated sources of each target
+(or halve them, :mod:`study.halving`).
 
 Spec: ``experiments.all_pairs.budget: {per_target: k, by: <estimator>}`` (:class:`BudgetSpec`).
 
@@ -40,8 +41,13 @@ Rules (the planner, the searcher, ``status`` and the report all apply these):
 * **Reuse.** Estimate and fine-tune tasks keep their content keys: a fine-tune trained by a
   budgeted version is reused by a full one and vice versa; a skipped edge whose fine-tune an
   earlier version finished is adopted like any other finished task (status FINISHED).
-* **Successive halving** (``budget: {halving: ...}``) is not built: a spec that asks for it
-  is an error saying so.
+* **Successive halving** (``budget: {halving: {min_iterations: m, reduction_factor: η}}``,
+  :class:`HalvingSpec`; mutually exclusive with ``per_target``/``by``) is built in
+  :mod:`study.halving`: every all_pairs fine-tune of a group starts; at the rungs ``m,
+  m·η, …`` (which ``eval_at`` must list) a group's live fine-tunes are ranked by their
+  ``frame_acc`` at the rung once all have reported it (ties by source name), the better
+  ``ceil(n/η)`` continue and the others are stopped by the driver's scheduler and tagged
+  ``halved @ <rung>``; a halved run is no measured result (left out of the gains).
 
 What the budget saved and missed: :func:`regret_table` (``StudyResults.budget_regret``).
 Pure: no Ray, no MLflow, no torch.
@@ -55,12 +61,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from .mlflow_layout import ESTIMATE_PREFIX, task_tag
 
 __all__ = ["NEEDS_FINETUNE", "NOT_TRAINED", "TAG_BUDGET", "TAG_BUDGET_BY", "TAG_BUDGET_RANK",
            "BudgetBook", "BudgetEdge", "BudgetGroup", "BudgetPlan", "BudgetSpec", "Decision",
+           "HalvingSpec",
            "budget_decisions", "budget_estimators", "budget_table", "choices_of", "choose",
            "dry_run_lines",
            "estimate_id", "make_budget",
@@ -85,25 +92,49 @@ def budget_estimators() -> tuple[str, ...]:
     return tuple(n for n in ESTIMATORS if n not in NEEDS_FINETUNE)
 
 
-class BudgetSpec(BaseModel):
-    """``all_pairs.budget``: fine-tune the ``per_target`` best sources by estimate ``by``."""
+class HalvingSpec(BaseModel):
+    """``budget.halving``: the first rung and the reduction factor η (:mod:`study.halving`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    per_target: int = Field(ge=1, description="fine-tunes per target split, arrangement, seed")
-    by: str = Field(description="estimator name (trainables.transferability.ESTIMATORS)")
+    min_iterations: PositiveInt = Field(description="the first rung (iterations)")
+    reduction_factor: int = Field(default=2, ge=2,
+                                  description="η: 1/η of a group continues at each rung")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_halving(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "halving" in v:
-            raise ValueError("successive halving (budget.halving) is not built; use "
-                             "{per_target: k, by: <estimator>}")
-        return v
+
+class BudgetSpec(BaseModel):
+    """``all_pairs.budget``: fine-tune the ``per_target`` best sources by estimate ``by``, or
+    successive halving (``halving``, :mod:`study.halving`); one of the two."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_target: int | None = Field(default=None, ge=1,
+                                   description="fine-tunes per target split, arrangement, seed")
+    by: str | None = Field(default=None,
+                           description="estimator name (trainables.transferability.ESTIMATORS)")
+    halving: HalvingSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSpec:
+        if self.halving is not None:
+            if self.per_target is not None or self.by is not None:
+                raise ValueError("budget.halving and budget.per_target/by are mutually "
+                                 "exclusive: give one of them")
+        elif self.per_target is None or self.by is None:
+            raise ValueError("a budget is {per_target: k, by: <estimator>} or "
+                             "{halving: {min_iterations: m, reduction_factor: 2}}")
+        return self
+
+    def hashed(self) -> dict[str, Any]:
+        """What enters the study hash: the fields given (so a ``{per_target, by}`` budget
+        hashes as it did before halving existed)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
     @field_validator("by")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         ok = budget_estimators()
         if v not in ok:
             from trainables.transferability import ESTIMATORS
@@ -330,10 +361,13 @@ def release(state: Any) -> list[str]:
 
 
 def dry_run_lines(plan: Any) -> list[str]:
-    """What ``run --dry-run`` says about the budget (nothing without one)."""
+    """What ``run --dry-run`` says about the budget (nothing without one; successive
+    halving: :func:`study.halving.halving_dry_run_lines`)."""
     bp = getattr(plan, "budget", None)
     if bp is None:
-        return []
+        from .halving import halving_dry_run_lines
+
+        return halving_dry_run_lines(plan)
     n = len(bp.conditional)
     most = bp.max_finetunes()
     return [f"budget: {n} fine-tune(s) are conditional (marked '?'): per target split, "
@@ -471,9 +505,14 @@ def report_section(table: Any) -> str:
     chosen = int((table["decision"] == "chosen").sum())
     skipped = int((table["decision"] == "skipped").sum())
     by = ", ".join(sorted({b for b in table["by"] if b})) or "-"
-    lines = ["## Budgeted graph", "",
-             f"Fine-tunes chosen by estimate ({by}): {chosen} trained by the budget, "
-             f"{skipped} {NOT_TRAINED}, {len(table) - chosen - skipped} undecided.", "",
+    if by == "halving":  # study.halving
+        halved = int(table["decision"].str.startswith("stopped at").sum())
+        head = (f"Successive halving: {chosen} fine-tune(s) survived every rung, {halved} "
+                "stopped early (not measured results: left out of the gains).")
+    else:
+        head = (f"Fine-tunes chosen by estimate ({by}): {chosen} trained by the budget, "
+                f"{skipped} {NOT_TRAINED}, {len(table) - chosen - skipped} undecided.")
+    lines = ["## Budgeted graph", "", head, "",
              "| target | split | arrangement | seed | source | estimate | rank | state | "
              "frame_acc |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
@@ -481,6 +520,8 @@ def report_section(table: Any) -> str:
                  else "chosen, not trained yet" if r.decision == "chosen" else "undecided")
         if r.trained and r.decision == "skipped":
             state = "trained (reused; not chosen)"
+        if r.decision.startswith("stopped at"):  # study.halving: halved at that rung
+            state = r.decision
         est = "-" if r.estimate != r.estimate else f"{r.estimate:.4g}"
         acc = "-" if r.value != r.value else f"{r.value:.2f}"
         lines.append(f"| {r.target} | {r.target_split} | {r.arrangement} | {r.seed} | "

@@ -25,7 +25,9 @@ from typing import Any
 
 from ray import tune
 
+from .budget import TAG_BUDGET_BY
 from .estimates import result_estimates
+from .halving import HALVING, mark_halved
 from .mlflow_layout import (
     CHECKPOINT_ARTIFACT,
     ROLE_TRIAL,
@@ -243,11 +245,16 @@ class TrackingCallback(NotPickled, tune.Callback):
                 return
         s = st.searches.get(task.id)
         if s is None:
+            h = st.halving
+            if h is not None and task.id in h.plan.members:  # study.halving
+                self.logger.set_tags(rid, {TAG_BUDGET_BY: HALVING})
             self._end(rid, "FINISHED")
             st.done[task.id] = rid
             if self.view is not None:
                 self.view.task_finished(task, rid, result,
                                         lambda: trial.checkpoint.as_directory())
+            if h is not None and h.stop(task.id):  # halved: after the view named the run
+                mark_halved(self.logger, rid, h.halved[task.id], result.get("iteration"))
             self.progress.trial("done", task.id, result, seconds)
             return
         full = result.get("iteration", 0) >= task.config.iterations

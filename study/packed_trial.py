@@ -175,6 +175,9 @@ class Packer:
             t = state.tasks[tid]
             if t.kind in _UNPACKED or any(d not in state.done for d in t.deps):
                 continue
+            h = getattr(state, "halving", None)
+            if h is not None and t.id in h.plan.members:  # study.halving stops it alone
+                continue
             if self.key(t) == key:
                 members.append(t)
         if len(members) == 1:

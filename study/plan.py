@@ -89,6 +89,7 @@ if TYPE_CHECKING:
     from data_prep.table import DatasetCard
 
     from .budget import BudgetPlan
+    from .halving import HalvingPlan
 
 __all__ = ["CHECKPOINT_KINDS", "EXECUTION_CONFIG_FIELDS", "KINDS", "TASK_KINDS", "Plan",
            "Task", "TaskKind", "asha_rungs", "checkpoint_of", "make_plan", "task_key"]
@@ -192,6 +193,8 @@ class Plan:
 
     tasks: tuple[Task, ...]
     budget: BudgetPlan | None = None
+    #: all_pairs.budget.halving: the fine-tunes halved per group (study.halving)
+    halving: HalvingPlan | None = None
 
     def __iter__(self) -> Iterator[Task]:
         return iter(self.tasks)
@@ -414,8 +417,14 @@ def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -
         add(sid, "search", cfg, **fields)
     if problems:
         raise SpecError([(f"task {tid}", msg) for tid, msg in problems.items()], spec.source)
-    budget = None
-    if ex.all_pairs is not None and ex.all_pairs.budget is not None:
+    budget = halving = None
+    if ex.all_pairs is not None and ex.all_pairs.budget is not None \
+            and ex.all_pairs.budget.halving is not None:
+        from .halving import make_halving  # no extra tasks: the fine-tunes halve each other
+
+        halving = make_halving(ex.all_pairs.budget, ex.iterations,
+                               [tasks[f] for f in sorted(budgeted - explicit)])
+    elif ex.all_pairs is not None and ex.all_pairs.budget is not None:
         from .budget import make_budget
 
         estimates, budget = make_budget(
@@ -426,7 +435,7 @@ def make_plan(spec: StudySpec, cards: Mapping[str, DatasetCard] | None = None) -
     serving = {d for t in tasks.values() for d in t.deps}
     ordered = sorted(tasks.values(), key=lambda t: (
         order["pretrain"] if t.id in serving else order[t.kind], t.id))
-    return Plan(tuple(_with_keys(ordered, spec, cards)), budget)
+    return Plan(tuple(_with_keys(ordered, spec, cards)), budget, halving)
 
 
 def _pretrain(

@@ -204,7 +204,8 @@ class StudyResults:
         base = (df[df["kind"] == "baseline"].groupby(_BASE_KEY, dropna=False)[col].mean()
                 .rename("baseline").reset_index())
         runs = df[df["mode"].isin([mode] if mode else ["transfer", "joint"])
-                  & (df["kind"] != "estimate")]  # a budget's estimate run trains nothing
+                  & (df["kind"] != "estimate")  # a budget's estimate run trains nothing
+                  & ~df["run_id"].isin(self._halved_runs())]  # study.halving: not measured
         runs = runs[[*_PAIR, "seed", col, "run_id"]].rename(columns={col: "value"})
         out = runs.merge(base, on=_BASE_KEY, how="inner")
         out["gain"] = out["value"] - out["baseline"]
@@ -323,13 +324,22 @@ class StudyResults:
 
         return quality_table(self.transferability(metric), n_boot=n_boot, seed=seed)
 
+    def _halved_runs(self) -> set[str]:
+        """Run ids of fine-tunes successive halving stopped (:mod:`study.halving`)."""
+        from .halving import halved_rung
+
+        return {r.run_id for r in self.records if halved_rung(r.tags) is not None}
+
     def budget(self, metric: str = "frame_acc") -> pd.DataFrame:
         """A budgeted study's edges (``all_pairs.budget``), one row per edge and seed: the
         estimate ranked by, rank, decision (chosen | skipped), whether its fine-tune trained
         and its ``metric`` (:func:`study.budget.budget_table`). Empty without a budget."""
         from .budget import budget_table
+        from .halving import halving_table
 
-        return budget_table(self.records, metric_key(_metric_column(metric)))
+        key = metric_key(_metric_column(metric))
+        halving = halving_table(self.records, key)  # study.halving: rows of its fine-tunes
+        return halving if not halving.empty else budget_table(self.records, key)
 
     def budget_regret(self, full: StudyResults | None = None, *, per_target: int | None = None,
                       by: str | None = None, metric: str = "frame_acc") -> pd.DataFrame:
@@ -351,8 +361,9 @@ class StudyResults:
         g = base.gains(metric, mode="transfer")
         n_full = int((base.results()["kind"] == "finetune").sum())
         if full is not None:
-            choices = choices_of(self.budget(metric))
+            choices = choices_of(self.budget(metric))  # halving: chosen = the survivors
             n_budget = int((self.results()["kind"] == "finetune").sum())
+            n_budget -= len(self._halved_runs() & set(self.results()["run_id"]))
         else:
             if per_target is None or by not in budget_estimators():
                 raise ValueError("a simulated budget needs per_target and by (one of: "

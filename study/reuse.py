@@ -9,7 +9,8 @@ Rules:
 
 * **Which run is reused.** For each task key, the latest-started FINISHED task run
   (``ks.role=task``) of any version of the study that carries that key (tag
-  :data:`~study.mlflow_layout.TAG_TASK_KEY`).
+  :data:`~study.mlflow_layout.TAG_TASK_KEY`), except a fine-tune that successive halving
+  stopped (:mod:`study.halving`: it ran only part of its iterations).
 * **How.** The runner *adopts* it (:func:`adopt`): a light task run in the new version,
   with the new task's tags (id, kind, key), the original run's params and final metric
   values (one value per metric, at step = its last iteration: the per-step history stays on
@@ -102,6 +103,7 @@ def finished_by_key(logger: Any, name: str) -> dict[str, RunRecord]:
     version of study ``name``. Empty when the store or the study does not exist (nothing
     is created). Loggers other than :class:`~study.tracking.MlflowRunLogger` take part
     through a ``finished_task_runs(name)`` method returning records, else reuse nothing."""
+    from .halving import halved_rung
     from .tracking import MlflowRunLogger, sqlite_path
 
     find = getattr(logger, "finished_task_runs", None)
@@ -123,6 +125,8 @@ def finished_by_key(logger: Any, name: str) -> dict[str, RunRecord]:
     for r in records:
         key = r.tags.get(TAG_TASK_KEY)
         if r.role != ROLE_TASK or r.status != "FINISHED" or not key:
+            continue
+        if halved_rung(r.tags) is not None:  # study.halving stopped it: not a finished task
             continue
         cur = best.get(key)
         if cur is None or (r.start_time or 0) >= (cur.start_time or 0):

@@ -45,6 +45,7 @@ from trainables.metrics import METRIC_NAMES
 
 from .budget import BudgetBook, release
 from .estimates import estimate_request
+from .halving import HalvingBook, mark_halved
 from .mlflow_layout import (
     BEST_PREFIX,
     ITERATION_METRIC,
@@ -179,6 +180,11 @@ class StudyState(NotPickled):
         self.budget = None if plan.budget is None else BudgetBook.start(
             plan.budget, [t.id for t in todo])
         held = set(self.budget.held) if self.budget is not None else set()
+        #: study.halving: the rung decisions over the all_pairs fine-tunes
+        self.halving = None if plan.halving is None else HalvingBook(plan.halving)
+        if self.halving is not None:  # finished before this driver: no rung values here
+            for tid in plan.halving.members & set(done):
+                self.halving.drop(tid)
         self.pending: list[str] = [t.id for t in todo if t.id not in held]
         #: the RunLogger (the runner sets it): budget decisions read and tag estimate runs
         self.logger: Any = None
@@ -261,7 +267,8 @@ class StudySearcher(NotPickled, Searcher):
                         continue
                     return cfg
                 st.pending.remove(tid)
-                if st.packer is not None:  # with the tasks ready now of its shape, if any
+                halved = st.halving is not None and tid in st.halving.plan.members
+                if st.packer is not None and not halved:  # with the ready tasks of its shape
                     pack = st.packer.take(st, task, trial_id)
                     if pack is not None:
                         return pack
@@ -364,16 +371,40 @@ class StudyScheduler(NotPickled, FIFOScheduler):
     def on_trial_result(self, tune_controller, trial, result) -> str:
         a = self._asha(trial)
         if a is None:
-            return TrialScheduler.CONTINUE
+            return self._halving(trial.trial_id, result)
         return a.on_trial_result(tune_controller, trial, result)
 
+    def _halving(self, trial_id: str, result: Mapping[str, Any] | None) -> str:
+        """study.halving: record a fine-tune's rung value, decide what can be decided, and
+        STOP a halved fine-tune (CONTINUE every other trial)."""
+        st = self.state
+        h = st.halving
+        task = st.task_of(trial_id)
+        if h is None or task is None or task.id not in h.plan.members:
+            return TrialScheduler.CONTINUE
+        with st.lock:
+            if result:
+                h.observe(task.id, result)
+            for tid in [*st.failed, *st.skipped]:
+                if tid in h.plan.members:
+                    h.drop(tid)
+            for tid, rung in h.decide():
+                if tid in st.done and st.logger is not None:  # ended before its rung decided
+                    mark_halved(st.logger, st.done[tid], rung, st.tasks[tid].config.iterations)
+            return TrialScheduler.STOP if h.stop(task.id) else TrialScheduler.CONTINUE
+
     def on_trial_complete(self, tune_controller, trial, result) -> None:
+        self._halving(trial.trial_id, result)  # its last result may decide a rung
         a = self._asha(trial)
         if a is not None and trial.trial_id in a._trial_info:
             a.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self.on_trial_remove(tune_controller, trial)
+        task = self.state.task_of(trial.trial_id)
+        if self.state.halving is not None and task is not None:
+            self.state.halving.drop(task.id)  # no longer live: its group's rungs go on
+            self._halving(trial.trial_id, None)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         a = self._asha(trial)
@@ -381,7 +412,7 @@ class StudyScheduler(NotPickled, FIFOScheduler):
             a.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "Study scheduler: FIFO, ASHA per search"
+        return "Study scheduler: FIFO, ASHA per search, halving per target group"
 
 
 # Key under which a wrapped search space returns its config values (the Optuna parameter

@@ -70,6 +70,7 @@ from trainables.lstm_config import LSTMConfig, TrainSpec
 from trainables.metrics import METRIC_NAMES
 
 from .budget import BudgetSpec
+from .halving import rungs
 
 __all__ = [
     "EXECUTION_FIELDS",
@@ -371,6 +372,8 @@ class StudySpec(_Model):
         ap = d["experiments"].get("all_pairs")
         if ap is not None and ap.get("budget") is None:
             del ap["budget"]  # added later: a spec without a budget keeps its hash
+        elif ap is not None:  # the fields given only (halving added later)
+            ap["budget"] = self.experiments.all_pairs.budget.hashed()
         return d
 
 
@@ -513,6 +516,18 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
             for j, ts in enumerate(e.target_splits or ()):
                 split(f"{key}.target_splits[{j}]", e.target, ts)
     last = ex.iterations
+    hb = ex.all_pairs.budget if ex.all_pairs is not None else None
+    if hb is not None and hb.halving is not None:  # study.halving: evaluated at the rungs
+        rs = rungs(hb.halving, last)
+        missing = [r for r in rs if r not in ex.eval_at]
+        if not rs:
+            problems.append(("experiments.all_pairs.budget.halving.min_iterations",
+                             f"{hb.halving.min_iterations} is not below experiments."
+                             f"iterations ({last}): there is no rung to halve at"))
+        elif missing:
+            problems.append(("experiments.eval_at", "successive halving compares the "
+                             f"fine-tunes at iterations {', '.join(map(str, rs))}: eval_at "
+                             f"must list them (missing: {', '.join(map(str, missing))})"))
     for i, p in enumerate(ex.eval_at):
         if p > last:
             problems.append(

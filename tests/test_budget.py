@@ -52,7 +52,6 @@ def test_budget_spec_validation():
         ({"per_target": 1, "by": "nope"}, "budget.by", "unknown estimator 'nope'"),
         ({"per_target": 1, "by": "probe"}, "budget.by", "needs a fine-tune 'probe'"),
         ({"per_target": 1, "by": "logme", "extra": 1}, "budget.extra", "unknown key"),
-        ({"halving": {"rungs": 3}}, "budget", "successive halving (budget.halving) is not built"),
     ]:
         with pytest.raises(SpecError) as e:
             _spec(bad)
@@ -407,3 +406,252 @@ def test_real_budgeted_run(tmp_path):
     r = res.budget_regret(load_study(p2))
     assert len(r) == 3 and (r["regret"] >= 0).all()
     assert r.attrs["fine_tunes"] == {"budgeted": 3, "full": 6, "saved": 3}
+
+
+# -- successive halving (study.halving) ------------------------------------------------------
+
+
+def _hspec(halving: dict | None = None, eval_at=(2, 4, 8), names=NAMES[:3], extra=None,
+           **all_pairs):
+    ap = {"mode": "transfer", "arrangement": "concat", **all_pairs,
+          "budget": {"halving": halving or {"min_iterations": 2}, **(extra or {})}}
+    return parse_spec({
+        "name": "h",
+        "datasets": {n: {"path": f"/nowhere/{n}.parquet", "splits": [1]} for n in names},
+        "experiments": {"iterations": 10, "eval_at": list(eval_at), "all_pairs": ap},
+    })
+
+
+def test_halving_spec_validation():
+    from study.halving import rungs
+
+    s = _hspec()
+    b = s.experiments.all_pairs.budget
+    assert b.per_target is None and b.halving.reduction_factor == 2
+    assert rungs(b.halving, 10) == (2, 4, 8)
+    assert s.hashed_dict()["experiments"]["all_pairs"]["budget"] == {
+        "halving": {"min_iterations": 2, "reduction_factor": 2}}
+    assert rungs(_hspec({"min_iterations": 1, "reduction_factor": 3},
+                        eval_at=(1, 3, 9)).experiments.all_pairs.budget.halving, 10) == (1, 3, 9)
+    for kw, where, words in [
+        ({"halving": {"min_iterations": 2, "reduction_factor": 1}},
+         "budget.halving.reduction_factor", "greater than or equal to 2"),
+        ({"halving": {"min_iterations": 0}}, "budget.halving.min_iterations", "greater than 0"),
+        ({"halving": {"min_iterations": 2, "rungs": 3}}, "budget.halving.rungs", "unknown key"),
+        ({"extra": {"per_target": 1, "by": "logme"}}, "budget", "mutually exclusive"),
+        ({"extra": {"by": "logme"}}, "budget", "mutually exclusive"),
+        ({"eval_at": (2, 8)}, "experiments.eval_at", "missing: 4"),
+        ({"halving": {"min_iterations": 10}, "eval_at": ()},
+         "budget.halving.min_iterations", "no rung to halve at"),
+        ({"mode": ["transfer", "joint"]}, "experiments.all_pairs.budget", "transfer only"),
+    ]:
+        with pytest.raises(SpecError) as e:
+            _hspec(**kw)
+        assert any(where in k and words in m for k, m in e.value.problems), e.value.problems
+
+
+def test_halving_plan_groups_every_all_pairs_finetune_and_adds_no_task():
+    full = make_plan(_spec(names=NAMES))
+    plan = make_plan(_hspec(names=NAMES))
+    assert plan.budget is None and [t.id for t in plan] == [t.id for t in full]
+    fts = {t.id for t in plan if t.kind == "finetune"}
+    assert plan.halving.members == fts and plan.halving.rungs == (2, 4, 8)
+    assert len(plan.halving.groups) == 4 and all(len(g.edges) == 3 for g in plan.halving.groups)
+    lines = dry_run_lines(plan)
+    assert "successive halving over 12 fine-tune(s) in 4 group(s)" in lines[0]
+    assert "at iterations 2, 4, 8" in lines[0]
+    assert sum(ft in "\n".join(lines) for ft in fts) == 12
+    # an explicit edge runs in full
+    s = parse_spec({**_hspec().model_dump(mode="json", exclude={"source"}),
+                    "experiments": {**_hspec().model_dump(mode="json")["experiments"],
+                                    "edges": [{"source": "a", "target": "b",
+                                               "arrangement": "concat"}]}})
+    p = make_plan(s)
+    assert "finetune:a.split1>b.split1:concat:s0" not in p.halving.members
+    assert len(p.halving.members) == 5
+
+
+def _book(sources, rungs=(2, 4, 8), eta=2):
+    from study.halving import HalvingBook, HalvingPlan
+
+    g = BudgetGroup("t", "split1", "concat", 0,
+                    tuple(BudgetEdge("", f"finetune:{s}>t", s) for s in sources))
+    return HalvingBook(HalvingPlan(rungs, eta, (g,)))
+
+
+def test_halving_rule_keeps_exactly_the_better_half_at_each_rung():
+    book = _book("abcd")
+    ft = {s: f"finetune:{s}>t" for s in "abcd"}
+    for s, v in {"a": 10, "b": 40, "c": 30}.items():
+        book.observe(ft[s], {"iteration": 2, "frame_acc": v})
+        assert book.decide() == []  # d has not reported rung 2 yet: nothing is decided
+    book.observe(ft["c"], {"iteration": 4, "frame_acc": 99})  # ahead: rung 4 waits for rung 2
+    assert book.decide() == []
+    book.observe(ft["d"], {"iteration": 2, "frame_acc": 20})
+    # rung 2: b (40) and c (30) continue, a and d stop; rung 4 waits for b
+    assert sorted(book.decide()) == [(ft["a"], 2), (ft["d"], 2)]
+    book.observe(ft["a"], {"iteration": 4, "frame_acc": 100})  # a halved member: ignored
+    assert book.decide() == []
+    book.observe(ft["b"], {"iteration": 4, "frame_acc": 20})
+    assert book.decide() == [(ft["b"], 4)]  # c (99) beats b (20)
+    assert book.decided[("t.split1 concat s0", 2)] == (ft["b"], ft["c"])
+    assert book.decided[("t.split1 concat s0", 4)] == (ft["c"],)
+    assert book.halved == {ft["a"]: 2, ft["d"]: 2, ft["b"]: 4}
+    assert [book.stop(ft[s]) for s in "abcd"] == [True, True, False, True]
+    # a group of 1 always continues
+    book.observe("finetune:c>t", {"iteration": 8, "frame_acc": 1.0})
+    assert book.decide() == [] and not book.stop("finetune:c>t")
+    assert book.decided[("t.split1 concat s0", 8)] == ("finetune:c>t",)
+
+
+def test_halving_ties_by_source_name_missing_values_last_and_gone_members():
+    book = _book("dcba", rungs=(2,))
+    for s in "dcba":
+        v = math.nan if s == "a" else 50.0
+        book.observe(f"finetune:{s}>t", {"curve": {"2": v, "10": 1.0}})  # the curve counts
+    assert sorted(book.decide()) == [("finetune:a>t", 2), ("finetune:d>t", 2)]  # b, c stay
+    # eta 3 keeps ceil(n/3); a member that failed before its rung is not waited for
+    book = _book("abcde", rungs=(2,), eta=3)
+    for s in "abcd":
+        book.observe(f"finetune:{s}>t", {"iteration": 2, "frame_acc": ord(s)})
+    assert book.decide() == []
+    book.drop("finetune:e>t")
+    assert {t for t, _ in book.decide()} == {"finetune:a>t", "finetune:b>t"}
+    # a lone member continues
+    lone = _book("a", rungs=(2,))
+    lone.observe("finetune:a>t", {"iteration": 2, "frame_acc": 0.0})
+    assert lone.decide() == [] and not lone.stop("finetune:a>t")
+
+
+def test_scheduler_stops_a_halved_finetune_and_tags_it():
+    pytest.importorskip("ray")
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.halving import HALVED, halved_rung
+    from study.scheduling import StudyScheduler
+    from tests.memory_logger import InMemoryRunLogger
+
+    plan = make_plan(_hspec(halving={"min_iterations": 4}, eval_at=(4, 8), names=NAMES[:3]))
+    logger = InMemoryRunLogger()
+    sr = logger.start_study("h", "h" * 64)
+    st = _state(plan, logger)
+    sched = StudyScheduler(st)
+    g = next(g for g in plan.halving.groups if g.target == "c")  # sources a, b
+    a, b = (e.finetune for e in g.edges)
+
+    class T:
+        def __init__(self, tid):
+            self.trial_id = tid
+
+    st.trial_task.update({"ta": a, "tb": b})
+    assert sched.on_trial_result(None, T("ta"), {"iteration": 4, "frame_acc": 10.0}) \
+        == TrialScheduler.CONTINUE  # b has not reported rung 4 yet
+    assert sched.on_trial_result(None, T("tb"), {"iteration": 4, "frame_acc": 30.0}) \
+        == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, T("ta"), {"iteration": 8, "frame_acc": 12.0}) \
+        == TrialScheduler.STOP
+    # a baseline is never halved
+    st.trial_task["tx"] = next(t.id for t in plan if t.kind == "baseline")
+    assert sched.on_trial_result(None, T("tx"), {"iteration": 4, "frame_acc": 0.0}) \
+        == TrialScheduler.CONTINUE
+    # a member that finished before its rung was decided is tagged when it is
+    g2 = next(g for g in plan.halving.groups if g.target == "a")  # sources b, c
+    b2, c2 = (e.finetune for e in g2.edges)
+    rid = logger.start_task(sr, TaskMeta.from_task(st.tasks[b2]))
+    logger.set_tags(rid, {"mlflow.runName": "b → a"})
+    logger.end_task(rid)
+    st.trial_task.update({"tb2": b2, "tc2": c2})
+    sched.on_trial_complete(None, T("tb2"), {"iteration": 10, "frame_acc": 5.0,
+                                            "curve": {"4": 5.0, "8": 5.0, "10": 5.0}})
+    st.done[b2] = rid
+    assert sched.on_trial_result(None, T("tc2"), {"iteration": 4, "frame_acc": 9.0}) \
+        == TrialScheduler.CONTINUE
+    tags = logger.get_run(rid).tags
+    assert tags["ks.budget"] == f"{HALVED}4" and halved_rung(tags) == 4
+    assert tags["mlflow.runName"] == "b → a · stopped @ 10"
+
+
+def _halving_study():
+    """A halving study in memory: baselines of t at 50, fine-tunes a/b/c -> t; a and b
+    were halved (at 4 and 2), c survived at 55."""
+    from study.halving import HALVED, HALVING
+    from study.query import StudyResults
+    from tests.memory_logger import InMemoryRunLogger
+
+    plan = make_plan(_hspec(names=("a", "b", "c", "t")))
+    logger = InMemoryRunLogger()
+    sr = logger.start_study("f", "c" * 64)
+    halved = {"a": 4, "b": 2}
+    acc = {"a": 60.0, "b": 70.0, "c": 55.0}  # halved runs' last values: not measurements
+    for t in plan:
+        if t.target != "t" or t.kind not in ("baseline", "finetune"):
+            continue
+        rid = logger.start_task(sr, TaskMeta.from_task(t))
+        if t.kind == "baseline":
+            logger.log_metrics(rid, {"frame_acc": 50.0}, step=10)
+        else:
+            logger.log_metrics(rid, {"frame_acc": acc[t.source]}, step=10)
+            tags = {"ks.budget_by": HALVING}
+            if t.source in halved:
+                tags["ks.budget"] = f"{HALVED}{halved[t.source]}"
+            logger.set_tags(rid, tags)
+        logger.end_task(rid)
+    return StudyResults.from_logger(logger, "f")
+
+
+def test_query_leaves_halved_finetunes_out_of_the_measured_results():
+    from study.budget import report_section
+
+    res = _halving_study()
+    g = res.gains()
+    assert list(g["source"]) == ["c"] and g["gain"].iloc[0] == pytest.approx(5.0)
+    assert list(res.transfer_matrix().index) == ["c"]
+    assert list(res.best_transfer_pairs(k=None)["source"]) == ["c"]
+    tab = res.budget()
+    assert list(tab["decision"]) == ["stopped at 4", "stopped at 2", "chosen"]
+    assert list(tab["trained"]) == [False, False, True] and tab["value"].isna().sum() == 2
+    text = report_section(tab)
+    assert "1 fine-tune(s) survived every rung, 2 stopped early" in text
+    assert "| stopped at 2 |" in text
+    r = res.budget_regret(_full_study())  # full: a/b/c at 51/52/55, c best
+    assert r.iloc[0]["chosen"] == "c" and r.iloc[0]["regret"] == 0.0 and r.iloc[0]["hit"]
+    assert r.attrs["fine_tunes"] == {"budgeted": 1, "full": 3, "saved": 2}
+
+
+@pytest.mark.slow  # a 3-dataset study on local Ray: minutes on a loaded 2-core machine
+def test_real_halving_run(tmp_path):
+    """3 datasets, all pairs, halving from rung 2: each target has 2 sources, so at rung 2
+    one continues and one stops; the stopped ones are FINISHED runs tagged ``halved @ 2``,
+    named ``· stopped @``, and left out of the gains."""
+    pytest.importorskip("ray")
+    from study.halving import HALVED, halved_rung
+    from study.query import load_study
+    from study.runner import run_study
+    from study.spec_data import open_study
+    from tests.study_data import write_kitchens
+
+    names = sorted(write_kitchens(tmp_path / "data", kitchens=3))
+    spec = {"name": "halve", "datasets": {n: {"path": f"data/{n}.parquet", "splits": [1]}
+                                          for n in names},
+            "model": {"history": 8, "hidden": 8, "batch_size": 4},
+            "experiments": {"seeds": [0], "iterations": 10, "eval_at": [2, 4, 8],
+                            "all_pairs": {"mode": "transfer", "arrangement": "concat",
+                                          "budget": {"halving": {"min_iterations": 2}}}},
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "storage_path": str(tmp_path / "ray_results")}
+    p = tmp_path / "halve.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    out = run_study(open_study(p), num_cpus=2, progress=False)
+    assert out.status == "FINISHED", out
+    kinds = [t.split(":")[0] for t in out.finished]
+    assert kinds.count("baseline") == 3 and kinds.count("finetune") == 6
+    res = load_study(p)
+    fts = [r for r in latest_finished(res.records).values() if r.task_id.startswith("finetune:")]
+    halved = [r for r in fts if halved_rung(r.tags) is not None]
+    assert len(halved) == 3 and all(r.tags[TAG_BUDGET] == f"{HALVED}2" for r in halved)
+    assert all("· stopped @ " in r.tags["mlflow.runName"] for r in halved)
+    # one survivor per target; the gains are exactly the survivors'
+    tab = res.budget()
+    assert sorted(tab["decision"]) == ["chosen"] * 3 + ["stopped at 2"] * 3
+    assert sorted(res.gains()["source"] + ">" + res.gains()["target"]) == sorted(
+        r["source"] + ">" + r["target"] for _, r in tab[tab["decision"] == "chosen"].iterrows())
