@@ -37,7 +37,9 @@ What the MLflow UI shows (made for comparing runs there):
 * the experiment's description (tag :data:`NOTE_TAG`) from the spec (:func:`experiment_note`);
 * ``gain.<metric>`` (:data:`GAIN_PREFIX`) on each transfer/joint run: its metric minus the
   mean of the baselines of the same target, target split and seed, logged by the driver when
-  the later of the two finishes (:class:`GainBook`; the query API's pairing rule);
+  the later of the two finishes (:class:`GainBook`; the query API's pairing rule), and once
+  the pair has two seeds or more ``gain_ci_low.<metric>`` / ``gain_ci_high.<metric>`` and
+  :data:`GAIN_SEEDS_METRIC` on every run of the pair (:meth:`GainBook.intervals`);
 * on the study run: :data:`TASKS_FINISHED_METRIC` (step = count) and
   ``best_gain.<metric>`` (the best per-run gain so far).
 
@@ -76,7 +78,10 @@ __all__ = [
     "END_STATUSES",
     "ESTIMATE_PREFIX",
     "EXPERIMENT_PREFIX",
+    "GAIN_CI_HIGH_PREFIX",
+    "GAIN_CI_LOW_PREFIX",
     "GAIN_PREFIX",
+    "GAIN_SEEDS_METRIC",
     "ITERATION_METRIC",
     "MAX_PARAM_VALUE",
     "NOTE_TAG",
@@ -153,6 +158,10 @@ ITERATION_METRIC = "iteration"
 CURVE_METRIC = "frame_acc"
 BEST_PREFIX = "best."
 GAIN_PREFIX = "gain."
+#: the 95 % interval of the gain over seeds, on every run of a pair with two seeds or more
+GAIN_CI_LOW_PREFIX = "gain_ci_low."
+GAIN_CI_HIGH_PREFIX = "gain_ci_high."
+GAIN_SEEDS_METRIC = "gain_seeds"
 BEST_GAIN_PREFIX = "best_gain."
 TASKS_FINISHED_METRIC = "tasks_finished"
 #: MLflow's experiment (and run) description tag, shown on the experiment page
@@ -558,6 +567,9 @@ class GainBook:
         self.baselines: dict[tuple[str, str, int], dict[str, float]] = {}
         self.runs: dict[tuple[str, str, int], dict[str, float]] = {}
         self.gains: dict[str, float] = {}
+        # the query's pair of each paired run (source, splits, mode, arrangement) and its seed
+        self.pair_of: dict[str, tuple[str, ...]] = {}
+        self.seed_of: dict[str, int] = {}
 
     def add(self, meta: TaskMeta, run_id: str, value: float | None) -> dict[str, float]:
         if value is None or not isinstance(value, int | float) or value != value:
@@ -568,6 +580,9 @@ class GainBook:
             todo = self.runs.get(key, {})
         elif meta.role == ROLE_TASK and meta.mode in self._PAIRED_MODES:
             self.runs.setdefault(key, {})[run_id] = float(value)
+            self.pair_of[run_id] = (meta.source, meta.source_split, meta.target,
+                                    meta.target_split, meta.mode, meta.arrangement)
+            self.seed_of[run_id] = int(meta.seed)
             todo = {run_id: float(value)} if key in self.baselines else {}
         else:
             return {}
@@ -577,6 +592,31 @@ class GainBook:
         mean = sum(base.values()) / len(base)
         out = {rid: v - mean for rid, v in todo.items()}
         self.gains.update(out)
+        return out
+
+    def intervals(self, run_ids: Iterable[str]) -> dict[str, tuple[float, float, int]]:
+        """``{run_id: (ci_low, ci_high, seeds)}`` for every run of the pairs of ``run_ids``
+        whose gain is known on two seeds or more: the 95 % t-interval of the mean per-seed
+        gain (several runs of one seed averaged first), the rule of
+        :meth:`study.query.StudyResults.best_transfer_pairs`, so the UI's columns match
+        ``kitchen-study best`` once the study is complete."""
+        from scipy.special import stdtrit  # driver side only; the read side never calls this
+
+        pairs = {self.pair_of[r] for r in run_ids if r in self.pair_of}
+        out: dict[str, tuple[float, float, int]] = {}
+        for pair in pairs:
+            members = [r for r, p in self.pair_of.items() if p == pair and r in self.gains]
+            by_seed: dict[int, list[float]] = {}
+            for r in members:
+                by_seed.setdefault(self.seed_of[r], []).append(self.gains[r])
+            d = [sum(v) / len(v) for v in by_seed.values()]
+            n = len(d)
+            if n < 2:
+                continue
+            mean = sum(d) / n
+            sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+            half = float(stdtrit(n - 1, 0.975)) * sd / math.sqrt(n)
+            out.update({r: (mean - half, mean + half, n) for r in members})
         return out
 
     @property

@@ -29,7 +29,10 @@ from typing import Any
 from . import mlflow_layout as layout
 from .mlflow_layout import (
     BEST_GAIN_PREFIX,
+    GAIN_CI_HIGH_PREFIX,
+    GAIN_CI_LOW_PREFIX,
     GAIN_PREFIX,
+    GAIN_SEEDS_METRIC,
     RUN_NAME_TAG,
     TASKS_FINISHED_METRIC,
     DatasetRef,
@@ -143,8 +146,13 @@ class RunView:
         self.finished += 1
         metrics = {TASKS_FINISHED_METRIC: float(self.finished)}
         meta = TaskMeta.from_task(task)
-        for rid, g in self.gains.add(meta, run_id, result.get(_METRIC)).items():
+        changed = self.gains.add(meta, run_id, result.get(_METRIC))
+        for rid, g in changed.items():
             self.logger.log_metrics(rid, {f"{GAIN_PREFIX}{_METRIC}": g})
+        for rid, (lo, hi, n) in self.gains.intervals(changed).items():
+            self.logger.log_metrics(rid, {f"{GAIN_CI_LOW_PREFIX}{_METRIC}": lo,
+                                          f"{GAIN_CI_HIGH_PREFIX}{_METRIC}": hi,
+                                          GAIN_SEEDS_METRIC: float(n)})
         if self.gains.best is not None:
             metrics[f"{BEST_GAIN_PREFIX}{_METRIC}"] = self.gains.best
         self.logger.log_metrics(self.study_run, metrics, step=self.finished)

@@ -399,6 +399,14 @@ def test_gain_book_pairs_whichever_finishes_later():
     assert book.add(meta("baseline", "none"), "b2", 30.0) == {"ft": 5.0, "j": 0.0}
     assert book.add(meta("pretrain", "none"), "p", 50.0) == {}
     assert book.best == 5.0  # the current gains, not a stale one
+    # intervals over seeds, per pair (source, splits, mode, arrangement), the query's rule
+    assert book.intervals(["ft"]) == {}  # one seed of the pair has a gain: no interval yet
+    assert book.add(meta("baseline", "none", seed=1), "b3", 26.0) == {"ft1": 4.0}
+    iv = book.intervals(["ft1"])
+    assert set(iv) == {"ft", "ft1"}  # every run of the pair gets it; the joint run is apart
+    lo, hi, n = iv["ft"]
+    half = 12.706204736174707 * 0.5  # t(0.975, 1) * sd([5, 4]) / sqrt(2) = t * 0.5
+    assert n == 2 and lo == pytest.approx(4.5 - half) and hi == pytest.approx(4.5 + half)
 
 
 def _lstm_checkpoint(dst: Path) -> Path:
