@@ -85,6 +85,7 @@ class SearchState:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> config values
     best_config: dict[str, Any] | None = None  # the best trial's config values
     best_result: dict[str, Any] | None = None  # the best trial's final result
+    best_number: int | None = None  # the best trial's Optuna number (ties: the lower wins)
     reported: dict[str, int] = field(default_factory=dict)  # trial id -> last Optuna step
 
     def base_params(self) -> dict[str, Any]:
@@ -132,10 +133,19 @@ class SearchState:
 
     def record(self, trial_id: str, run_id: str, result: dict[str, Any], full: bool) -> None:
         """A trial ended: it becomes the best when it ran to the end (COMPLETE for Optuna)
-        with a higher value than every earlier one (ties: the first keeps it)."""
+        with a higher value than every other; a tie goes to the lower Optuna trial number,
+        as Optuna's ``best_trial`` (and :func:`study.search_results.search_summary`) decide,
+        whichever of the two finished first."""
         value = result.get(self.metric)
-        if full and isinstance(value, int | float) and (self.best is None
-                                                         or value > self.best[0]):
+        if not (full and isinstance(value, int | float)):
+            return
+        t = self.optuna_trial(trial_id)
+        number = int(t.number) if t is not None else None
+        better = self.best is None or value > self.best[0] or (
+            value == self.best[0] and number is not None and self.best_number is not None
+            and number < self.best_number)
+        if better:
+            self.best_number = number
             self.best = (float(value), run_id)
             self.best_params = self.params.get(trial_id)
             self.best_config = self.configs.get(trial_id)

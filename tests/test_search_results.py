@@ -95,3 +95,27 @@ def test_search_trials_equal_what_optuna_reports(searched, capsys):
     assert r.exit_code == 0, r.output
     assert f"Optuna study {name!r}" in r.stdout
     assert f"best frame_acc {st.best_value:.2f}: trial {st.best_trial.number}" in r.stdout
+
+
+def test_a_tie_goes_to_the_lower_optuna_trial_number_whichever_finishes_first():
+    """The search run's best trial is Optuna's ``best_trial`` also when two trials tie and
+    the higher-numbered one finished first (concurrent trials finish in any order)."""
+    from types import SimpleNamespace
+
+    from study.scheduling import SearchState
+
+    st = optuna.create_study(direction="maximize")
+    asked = {f"t{i}": st.ask() for i in range(3)}  # Optuna numbers 0, 1, 2
+    # the dict Ray's OptunaSearch keeps its Optuna trials in (what SearchState reads)
+    s = SearchState(task=None, searcher=SimpleNamespace(_ot_trials=asked), scheduler=None,
+                    metric="frame_acc")
+    s.configs = {tid: {"hidden": 16 * (i + 1)} for i, tid in enumerate(asked)}
+    s.record("t2", "run2", {"frame_acc": 40.0}, full=True)
+    s.record("t1", "run1", {"frame_acc": 40.0}, full=True)  # same value, lower number
+    s.record("t0", "run0", {"frame_acc": 39.0}, full=True)
+    s.record("t0", "run0", {"frame_acc": 41.0}, full=False)  # stopped early: not a result
+    assert s.best == (40.0, "run1") and s.best_number == 1
+    assert s.best_config == {"hidden": 32}
+    for tid, v in (("t0", 39.0), ("t1", 40.0), ("t2", 40.0)):
+        st.tell(asked[tid], v)
+    assert st.best_trial.number == s.best_number
