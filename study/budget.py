@@ -69,6 +69,7 @@ __all__ = ["NEEDS_FINETUNE", "NOT_TRAINED", "TAG_BUDGET", "TAG_BUDGET_BY", "TAG_
            "BudgetBook", "BudgetEdge", "BudgetGroup", "BudgetPlan", "BudgetSpec", "Decision",
            "HalvingSpec",
            "budget_decisions", "budget_estimators", "budget_table", "choices_of", "choose",
+           "edge_fields",
            "dry_run_lines",
            "estimate_id", "make_budget",
            "regret_table", "release", "report_section", "simulated_choices"]
@@ -395,6 +396,18 @@ def budget_decisions(plan: Any, finished: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def edge_fields(tags: Mapping[str, str]) -> dict[str, Any]:
+    """A budgeted edge's group (target, split, arrangement, seed) and source, from its run's
+    tags: the leading columns of every budget table (this module's and halving's)."""
+    return {
+        "target": tags.get(task_tag("target"), ""),
+        "target_split": tags.get(task_tag("target_split"), ""),
+        "arrangement": tags.get(task_tag("arrangement"), ""),
+        "seed": int(tags.get(task_tag("seed"), "0") or 0),
+        "source": tags.get(task_tag("source"), ""),
+    }
+
+
 def budget_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
     """One row per budgeted edge and seed of a loaded study's runs (``RunRecord``s): target,
     target_split, arrangement, seed, source, ``estimate`` (the value ranked by), ``by``,
@@ -414,11 +427,7 @@ def budget_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
         by = t.get(TAG_BUDGET_BY, "")
         ft = runs.get("finetune:" + r.task_id.split(":", 1)[1])
         rows.append({
-            "target": t.get(task_tag("target"), ""),
-            "target_split": t.get(task_tag("target_split"), ""),
-            "arrangement": t.get(task_tag("arrangement"), ""),
-            "seed": int(t.get(task_tag("seed"), "0") or 0),
-            "source": t.get(task_tag("source"), ""),
+            **edge_fields(t),
             "by": by,
             "estimate": r.metrics.get(f"{ESTIMATE_PREFIX}{by}", math.nan) if by else math.nan,
             "rank": t.get(TAG_BUDGET_RANK, ""),

@@ -49,7 +49,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import TAG_BUDGET, TAG_BUDGET_BY, BudgetEdge, BudgetGroup, BudgetSpec, HalvingSpec
+from .budget import (
+    TAG_BUDGET,
+    TAG_BUDGET_BY,
+    BudgetEdge,
+    BudgetGroup,
+    BudgetSpec,
+    HalvingSpec,
+    edge_fields,
+)
 
 __all__ = ["HALVED", "HALVING", "HalvingBook", "HalvingPlan",
            "HalvingSpec", "halved_rung", "halving_dry_run_lines", "halving_table",
@@ -213,11 +221,7 @@ def halving_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
             continue
         rung = halved_rung(t)
         rows.append({
-            "target": t.get(task_tag("target"), ""),
-            "target_split": t.get(task_tag("target_split"), ""),
-            "arrangement": t.get(task_tag("arrangement"), ""),
-            "seed": int(t.get(task_tag("seed"), "0") or 0),
-            "source": t.get(task_tag("source"), ""),
+            **edge_fields(t),
             "by": HALVING, "estimate": math.nan, "rank": "",
             "decision": "chosen" if rung is None else f"stopped at {rung}",
             "trained": rung is None,
