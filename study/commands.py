@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from data_prep.errors import DataError
+from study.mlflow_layout import metric_key
 from trainables.metrics import METRIC_NAMES
 
 __all__ = ["best", "demo", "register", "register_best", "report", "resume", "run", "status"]
@@ -226,7 +227,7 @@ def best(
         summary = _load_results(spec, tracking_uri).search_summary()
         typer.echo(summary.to_json(orient="records") if json_out else _searches_text(summary))
         return
-    if metric not in METRIC_NAMES and metric not in {m.replace("@", "_") for m in METRIC_NAMES}:
+    if metric not in METRIC_NAMES and metric not in {metric_key(m) for m in METRIC_NAMES}:
         raise DataError(f"unknown metric {metric!r} (known: {', '.join(METRIC_NAMES)})",
                         "--metric")
     table = _load_results(spec, tracking_uri).best_transfer_pairs(target=target, metric=metric,

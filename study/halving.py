@@ -56,6 +56,7 @@ from .budget import (
     BudgetGroup,
     BudgetSpec,
     HalvingSpec,
+    _finite,
     edge_fields,
 )
 
@@ -109,10 +110,6 @@ def make_halving(spec: BudgetSpec, iterations: int, finetunes: Iterable[Any]
         groups.setdefault(key, []).append(BudgetEdge("", t.id, t.source or ""))
     return HalvingPlan(rungs(spec.halving, iterations), spec.halving.reduction_factor,
                        tuple(BudgetGroup(*k, tuple(v)) for k, v in sorted(groups.items())))
-
-
-def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 @dataclass
