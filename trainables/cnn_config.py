@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .frames import FrameSource
-from .job import StrictConfig, parse_iterations, resolve_trial_path
+from .job import StrictConfig, checked_eval_at, parse_iterations, resolve_trial_path
 
 __all__ = ["CNNConfig", "CNNSpec"]
 
@@ -93,10 +93,7 @@ class CNNSpec(CNNConfig):
 
     @model_validator(mode="after")
     def _schedule(self) -> CNNSpec:
-        bad = [i for i in self.eval_at if not 1 <= i <= self.iterations]
-        if bad:
-            raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({self.iterations})")
-        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        object.__setattr__(self, "eval_at", checked_eval_at(self.eval_at, self.iterations))
         if self.frames_pattern is not None:
             FrameSource(Path("."), pattern=self.frames_pattern)  # checks the template
         return self

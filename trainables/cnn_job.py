@@ -50,6 +50,7 @@ from .job import (
     CheckpointError,
     CheckpointMismatch,
     ConfigError,
+    next_stop,
     read_checkpoint,
     resolve_device,
     resolve_trial_path,
@@ -470,9 +471,10 @@ class CNNRun:
         )
 
     def next_stop(self) -> int:
-        it, spec = self.trainer.iteration, self.spec
-        later = [e for e in spec.eval_at if e > it]
-        return min([it + spec.iterations_per_step, spec.iterations, *later[:1]])
+        spec = self.spec
+        return next_stop(
+            self.trainer.iteration, spec.iterations, spec.iterations_per_step, spec.eval_at
+        )
 
     def step(self) -> dict[str, Any]:
         n = max(self.next_stop() - self.trainer.iteration, 0)

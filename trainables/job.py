@@ -2,7 +2,8 @@
 
 - :class:`StrictConfig`: the base of validated configs: unknown keys and wrong types are
   :class:`ConfigError` naming the key.
-- :func:`parse_iterations`: ``"512,1024"`` as the CLI and YAML write iteration lists.
+- :func:`parse_iterations`: ``"512,1024"`` as the CLI and YAML write iteration lists;
+  :func:`checked_eval_at` and :func:`next_stop`: the evaluation schedule of a run.
 - :func:`resolve_trial_path`: a driver-relative path seen from inside a Ray Tune trial.
 - :func:`resolve_device`: the one rule for where a job runs (:class:`ConfigError` when it
   cannot).
@@ -40,7 +41,9 @@ __all__ = [
     "CheckpointMismatch",
     "ConfigError",
     "StrictConfig",
+    "checked_eval_at",
     "load_tensors",
+    "next_stop",
     "parse_iterations",
     "read_checkpoint",
     "resolve_device",
@@ -99,6 +102,23 @@ def parse_iterations(v: Any) -> Any:
         except ValueError:
             raise ValueError(f"expected comma-separated iteration counts, got {v!r}") from None
     return v
+
+
+def checked_eval_at(eval_at: tuple[int, ...], iterations: int) -> tuple[int, ...]:
+    """``eval_at`` sorted, without repeats; a point outside ``1..iterations`` is a
+    ValueError."""
+    bad = [i for i in eval_at if not 1 <= i <= iterations]
+    if bad:
+        raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({iterations})")
+    return tuple(sorted(set(eval_at)))
+
+
+def next_stop(iteration: int, iterations: int, per_step: int, eval_at: tuple[int, ...]) -> int:
+    """Where a step that starts at ``iteration`` stops: ``per_step`` iterations on, but no
+    later than the end of the run or the next point of ``eval_at`` (sorted, as
+    :func:`checked_eval_at` returns it)."""
+    later = [e for e in eval_at if e > iteration]
+    return min([iteration + per_step, iterations, *later[:1]])
 
 
 def resolve_trial_path(path: str) -> Path:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .arrangements import ARRANGEMENTS
-from .job import StrictConfig, parse_iterations
+from .job import StrictConfig, checked_eval_at, parse_iterations
 
 __all__ = ["MAX_BATCH", "MAX_DEPTH", "MAX_HIDDEN", "MAX_HISTORY", "LSTMConfig", "TrainSpec"]
 
@@ -138,10 +138,7 @@ class TrainSpec(LSTMConfig):
             )
         if self.init_checkpoint is not None and self.mode in ("joint", "pretrain"):
             raise ValueError(f"init_checkpoint does not apply to mode {self.mode!r}")
-        bad = [i for i in self.eval_at if not 1 <= i <= self.iterations]
-        if bad:
-            raise ValueError(f"eval_at {bad[0]} is outside 1..iterations ({self.iterations})")
-        object.__setattr__(self, "eval_at", tuple(sorted(set(self.eval_at))))
+        object.__setattr__(self, "eval_at", checked_eval_at(self.eval_at, self.iterations))
         return self
 
     @property

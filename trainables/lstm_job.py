@@ -88,6 +88,7 @@ from .job import (
     CheckpointError,
     CheckpointMismatch,
     ConfigError,
+    next_stop,
     read_checkpoint,
     resolve_device,
     resolve_trial_path,
@@ -664,9 +665,10 @@ class TrainRun:
         return out
 
     def next_stop(self) -> int:
-        it, spec = self.trainer.iteration, self.spec
-        later = [e for e in spec.eval_at if e > it]
-        return min([it + spec.iterations_per_step, spec.iterations, *later[:1]])
+        spec = self.spec
+        return next_stop(
+            self.trainer.iteration, spec.iterations, spec.iterations_per_step, spec.eval_at
+        )
 
     def step(self) -> dict[str, Any]:
         result = {} if self.started else self._start()
