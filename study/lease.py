@@ -21,11 +21,23 @@ that can log the study sees it: on one machine (SQLite) and on a cluster (a trac
   holder is on this host and its pid no longer exists. (Hosts' clocks must agree to well
   under :data:`EXPIRY_S`, as NTP gives; a reused pid keeps a dead driver's lease "live" until
   its heartbeat expires.)
-* **Heartbeat**: a daemon thread rewrites :data:`TAG_HEARTBEAT` every :data:`HEARTBEAT_S`
-  and checks that no generation ``n + 1`` exists. If one does (this driver was taken for dead,
-  e.g. suspended for longer than :data:`EXPIRY_S`), the lease is *lost*: :attr:`Lease.lost` is
-  set, ``on_lost`` is called (the runner interrupts itself), and the driver must no longer
-  close or end the study's runs (they belong to the new holder now).
+* **Heartbeat**: a daemon thread rewrites :data:`TAG_HEARTBEAT` every :data:`HEARTBEAT_S`,
+  then checks that no generation ``n + 1`` exists. If one does (this driver was taken for
+  dead), the lease is *lost*: :attr:`Lease.lost` is set and ``on_lost`` is called (the runner
+  interrupts itself).
+* **Fencing** (:meth:`Lease.check`, called by the tracking logger before *every* write): a
+  holder trusts its lease for :func:`trust_s` (``EXPIRY_S - 2 * HEARTBEAT_S``) after the
+  start of its last successful heartbeat, measured on a clock that keeps running while the
+  process is stopped (``CLOCK_BOOTTIME``). Another driver can take over only after
+  :data:`EXPIRY_S` without a heartbeat, so a write inside the trust window lands before any
+  takeover, with ``2 * HEARTBEAT_S`` to spare for clock skew between hosts. Past the window
+  (the driver was SIGSTOPped, the machine slept, or the store did not take a heartbeat for
+  that long) the lease is lost *for good*: a later heartbeat may not revive it, because
+  another driver may have decided it was stale in the meantime. A lost lease makes every
+  later write raise :class:`LeaseLost` (one line), so a driver that wakes up after a
+  takeover writes nothing more: no second FINISHED run, no KILLED run switched back. What
+  remains is a write already past its check when the process was stopped (the few
+  milliseconds of one MLflow call); the store offers no conditional write to close that.
 * **Release**: at the end the holder tags its lease released and deletes the experiment
   (MLflow keeps a deleted experiment's name, so generations still only grow; ``mlflow gc``
   may remove released ones, which is harmless).
@@ -35,8 +47,9 @@ that can log the study sees it: on one machine (SQLite) and on a cluster (a trac
 
 **Opening the store** (:func:`check_store`, :func:`init_store`). A bad tracking URI is a
 one-line :class:`~data_prep.errors.DataError`: a ``sqlite:///`` file that is not an SQLite
-database names the file; an ``http(s)://`` server that does not answer within
-:data:`PROBE_TIMEOUT_S` names the URI (MLflow's own client would retry for about four minutes:
+database, or one that fails SQLite's ``PRAGMA quick_check`` (a damaged page), names the
+file; an ``http(s)://`` server that does not answer within :data:`PROBE_TIMEOUT_S` names the
+URI (MLflow's own client would retry for about four minutes:
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 7 with backoff factor 2; the probe leaves those defaults
 to the study's real requests, where riding out a server restart is wanted). A fresh SQLite
 store is created by one process at a time: MLflow creates its tables (alembic migrations) on
@@ -74,6 +87,7 @@ __all__ = [
     "Holder",
     "Lease",
     "LeaseHeld",
+    "LeaseLost",
     "acquire_lease",
     "check_store",
     "decide",
@@ -81,13 +95,16 @@ __all__ = [
     "lease_name",
     "pid_alive",
     "stale_reason",
+    "trust_s",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats of a lease's holder.
 HEARTBEAT_S = 10.0
-#: A lease whose last heartbeat is older than this is stale (six missed heartbeats).
+#: A lease whose last heartbeat is older than this is stale (six missed heartbeats). It must
+#: exceed :data:`HEARTBEAT_S` by several beats (``tests/test_lease.py`` pins the margin):
+#: below it a live driver's lease could be taken between two of its heartbeats.
 EXPIRY_S = 60.0
 #: Seconds an ``http(s)`` tracking server gets to answer the reachability probe.
 PROBE_TIMEOUT_S = 5.0
@@ -101,6 +118,20 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 # -- the rules (pure) ------------------------------------------------------------------------
+
+
+def trust_s() -> float:
+    """Seconds a holder trusts its lease after the start of its last successful heartbeat
+    (the fencing rule in the module docstring): :data:`EXPIRY_S` less two heartbeats."""
+    return EXPIRY_S - 2 * HEARTBEAT_S
+
+
+def _clock() -> float:
+    """Seconds on a clock that keeps counting while this process is stopped (SIGSTOP) and
+    while the machine sleeps (``CLOCK_BOOTTIME``; ``monotonic`` elsewhere): a pause must age
+    the lease's trust just as it ages the heartbeat that other drivers see."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boot) if boot is not None else time.monotonic()
 
 
 def lease_name(study: str, study_hash: str, generation: int) -> str:
@@ -168,6 +199,11 @@ def stale_reason(holder: Holder, *, now: float, host: str,
     return None
 
 
+class LeaseLost(DataError):
+    """This driver's lease was taken over (or it went unconfirmed past :func:`trust_s`): it
+    must write nothing more to the study. One line; the CLI exits 2."""
+
+
 class LeaseHeld(DataError):
     """Another driver holds the study's lease (or a dead one does and ``run`` will not take
     it over). One line; the CLI prints it as ``error: SPEC: message`` with exit status 2."""
@@ -229,10 +265,16 @@ def check_store(uri: str) -> None:
             con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
             try:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                # a damaged page: refuse before anything reads it, or writes more into it
+                found = [r[0] for r in con.execute("PRAGMA quick_check(3)").fetchall()]
             finally:
                 con.close()
         except sqlite3.DatabaseError as e:
             raise DataError(f"the MLflow tracking database is unreadable ({e})", db) from None
+        if found != ["ok"]:
+            raise DataError("the MLflow tracking database fails SQLite's integrity check "
+                            f"({'; '.join(found)[:200]}): restore it from a backup, or try "
+                            f"`sqlite3 {db.name} .recover`", db)
         return
     if uri.startswith(("http://", "https://")):
         _probe(uri)
@@ -298,35 +340,79 @@ class Lease:
 
     def __init__(self, client: Any, study: str, study_hash: str, holder: Holder,
                  experiment_id: str, previous: Holder | None,
-                 on_lost: Callable[[Holder | None], None] | None = None):
+                 on_lost: Callable[[Holder | None], None] | None = None,
+                 where: str | Path | None = None, beat_at: float | None = None):
         self.client, self.study, self.study_hash = client, study, study_hash
         self.holder, self.experiment_id, self.previous = holder, experiment_id, previous
-        self.on_lost = on_lost
+        self.on_lost, self.where = on_lost, where
         self.lost = False
+        self.why_lost = ""
+        # the create that won generation n carried its first heartbeat, taken at beat_at
+        self._beat_at = _clock() if beat_at is None else beat_at
+        self._lose_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="kitchen-study-lease",
                                         daemon=True)
         self._thread.start()
 
+    def _lose(self, why: str, notify: bool) -> None:
+        """Mark the lease lost (once); ``notify``: call ``on_lost`` (the heartbeat thread
+        does; a write that finds the lease lost raises instead of interrupting itself)."""
+        with self._lose_lock:
+            if self.lost:
+                return
+            self.lost, self.why_lost = True, why
+        # no log line: the LeaseLost the driver ends with says it, once
+        log.debug("study %s: lease lost: %s", self.study, why)
+        if notify and self.on_lost is not None:
+            self.on_lost(self.holder)
+
+    def _untrusted(self) -> str | None:
+        gap = _clock() - self._beat_at
+        if gap < trust_s():
+            return None
+        return (f"its lease went {gap:.0f}s without a heartbeat (the process was stopped or "
+                f"the store did not answer; after {EXPIRY_S:.0f}s another driver may take it "
+                "over)")
+
     def _beat(self) -> None:
         nxt = lease_name(self.study, self.study_hash, self.holder.generation + 1)
         while not self._stop.wait(HEARTBEAT_S):
+            why = self._untrusted()
+            if why is not None:  # a later heartbeat must not revive it: see the docstring
+                self._lose(why, notify=True)
+                return
+            t0 = _clock()  # before the write: the trust runs from the earliest moment
             try:
-                if self.client.get_experiment_by_name(nxt) is not None:
-                    self.lost = True
-                    log.error("another driver took over study %s's lease: this driver's "
-                              "runs are no longer its own", self.study)
-                    if self.on_lost is not None:
-                        self.on_lost(self.holder)
-                    return
                 self.client.set_experiment_tag(self.experiment_id, TAG_HEARTBEAT,
                                                f"{time.time():.3f}")
+                if self.client.get_experiment_by_name(nxt) is not None:
+                    self._lose("another driver took over the study's lease (`kitchen-study "
+                               "resume`)", notify=True)
+                    return
             except Exception as e:  # a tracking hiccup: try again at the next beat
                 log.warning("lease heartbeat failed (%r); retrying in %.0fs", e, HEARTBEAT_S)
+                continue
+            if not self._stop.is_set():
+                self._beat_at = max(self._beat_at, t0)
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` unless this driver may still write (the fencing rule:
+        not lost, and a heartbeat started within :func:`trust_s`). No I/O: cheap enough to
+        call before every write."""
+        if not self.lost:
+            why = self._untrusted()
+            if why is None:
+                return
+            self._lose(why, notify=False)
+        short = self.study_hash[:12]
+        raise LeaseLost(f"this driver lost the lease of study {self.study!r} (hash {short}): "
+                        f"{self.why_lost}; it stopped and writes nothing more (its runs are "
+                        "the new holder's; `kitchen-study status` shows them)", self.where)
 
     @property
     def held(self) -> bool:
-        return not self.lost and not self._stop.is_set()
+        return not self.lost and not self._stop.is_set() and self._untrusted() is None
 
     def release(self) -> None:
         """Stop the heartbeat, mark the lease released and delete its experiment (not when
@@ -335,7 +421,7 @@ class Lease:
             return
         self._stop.set()
         self._thread.join(timeout=HEARTBEAT_S)
-        if self.lost:
+        if self.lost or self._untrusted() is not None:
             return
         try:
             self.client.set_experiment_tag(self.experiment_id, TAG_RELEASED, _iso(time.time()))
@@ -385,7 +471,7 @@ def acquire_lease(tracking_uri: str, study: str, study_hash: str, *, takeover: b
     client = client or init_store(tracking_uri)
     host, pid = socket.gethostname(), os.getpid()
     for _ in range(5):  # each retry follows another driver's successful create
-        now = time.time()
+        beat_at, now = _clock(), time.time()
         gen, previous = decide(_holders(client, study, study_hash), now=now, host=host,
                                takeover=takeover, study=study, short_hash=study_hash[:12],
                                where=where)
@@ -405,6 +491,7 @@ def acquire_lease(tracking_uri: str, study: str, study_hash: str, *, takeover: b
                                           f"taken over by generation {gen}")
                 client.delete_experiment(old.experiment_id)
         return Lease(client, study, study_hash,
-                     Holder(gen, host, pid, now, now), exp_id, previous, on_lost)
+                     Holder(gen, host, pid, now, now), exp_id, previous, on_lost, where,
+                     beat_at)
     raise OSError(errno.EAGAIN, f"could not take the lease of study {study!r}: it changed "
                   "hands five times while trying")

@@ -169,6 +169,9 @@ class RunView:
         pyfunc_log = logging.getLogger("mlflow.pyfunc")
         level = pyfunc_log.level
         pyfunc_log.setLevel(logging.ERROR)
+        # mlflow.start_run(run_id) below writes around the logger (it sets the run RUNNING,
+        # then FINISHED): only while this driver still holds the study's lease
+        getattr(self.logger, "check_fence", lambda: None)()
         try:
             with checkpoint() as d, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)

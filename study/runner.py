@@ -40,7 +40,10 @@ Rules:
 **One driver per study** (:mod:`study.lease`): ``run``/``resume`` take the study's lease
 in the tracking store (host, pid, start time; a heartbeat) before touching its runs; a second
 driver refuses with one line naming the holder, and ``resume`` takes over a stale lease (its
-driver dead or its heartbeat expired), closing that driver's runs KILLED. **Resources**: a
+driver dead or its heartbeat expired), closing that driver's runs KILLED. **Fencing**: every
+write goes through the logger's fence (the lease's check), so a driver that lost its lease
+(stopped past the lease's expiry, then woken) stops and writes nothing more; it ends with
+:class:`~study.lease.LeaseLost`, one line, exit 2. **Resources**: a
 trial asking more CPUs/GPUs than the largest node has is refused before anything is written
 (a local Ray) or as soon as Ray is connected (a cluster; :func:`resource_problems`).
 Ray, Tune and torch are imported only when a study runs, so ``preflight``
@@ -95,7 +98,7 @@ def preflight(plan: Plan, source: Path | None = None) -> None:
     import optuna
 
     from search_spaces import get_space
-    from trainables.lstm_config import TrainSpec
+    from trainables.train_config import TrainSpec
 
     problems: list[tuple[str, str]] = []
     for t in searches:
@@ -217,8 +220,10 @@ def _take_lease(logger: RunLogger, loaded: LoadedStudy, resume: bool) -> Any:
     if threading.current_thread() is threading.main_thread():
         def on_lost(holder: Any) -> None:  # stop like Ctrl-C; the runs are not ours now
             _thread.interrupt_main()
-    return acquire_lease(uri, loaded.spec.name, loaded.hash, takeover=resume,
-                         where=loaded.spec.source, on_lost=on_lost)
+    lease = acquire_lease(uri, loaded.spec.name, loaded.hash, takeover=resume,
+                          where=loaded.spec.source, on_lost=on_lost)
+    logger.fence = lease.check  # every write from now on: only while the lease is ours
+    return lease
 
 
 def run_study(loaded: LoadedStudy, **kwargs: Any) -> StudyOutcome:
@@ -226,10 +231,26 @@ def run_study(loaded: LoadedStudy, **kwargs: Any) -> StudyOutcome:
     the study's lease (:mod:`study.lease`) from before the first write until it returns."""
     leases: list[Any] = []
     try:
-        return _run_study(loaded, leases=leases, **kwargs)
+        out = _run_study(loaded, leases=leases, **kwargs)
+    except BaseException:
+        _raise_if_lost(leases)  # whatever stopped it, the one line says the lease was lost
+        raise
     finally:
         for lease in leases:
             lease.release()
+    _raise_if_lost(leases)
+    return out
+
+
+def _raise_if_lost(leases: list[Any]) -> None:
+    """A driver that lost its lease (fencing, :mod:`study.lease`) ends with
+    :class:`~study.lease.LeaseLost`: one line, never a status that looks like its own."""
+    for lease in leases:
+        if lease.lost:
+            try:
+                lease.check()
+            except Exception as e:
+                raise e from None
 
 
 def _run_study(

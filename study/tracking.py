@@ -15,6 +15,10 @@ Rules (the layout's rules, :mod:`study.mlflow_layout`, plus):
 * No run is left ``RUNNING``: :meth:`RunLogger.end_task` takes ``FAILED``/``KILLED`` with a
   reason (tag ``ks.error``), and :meth:`RunLogger.close_running` ends every ``RUNNING`` task or
   trial run of a study (call it before resuming after a crash).
+* **Fencing**: :attr:`MlflowRunLogger.fence` (set by the runner to the study lease's
+  :meth:`~study.lease.Lease.check`) is called before every write, inside the lock; it raises
+  :class:`~study.lease.LeaseLost` once the driver lost its lease, so a driver taken for dead
+  writes nothing more (reads stay allowed).
 * ``start_study`` with a name and hash that already have a parent run resumes that run instead
   of creating a second one. A changed spec (new hash) gets a new parent run in the same
   experiment.
@@ -32,7 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -262,6 +266,14 @@ class MlflowRunLogger:
         self.fast_read = fast_read
         self._lock = threading.RLock()
         self._studies: dict[str, tuple[str, str, str]] = {}
+        #: called before every write (the study lease's check: see the module docstring)
+        self.fence: Callable[[], None] | None = None
+
+    def check_fence(self) -> None:
+        """Raise (:class:`~study.lease.LeaseLost`) if this logger may no longer write. For
+        writers that go around the logger (``mlflow.start_run`` when logging a model)."""
+        if self.fence is not None:
+            self.fence()
 
     @functools.cached_property
     def client(self) -> Any:
@@ -312,6 +324,7 @@ class MlflowRunLogger:
     def start_study(self, name: str, study_hash: str, *,
                     params: Mapping[str, Any] | None = None) -> str:
         with self._lock:
+            self.check_fence()
             exp_id = self._experiment_id(name, create=True)
             existing = self._search(
                 [exp_id], f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' "
@@ -333,6 +346,7 @@ class MlflowRunLogger:
                    params: Mapping[str, Any] | None = None,
                    parent_run_id: str | None = None) -> str:
         with self._lock:
+            self.check_fence()
             exp_id, name, study_hash = self._study_of(study_run_id)
             tags = {**meta.to_tags(), **_study_tags(name, study_hash),
                     TAG_PARENT: parent_run_id or study_run_id}
@@ -354,12 +368,14 @@ class MlflowRunLogger:
 
         new = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(new), _PARAMS_PER_BATCH):
+            self.check_fence()
             self.client.log_batch(run_id, params=new[i:i + _PARAMS_PER_BATCH])
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
         with self._lock:
+            self.check_fence()
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -377,12 +393,14 @@ class MlflowRunLogger:
         items = [Metric(k, v, ts, int(step or 0)) for k, v in clean_metrics(metrics).items()]
         with self._lock:
             for i in range(0, len(items), _METRICS_PER_BATCH):
+                self.check_fence()
                 self.client.log_batch(run_id, metrics=items[i:i + _METRICS_PER_BATCH])
 
     def log_artifact(self, run_id: str, local_path: str | Path,
                      artifact_path: str | None = None) -> None:
         local_path = Path(local_path)
         with self._lock:
+            self.check_fence()
             if local_path.is_dir():
                 sub = f"{artifact_path}/{local_path.name}" if artifact_path else local_path.name
                 self.client.log_artifacts(run_id, str(local_path), sub)
@@ -398,11 +416,13 @@ class MlflowRunLogger:
                                tags=[InputTag("mlflow.data.context", "train")])
                   for d in datasets]
         with self._lock:
+            self.check_fence()
             self.client.log_inputs(run_id, datasets=inputs)
 
     def set_experiment_note(self, name: str, text: str) -> None:
         """The study experiment's description (shown on the MLflow experiment page)."""
         with self._lock:
+            self.check_fence()
             exp_id = self._experiment_id(name, create=True)
             self.client.set_experiment_tag(exp_id, NOTE_TAG, text)
             self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -424,6 +444,7 @@ class MlflowRunLogger:
             tags = error_tags(status, reason)
             if tags:
                 self.set_tags(run_id, tags)
+            self.check_fence()  # again, right before the write that decides the run's fate
             self.client.set_terminated(run_id, status)
 
     def end_task(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
@@ -447,6 +468,7 @@ class MlflowRunLogger:
         check_end_status(status)
         check_hash(study_hash)
         with self._lock:
+            self.check_fence()
             records = self._search(
                 self._study_experiments(),
                 f"tags.`{TAG_STUDY_HASH}` = '{study_hash}' AND attributes.status = 'RUNNING'")

@@ -205,3 +205,120 @@ def test_a_corrupt_store_and_a_silent_server_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="does not answer"):
         check_store(f"http://127.0.0.1:{port}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+# -- the margins the rules rely on (a planted EXPIRY_S < HEARTBEAT_S passed every test) --------
+
+
+def test_expiry_leaves_a_live_driver_several_heartbeats_of_margin():
+    from study.lease import HEARTBEAT_S, trust_s
+
+    # a live holder that missed a heartbeat or two (a busy machine) is still live
+    late = Holder(1, "h1", 100, NOW - 3600, NOW - 2.5 * HEARTBEAT_S)
+    assert stale_reason(late, now=NOW, host="h2", alive=_alive) is None
+    assert EXPIRY_S >= 4 * HEARTBEAT_S
+    # fencing: the holder trusts its lease for two heartbeats less than a takeover needs,
+    # and long enough that its own heartbeats keep the trust fresh
+    assert HEARTBEAT_S * 2 <= trust_s() <= EXPIRY_S - 2 * HEARTBEAT_S
+
+
+# -- fencing: a driver stopped past the expiry, taken over, then woken, writes nothing ---------
+
+# A driver in miniature, as the runner does it: take the lease (run or resume), fence the
+# logger with it, close the RUNNING runs of the study hash (a takeover), then run each task
+# not yet FINISHED: start its run, log, sleep, end it FINISHED. Short lease times, so the
+# test's SIGSTOP outlasts the expiry in seconds.
+_FENCED_DRIVER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from study import lease as L
+    L.HEARTBEAT_S, L.EXPIRY_S = 0.5, 5.0
+    from data_prep.errors import DataError
+    from study.mlflow_layout import TaskMeta
+    from study.tracking import MlflowRunLogger
+    uri, study_hash, takeover, tasks = sys.argv[2], sys.argv[3], sys.argv[4] == "1", 12
+    try:
+        logger = MlflowRunLogger(uri)
+        lease = L.acquire_lease(uri, "s", study_hash, takeover=takeover, where="s.yaml")
+        logger.fence = lease.check
+        closed = logger.close_running(study_hash, "KILLED", "the study driver stopped")
+        print(f"closed {len(closed)}", flush=True)
+        study = logger.start_study("s", study_hash)
+        for i in range(tasks):
+            task = f"t{i:02d}"
+            if task in logger.finished_tasks(study_hash):
+                continue
+            rid = logger.start_task(study, TaskMeta(task, "baseline", "single", "b", "s1"))
+            print(f"started {task}", flush=True)
+            for step in range(5):
+                logger.log_metrics(rid, {"frame_acc": float(step)}, step=step)
+                time.sleep(0.1)
+            logger.end_task(rid, "FINISHED")
+        logger.end_study(study, "FINISHED")
+        lease.release()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print("done", flush=True)
+""")
+
+
+def _fenced(uri: str, takeover: bool) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _FENCED_DRIVER, str(ROOT), uri, HASH,
+                             "1" if takeover else "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _read_until(p: subprocess.Popen, prefix: str) -> str:
+    for line in p.stdout:
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"no {prefix!r} line; stderr: {p.stderr.read()}")
+
+
+def test_a_driver_woken_after_a_takeover_writes_nothing_more(tmp_path):
+    from study.tracking import MlflowRunLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    a = _fenced(uri, takeover=False)
+    b = None
+    try:
+        _read_until(a, "started t02")
+        os.kill(a.pid, signal.SIGSTOP)  # mid-task: its run of t02 is RUNNING
+        stopped = time.monotonic()
+        time.sleep(5.0 + 1.5)  # past the expiry (the driver's EXPIRY_S): stale for `resume`
+        b = _fenced(uri, takeover=True)
+        closed = int(_read_until(b, "closed").split()[1])
+        assert closed >= 1
+        killed_by_b = {r.run_id for r in MlflowRunLogger(uri).study_runs("s", HASH)
+                       if r.status == "KILLED"}
+        assert killed_by_b
+        _read_until(b, "started")  # B is writing its own runs when A wakes up
+        os.kill(a.pid, signal.SIGCONT)
+        assert time.monotonic() - stopped > 5.0
+        a_out, a_err = a.communicate(timeout=60)
+        b_out, b_err = b.communicate(timeout=120)
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait(30)
+    assert b.returncode == 0, b_err
+    # the loser: exit 2, one line naming the study and why, no traceback
+    assert a.returncode == 2, a_err
+    lines = [ln for ln in a_err.strip().splitlines() if " INFO " not in ln]  # MLflow's
+    assert "Traceback" not in a_err and len(lines) == 1, a_err
+    assert lines[0].startswith("error: s.yaml: this driver lost the lease of study 's'")
+    assert "done" not in a_out
+    runs = MlflowRunLogger(uri).study_runs("s", HASH)
+    tasks = [r for r in runs if r.role == "task"]
+    finished: dict[str, list[str]] = {}
+    for r in tasks:
+        if r.status == "FINISHED":
+            finished.setdefault(r.tags["ks.task_id"], []).append(r.run_id)
+    assert sorted(finished) == [f"t{i:02d}" for i in range(12)]
+    assert not [t for t, ids in finished.items() if len(ids) > 1], finished  # none twice
+    status = {r.run_id: r.status for r in runs}
+    assert all(status[rid] == "KILLED" for rid in killed_by_b)  # A switched none back
+    assert not [r for r in runs if r.status == "RUNNING"]
