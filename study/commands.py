@@ -52,11 +52,32 @@ def _open(spec: Path, data_root: Path | None = None):
     return open_study_at(spec)
 
 
-def _check_store(loaded: Any, tracking_uri: str | None) -> None:
-    """A corrupt SQLite store or a silent tracking server: one line, before any read."""
-    from .lease import check_store
+def _check_cpus(num_cpus: int | None) -> None:
+    """``--num-cpus``: a local Ray with no CPU can schedule no trial (it would wait forever)."""
+    if num_cpus is not None and not 1 <= num_cpus <= 1_000_000:
+        raise DataError(f"must be at least 1 (a Ray without CPUs runs no trial), got "
+                        f"{num_cpus}" if num_cpus < 1 else f"{num_cpus:,} is not a CPU count",
+                        "--num-cpus")
 
-    check_store(tracking_uri or loaded.spec.tracking_uri)
+
+def _check_store(loaded: Any, tracking_uri: str | None) -> None:
+    """A bad tracking URI (unknown scheme, symlink loop, missing folder, another program's
+    SQLite file, a server refusing our credentials: ``study.store_checks``), a corrupt
+    SQLite store or a silent tracking server: one line, before any read or write."""
+    from .lease import check_store
+    from .store_checks import check_tracking_uri
+    from .uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, loaded.spec.tracking_uri)
+    check_tracking_uri(uri)
+    check_store(uri)
+
+
+def _check_search_storage(loaded: Any) -> None:
+    from .store_checks import check_search_storage
+
+    s = loaded.spec.search
+    check_search_storage(s.storage if s is not None else None, source=loaded.spec.source)
 
 
 def _not_found(e: Exception) -> DataError:
@@ -71,6 +92,7 @@ def _print_plan(loaded: Any, tracking_uri: str | None, num_cpus: int | None = No
     plan = make_plan(loaded.spec, loaded.cards)
     preflight(plan, loaded.spec.source)
     _check_store(loaded, tracking_uri)
+    _check_search_storage(loaded)
     status = {r["id"]: r["status"] for r in study_status(loaded, tracking_uri)}
     reuse = _reusable(loaded, plan, status, tracking_uri)
     done = sum(1 for s in status.values() if s == "FINISHED")
@@ -124,7 +146,10 @@ def _run(spec: Path, address: str | None, tracking_uri: str | None, num_cpus: in
     from .plan import make_plan
     from .runner import run_study
 
+    _check_cpus(num_cpus)
     loaded = _open(spec, data_root)
+    _check_store(loaded, tracking_uri)
+    _check_search_storage(loaded)
     try:
         out = run_study(loaded, address=address, tracking_uri=tracking_uri, resume=resume,
                         num_cpus=num_cpus, verbose=verbose)
@@ -150,6 +175,7 @@ def run(
 ) -> None:
     """Run a study on Ray: tasks already finished (same spec hash) are skipped."""
     if dry_run:
+        _check_cpus(num_cpus)
         _print_plan(_open(spec, data_root), tracking_uri, num_cpus)
         return
     _run(spec, address, tracking_uri, num_cpus, verbose, resume=False, data_root=data_root)
@@ -194,11 +220,16 @@ def status(
             typer.echo(f"            {r['error'].splitlines()[0]}")
 
 
-def _load_results(spec: Path, tracking_uri: str | None):
+def _load_results(spec: Path, tracking_uri: str | None, target: str | None = None):
+    """The study's results; ``target`` (``--target``) must be one of its datasets."""
     from .mlflow_layout import StudyNotFound
     from .query import load_study
 
-    _check_store(_open(spec), tracking_uri)  # spec errors first, with their key paths
+    loaded = _open(spec)  # spec errors first, with their key paths
+    if target is not None and target not in loaded.spec.datasets:
+        raise DataError(f"unknown dataset {target!r} (the study's datasets: "
+                        f"{', '.join(loaded.spec.datasets)})", "--target")
+    _check_store(loaded, tracking_uri)
     try:
         return load_study(spec, tracking_uri)
     except StudyNotFound as e:
@@ -215,7 +246,8 @@ def best(
     spec: Path = _SPEC,
     target: str | None = typer.Option(None, "--target", help="Only pairs into this dataset."),
     metric: str = typer.Option("frame_acc", "--metric", help=", ".join(METRIC_NAMES) + "."),
-    k: int = typer.Option(10, "--k", help="How many pairs."),
+    k: int = typer.Option(10, "--k", help="How many pairs (the best first); --all: every pair."),
+    show_all: bool = typer.Option(False, "--all", help="Every pair (overrides --k)."),
     tracking_uri: str | None = _TRACKING,
     json_out: bool = typer.Option(False, "--json", help="A JSON list of pairs."),
     search: bool = typer.Option(
@@ -230,15 +262,20 @@ def best(
     if metric not in METRIC_NAMES and metric not in {metric_key(m) for m in METRIC_NAMES}:
         raise DataError(f"unknown metric {metric!r} (known: {', '.join(METRIC_NAMES)})",
                         "--metric")
-    table = _load_results(spec, tracking_uri).best_transfer_pairs(target=target, metric=metric,
-                                                                 k=k)
+    if k < 1:
+        raise DataError(f"must be at least 1, got {k} (--all shows every pair)", "--k")
+    every = _load_results(spec, tracking_uri, target).best_transfer_pairs(
+        target=target, metric=metric, k=None)
+    table = every if show_all else every.head(k).reset_index(drop=True)
     if json_out:
         typer.echo(table.to_json(orient="records"))
         return
-    typer.echo(_best_text(table, metric))
+    typer.echo(_best_text(table, metric, total=len(every)))
 
 
-def _best_text(table: Any, metric: str) -> str:
+def _best_text(table: Any, metric: str, total: int | None = None) -> str:
+    """The ``best`` table; ``total``: how many pairs there are (the header says how many
+    are shown and how to see them all)."""
     if table.empty:
         return "no transfer run has a matching baseline yet"
     cols = ["source", "target", "mode", "arrangement", "mean", "baseline", "gain", "ci_low",
@@ -252,11 +289,32 @@ def _best_text(table: Any, metric: str) -> str:
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
     body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
-    head = (f"best transfer pairs by {metric} gain (percentage points), ranked by the lower "
-            "bound of the 95 % CI (pairs without one last):")
+    total = len(table) if total is None else total
+    shown = (f"the {len(table)} best of {total} pairs (--k {total} or --all: every pair)"
+             if len(table) < total else f"all {total} pair(s)")
+    head = (f"best transfer pairs by {metric} gain (percentage points): {shown}, ranked by "
+            "ci_low, the lower bound of the 95 % CI (pairs without one last):")
     foot = (["! fewer than 3 seeds: the interval is wide or absent; run more seeds before "
              "trusting the gain"] if few else [])
+    foot += _rank_note(table)
     return head + "\n" + "\n".join([line, *body, *foot])
+
+
+def _rank_note(table: Any) -> list[str]:
+    """A line when the order is not the order of the mean gain: ranking by ci_low puts a
+    pair whose gain the seeds support more firmly above one with a larger mean gain (a
+    heatmap of mean gains has its darkest cell elsewhere)."""
+    if len(table) < 2 or "gain" not in table.columns:
+        return []
+    gains = table["gain"].to_numpy(float)
+    top = int(gains.argmax())
+    if top == 0 or math.isnan(gains[top]):
+        return []
+    r = table.iloc[top]
+    why = ("it has no interval (one seed)" if math.isnan(float(r["ci_low"]))
+           else f"its interval reaches lower (ci_low {_fmt(r['ci_low'])})")
+    return [f"ranked by ci_low, not the mean gain: the largest mean gain, {r['source']} -> "
+            f"{r['target']} ({r['gain']:+.2f}), is row {top + 1} because {why}"]
 
 
 def _searches_text(summary: Any) -> str:
@@ -342,7 +400,8 @@ def demo(
     outcome = run_study(loaded, address=address, num_cpus=num_cpus, verbose=verbose)
     results = _load_results(spec_path, None)
     typer.echo("")
-    typer.echo(_best_text(results.best_transfer_pairs(k=10), "frame_acc"))
+    every = results.best_transfer_pairs(k=None)
+    typer.echo(_best_text(every.head(10), "frame_acc", total=len(every)))
     typer.echo("")
     typer.echo(_searches_text(results.search_summary()))
     from .report import write_report
@@ -393,7 +452,7 @@ def register_best(
     print its model URI (models:/NAME/VERSION)."""
     from .models import register_model
 
-    results = _load_results(spec, tracking_uri)
+    results = _load_results(spec, tracking_uri, target)
     run_id, what = _best_model_run(results, target, metric, spec)
     name = name or f"{results.name}-{target}"
     from mlflow.exceptions import MlflowException
@@ -411,11 +470,33 @@ def register_best(
     typer.echo(f"models:/{name}/{version.version}")
 
 
+def _reports_store_errors(command: Any) -> Any:
+    """An error raised by MLflow or by SQLAlchemy (a store that refuses a request, e.g. a
+    server answering 401 after the checks of ``study.store_checks`` passed) becomes one
+    :class:`DataError` line, the first of its message, instead of a traceback."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Exception as e:
+            origin = type(e).__module__.split(".", 1)[0]
+            if origin not in ("mlflow", "sqlalchemy"):
+                raise
+            text = (getattr(e, "message", None) or str(e)).strip().splitlines()
+            first = text[0] if text else type(e).__name__
+            raise DataError(f"the {'MLflow' if origin == 'mlflow' else 'database'} store "
+                            f"refused the request: {first}") from None
+
+    return wrapper
+
+
 def register(app: typer.Typer) -> None:
     """Mount the study commands on the ``kitchen-study`` app."""
     from data_prep.commands import reports_data_errors
 
     for fn in (run, resume, status, best, report, demo):
-        app.command(fn.__name__)(reports_data_errors(fn))
-    app.command("register")(reports_data_errors(register_best))
+        app.command(fn.__name__)(reports_data_errors(_reports_store_errors(fn)))
+    app.command("register")(reports_data_errors(_reports_store_errors(register_best)))
 

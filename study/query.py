@@ -256,6 +256,8 @@ class StudyResults:
         n_seeds, few_seeds (``n_seeds < MIN_SEEDS``)."""
         if rank_by not in ("ci_low", "gain"):
             raise ValueError(f"rank_by must be 'ci_low' or 'gain', got {rank_by!r}")
+        if k is not None and k < 1:  # head(0) is empty and head(-1) drops the last pair
+            raise ValueError(f"k must be at least 1 (None: all pairs), got {k}")
         # scipy.special, not scipy.stats: the same t distribution (scipy.stats.t's ppf and sf
         # are stdtrit and stdtr) without the second of imports `kitchen-study best` waited for
         from scipy.special import stdtr, stdtrit
