@@ -36,9 +36,10 @@ Python loop over frames.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import atomic_outputs
-from .digest import scan_features, with_content_digest
+from .digest import check_content, is_verified, remember_verified, with_content_digest
 from .errors import DataError
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "describe",
     "read_card",
     "read_table",
+    "verify_table",
     "summarize",
     "write_table",
     "write_tables",
@@ -147,7 +149,10 @@ class DatasetCard:
     @classmethod
     def from_json(cls, text: str | bytes) -> DatasetCard:
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("expected a JSON object")
         _check_keys(d, {f.name for f in dataclasses.fields(cls)}, "dataset card")
+        _check_card_types(d)
         if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise ValueError(
                 f"dataset card format {d['format_version']} is newer than this "
@@ -390,6 +395,9 @@ def write_tables(
     with atomic_outputs(paths) as tmps:
         for arrow, tmp in zip(arrows, tmps, strict=True):
             pq.write_table(arrow, tmp, row_group_size=row_group_frames, **_parquet_options(arrow))
+    for p, t in zip(paths, tables.values(), strict=True):
+        # the digest was computed from the very arrays just written: verified at no cost
+        remember_verified(p, t.card.content_digest)
     return paths
 
 
@@ -411,6 +419,9 @@ def _parquet_options(arrow: pa.Table) -> dict[str, Any]:
         "use_dictionary": flat,
         "write_statistics": flat,
         "use_compliant_nested_type": True,
+        # a CRC per page, checked on every read (_CHECKSUMS): damaged bytes are an error,
+        # not features that silently became zeros
+        "write_page_checksum": True,
     }
 
 
@@ -442,7 +453,7 @@ def _read_features(path: Path, n: int) -> np.ndarray:
     ``bench/bench_data.py``: less CPU and half the peak memory of decoding the whole column
     first, then copying it).
     """
-    pf = pq.ParquetFile(path, memory_map=True)
+    pf = pq.ParquetFile(path, memory_map=True, page_checksum_verification=True)
     dim = pf.schema_arrow.field("features").type.list_size
     out = np.empty((n, dim), dtype=np.float32)
     pos = 0
@@ -463,17 +474,53 @@ def read_table(path: str | Path, features: bool = True) -> FrameTable:
     """Load a prepared dataset into contiguous arrays (no Python loop over frames).
 
     ``features=False`` skips the (large) features column. Non-finite features are a
-    :class:`DataError` naming the file, video and frame. The card's ``content_digest`` is
-    not re-verified here (that would be a second pass over every byte).
+    :class:`DataError` naming the file, video and frame. Verified against the card
+    (:func:`~data_prep.digest.check_content`, in the one pass that checks the features):
+    frames that do not match the card's ``content_digest``, or a page that fails its
+    checksum, are a one-line :class:`DataError`; a file already verified as it is now
+    (the digest cache) skips that pass altogether.
     """
     path = Path(path)
     card = read_card(path)
+    verified = is_verified(path, card.content_digest)  # the file as it is before reading
+    with _damaged_pages(path):
+        table, complete = _read_table(path, card, features)
+    if not verified:
+        check_content(table, path, complete)  # non-finite features are refused too
+    return table
+
+
+@contextlib.contextmanager
+def _damaged_pages(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if "checksum" not in str(e).lower():
+            raise
+        raise DataError("damaged: a Parquet page fails its checksum (the file was changed "
+                        "or corrupted after it was written); prepare it again", path) from None
+
+
+def verify_table(path: str | Path) -> DatasetCard:
+    """The card of ``path`` once its frames are verified against it (a table already
+    verified as it is now costs two ``stat`` calls; another is read once: :func:`read_table`).
+    """
+    card = read_card(path)
+    if card.content_digest and not is_verified(path, card.content_digest):
+        read_table(path)
+    return card
+
+
+def _read_table(path: Path, card: DatasetCard, features: bool) -> tuple[FrameTable, bool]:
+    """The table and whether it holds all of the file (the features read, if any)."""
     schema = pq.read_schema(path)
+    _check_schema(schema, path)
     columns = ["video", "frame", "label", *_META_COLUMNS]
     want_features = features and "features" in schema.names
     # memory_map: the decoder reads pages straight from the page cache instead of first
     # copying the whole file into Arrow buffers.
-    arrow = pq.read_table(path, columns=columns, memory_map=True)
+    arrow = pq.read_table(path, columns=columns, memory_map=True,
+                          page_checksum_verification=True)
     n = arrow.num_rows
 
     video = arrow.column("video").unify_dictionaries() if n else arrow.column("video")
@@ -519,8 +566,7 @@ def read_table(path: str | Path, features: bool = True) -> FrameTable:
     table.validate(path)
     if labels.size and (labels.min() < 0 or labels.max() >= card.num_classes):
         raise DataError(f"label index out of range 0..{card.num_classes - 1}", path)
-    scan_features(table, path)  # non-finite features are refused (~0.03 s on Breakfast)
-    return table
+    return table, want_features or "features" not in schema.names
 
 
 def summarize(table: FrameTable) -> dict[str, Any]:
@@ -557,6 +603,64 @@ def describe(table: FrameTable, path: str | Path | None = None) -> str:
         f"{table.card.num_classes} classes (background {table.card.background!r}), "
         f"{len(set(table.participant))} participants{feat}; splits train/test: {splits or 'none'}"
     )
+
+
+#: A card's fields and the JSON types they must have (a card edited by hand, e.g.
+#: ``"fps": "fast"``, is refused when read rather than trusted).
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "fps": (int, float), "classes": (list,), "background": (str, type(None)),
+    "source_format": (str,), "converter_version": (str,), "splits": (list,),
+    "input_hash": (str,), "features": (dict, type(None)), "notes": (list,),
+    "content_digest": (str,), "format_version": (int,),
+}
+
+
+def _check_card_types(d: dict[str, Any]) -> None:
+    for key, types in _CARD_TYPES.items():
+        v = d.get(key)
+        if key in d and (not isinstance(v, types) or isinstance(v, bool)):
+            want = " or ".join("null" if t is type(None) else {
+                str: "a string", int: "an integer", float: "a number", list: "a list",
+                dict: "an object"}[t] for t in types if not (t is int and float in types))
+            raise ValueError(f"{key}: expected {want}, got {v!r}")
+    fps = d.get("fps")
+    if isinstance(fps, int | float) and not (0 < fps < 1e6):
+        raise ValueError(f"fps: expected a positive frame rate, got {fps!r}")
+    if any(not isinstance(c, str) for c in d.get("classes", ())):
+        raise ValueError("classes: expected a list of strings")
+    for sp in d.get("splits", ()):
+        if not isinstance(sp, dict) or not all(
+                isinstance(sp.get(k), list) for k in ("train", "test")):
+            raise ValueError("splits: expected objects with train and test lists")
+
+
+#: Columns every frame table has, and what their Arrow type must be.
+_COLUMN_TYPES = {"video": "a string", "frame": "an integer", "label": "an integer",
+                 "participant": "a string", "activity": "a string", "view": "a string"}
+
+
+def _column_ok(t: pa.DataType, want: str) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if want == "an integer":
+        return pa.types.is_integer(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+
+
+def _check_schema(schema: pa.Schema, path: Path) -> None:
+    """Every column of the layout, of its type: a file without ``label`` or with float
+    labels (which would be truncated to class indices) is refused naming the column."""
+    for name, want in _COLUMN_TYPES.items():
+        if name not in schema.names:
+            raise DataError(f"not a frame table: no {name!r} column", path)
+        t = schema.field(name).type
+        if not _column_ok(t, want):
+            raise DataError(f"column {name!r} is {t}, expected {want} column", path)
+    if "features" in schema.names:
+        t = schema.field("features").type
+        if not (pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type)):
+            raise DataError(f"column 'features' is {t}, expected fixed_size_list<float>",
+                            path)
 
 
 def _check_keys(d: dict[str, Any], allowed: set[str], what: str) -> None:

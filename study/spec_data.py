@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from data_prep.errors import DataError
-from data_prep.table import DatasetCard, read_card
+from data_prep.table import DatasetCard, verify_table
 from trainables.lstm_config import LSTMConfig
 
 from .spec import SpecError, StudySpec, _pydantic_problems, load_spec
@@ -80,7 +80,9 @@ def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
             problems.append((key, f"no such file: {p}"))
             continue
         try:
-            card = read_card(p)
+            # the frames checked against the card (once per file version: data_prep.digest),
+            # so a table changed outside the writer is refused, not trusted by its card
+            card = verify_table(p)
         except DataError as e:
             problems.append((key, e.reason + f" ({p})"))
             continue

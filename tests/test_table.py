@@ -267,3 +267,106 @@ def test_too_many_frames_per_video_is_refused(monkeypatch):
     monkeypatch.setattr(table_mod, "MAX_FRAMES_PER_VIDEO", 4)
     with pytest.raises(DataError, match="'P2_a' has 5 frames, more than the limit of 4"):
         t.validate()
+
+
+# -- verified against the card: a table changed outside the writer is refused -----------------
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test its own digest cache (never the user's ~/.cache)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _big(frames: int = 40_000, dim: int = 8) -> FrameTable:
+    labels = (np.arange(frames) // 500 % 3).astype(np.int64)
+    card = _card(splits=(Split("split1", ("P1_a",), ("P2_a",)),))
+    t = FrameTable.from_videos(card, [VideoLabels("P1_a", labels[: frames // 2], "P1"),
+                                      VideoLabels("P2_a", labels[frames // 2:], "P2")])
+    rng = np.random.default_rng(0)
+    return t.with_features(rng.random((frames, dim), dtype=np.float32), {"kind": "test"})
+
+
+def _one_line(e: pytest.ExceptionInfo, path) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: "), msg
+    return msg
+
+
+def _read_uncached(path):
+    from data_prep.digest import cache_file
+
+    cache_file().unlink(missing_ok=True)  # what a fresh node or a new user sees
+    return read_table(path)
+
+
+def test_a_feature_value_rewritten_outside_the_writer_is_refused(tmp_path):
+    from data_prep.table import verify_table
+
+    out = write_table(_big(), tmp_path / "a.parquet")
+    card = verify_table(out)  # the writer's own file: verified
+    arrow = pq.read_table(out)
+    feats = arrow.column("features").combine_chunks()
+    values = feats.flatten().to_numpy().copy()
+    values[12_345] += 0.5  # one value, a plausible one
+    arrow = arrow.set_column(arrow.schema.get_field_index("features"), "features",
+                             pa.FixedSizeListArray.from_arrays(pa.array(values), 8))
+    pq.write_table(arrow, out)  # pyarrow keeps the schema metadata: the card is unchanged
+    assert read_card(out) == card
+    for read in (_read_uncached, verify_table):
+        with pytest.raises(DataError, match="do not match the table's dataset card") as e:
+            read(out)
+        _one_line(e, out)
+    # the labels-only read cannot check the frames' digest, but still reads
+    assert read_table(out, features=False).num_frames == 40_000
+
+
+def test_zeroed_bytes_mid_file_are_refused(tmp_path):
+    out = write_table(_big(), tmp_path / "a.parquet")
+    raw = bytearray(out.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = bytes(4096)
+    out.write_bytes(raw)
+    with pytest.raises(DataError, match="fails its checksum") as e:
+        _read_uncached(out)
+    _one_line(e, out)
+
+
+def test_a_table_written_without_page_checksums_is_still_checked_by_its_digest(tmp_path):
+    out = write_table(_big(), tmp_path / "a.parquet")
+    arrow = pq.read_table(out)
+    pq.write_table(arrow, out, compression="none", write_page_checksum=False)
+    assert _read_uncached(out).num_frames == 40_000  # the same frames: fine
+    raw = bytearray(out.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = bytes(4096)
+    out.write_bytes(raw)
+    with pytest.raises(DataError, match="do not match the table's dataset card") as e:
+        _read_uncached(out)
+    _one_line(e, out)
+
+
+def test_a_verified_table_is_hashed_once_and_any_change_is_hashed_again(tmp_path,
+                                                                        monkeypatch):
+    from data_prep import digest, table
+
+    out = write_table(_big(), tmp_path / "a.parquet")
+    _read_uncached(out)  # hashed and remembered
+    hashed = []
+    real = digest.check_content
+    monkeypatch.setattr(table, "check_content", lambda *a: hashed.append(1) or real(*a))
+    read_table(out)
+    table.verify_table(out)
+    assert hashed == []  # from the cache: no pass over the features
+    # rewritten in place to the same size, its mtime set back: the ctime still differs
+    st = out.stat()
+    raw = bytearray(out.read_bytes())
+    pos = raw.index(np.float32(read_table(out).features[100, 3]).tobytes())
+    raw[pos:pos + 4] = np.float32(0.5).tobytes()
+    with open(out, "r+b") as f:  # same inode
+        f.write(raw)
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert out.stat().st_size == st.st_size and out.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(DataError):  # checksum or digest: either way not trusted from cache
+        read_table(out)
+    assert digest.cache_file().stat().st_mode & 0o077 == 0  # the user's own
