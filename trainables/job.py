@@ -8,7 +8,8 @@
 - :func:`resolve_device`: the one rule for where a job runs (:class:`ConfigError` when it
   cannot).
 - :class:`Checkpoint`, :func:`write_checkpoint`, :func:`read_checkpoint`: one
-  self-describing checkpoint file for every job (format tag, config, label spaces,
+  self-describing, checksummed (verified on load; NaN or inf in its tensors refused)
+  checkpoint file for every job (format tag, config, label spaces,
   iteration, state), read with ``torch.load(weights_only=True)``; a file that is not such a
   checkpoint is a :class:`CheckpointError`, one that is but does not fit the run a
   :class:`CheckpointMismatch`.
@@ -18,6 +19,7 @@ torch is imported inside the functions that need it, so importing this module st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -207,12 +209,13 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
 
     from data_prep.atomic import atomic_output
 
-    clash = {"format", "meta"} & set(checkpoint.state)
+    clash = {"format", "meta", _CHECKSUM} & set(checkpoint.state)
     missing = [k for k in _META_KEYS if k not in checkpoint.meta]
     if clash or missing:
         raise ValueError(f"bad checkpoint: state keys {sorted(clash)}, meta lacks {missing}")
-    payload = {"format": checkpoint.format, "meta": json.dumps(checkpoint.meta),
-               **checkpoint.state}
+    meta = json.dumps(checkpoint.meta)
+    payload = {"format": checkpoint.format, "meta": meta, **checkpoint.state,
+               _CHECKSUM: _state_checksum(checkpoint.format, meta, checkpoint.state)}
     path = Path(path)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -260,4 +263,72 @@ def read_checkpoint(path: str | Path, format: str) -> Checkpoint:
     if not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS):
         raise CheckpointError(f"broken {format} checkpoint metadata", path)
     payload.pop("format")
+    _check_state(path, theirs, meta, payload)
     return Checkpoint(format=theirs, meta=meta, state=payload, path=path)
+
+
+#: the payload key of the checksum over format, meta and state (:func:`_state_checksum`)
+_CHECKSUM = "checksum"
+
+
+def _state_checksum(format: str, meta: str, state: Any) -> str:
+    """sha256 over the format tag, the meta JSON and every state entry in a fixed order
+    (tensors by dtype, shape and raw bytes; plain data by ``repr``). Over the values, not
+    the file: ``torch.save``'s zip layout may change between torch versions."""
+    import numpy as np
+    import torch
+
+    h = hashlib.sha256(b"kitchen-study checkpoint v1\0")
+    h.update(format.encode() + b"\0" + meta.encode() + b"\0")
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, np.ndarray):  # repr would elide the middle of a large one
+            h.update(f"N{x.dtype.str}{x.shape}\0".encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            h.update(b"D%d\0" % len(x))
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode() + b"\0")
+                feed(x[k])
+        elif isinstance(x, list | tuple):
+            h.update(b"L%d\0" % len(x))
+            for v in x:
+                feed(v)
+        else:
+            h.update(repr(x).encode() + b"\0")
+
+    feed({k: v for k, v in state.items() if k != _CHECKSUM})
+    return h.hexdigest()
+
+
+def _check_state(path: Path, format: str, meta: dict[str, Any], state: dict[str, Any]
+                 ) -> None:
+    """The loaded state against its checksum (a checkpoint written before checkpoints
+    carried one has none: still read, for runs reused from earlier versions), and every
+    floating tensor finite: NaN or inf in weights or optimiser state would only resume a
+    diverged run, silently. Either is a :class:`CheckpointError` naming the file."""
+    import torch
+
+    stored = state.pop(_CHECKSUM, None)
+    if stored is not None and stored != _state_checksum(
+            format, json.dumps(meta), state):
+        raise CheckpointError("damaged checkpoint: its contents do not match the checksum "
+                              "written with it", path)
+
+    def walk(x: Any, where: str) -> None:
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise CheckpointError(f"non-finite values (NaN or inf) in {where}", path)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(x, list | tuple):
+            for i, v in enumerate(x):
+                walk(v, f"{where}[{i}]")
+
+    for k, v in state.items():
+        walk(v, k)
