@@ -6,7 +6,7 @@
 Measured side by side in one process, interleaved (bare, trainer, bare, trainer, ...), on
 the same device and thread count, median over ``--repeats`` rounds:
 
-1. **trainer**: :class:`trainables.lstm_job.Trainer` ``train(n)`` — batch 128 × history 300
+1. **trainer**: :class:`trainables.train_job.Trainer` ``train(n)`` — batch 128 × history 300
    drawn by the sampler from a 48-class table (simulated softmax input, mapped through the
    identity arrangement), hidden 128, depth 1, cuDNN/oneDNN cell, Adam, masked mean CE;
 2. **bare**: ``torch.nn.LSTM(48, 128)`` + ``Linear(128, 48)`` + Adam + cross-entropy on one
@@ -34,8 +34,8 @@ import torch
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import LSTMConfig, Trainer
+from trainables.split_data import SplitData
+from trainables.train_job import TrainConfig, Trainer
 
 CLASSES, HIDDEN, BATCH, HISTORY = 48, 128, 128, 300
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -110,7 +110,7 @@ def main() -> None:
     device = torch.device(args.device)
     data = SplitData.load(make_table(), 1, device)
     arr = make_arrangement("identity", data.space)
-    cfg = LSTMConfig(history=HISTORY, hidden=HIDDEN, batch_size=BATCH)
+    cfg = TrainConfig(history=HISTORY, hidden=HIDDEN, batch_size=BATCH)
     trainer = Trainer(cfg, arr, data)
     peephole = Trainer(cfg.model_copy(update={"cell": "peephole"}), arr, data)
     bare = Bare(device)

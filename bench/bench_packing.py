@@ -46,10 +46,10 @@ import torch
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
-from trainables.lstm_config import LSTMConfig
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import Trainer
 from trainables.packed_lstm import PackedTrainer
+from trainables.split_data import SplitData
+from trainables.train_config import TrainConfig
+from trainables.train_job import Trainer
 
 CLASSES = 48
 SHAPES = {
@@ -112,7 +112,7 @@ def paper_frames() -> tuple[int, int, int]:
     return iterations * per_iter, critical * per_iter, per_iter
 
 
-def measure(k: int, data: SplitData, cfg: LSTMConfig, device: torch.device, variant: str,
+def measure(k: int, data: SplitData, cfg: TrainConfig, device: torch.device, variant: str,
             args: argparse.Namespace) -> dict:
     arr = make_arrangement("identity", data.space)
     seq = [Trainer(cfg.model_copy(update={"seed": s}), arr, data) for s in range(k)]
@@ -154,7 +154,7 @@ def measure(k: int, data: SplitData, cfg: LSTMConfig, device: torch.device, vari
     }
 
 
-def one_trial_memory(data: SplitData, cfg: LSTMConfig, device: torch.device) -> float:
+def one_trial_memory(data: SplitData, cfg: TrainConfig, device: torch.device) -> float:
     sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -188,7 +188,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = SplitData.load(make_table(), 1, device)
-    cfg = LSTMConfig(**SHAPES[args.device], depth=1, cell="cudnn")
+    cfg = TrainConfig(**SHAPES[args.device], depth=1, cell="cudnn")
     where = (torch.cuda.get_device_name(device) if cuda
              else f"{platform.processor() or platform.machine()} CPU, "
                   f"{torch.get_num_threads()} torch thread(s)")

@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from trainables.arrangements import LabelSpace, make_arrangement
-from trainables.lstm_config import LSTMConfig
-from trainables.lstm_job import CHECKPOINT_FORMAT, LSTMCheckpoint, save_checkpoint
 from trainables.lstm_model import FramewiseLSTM
 from trainables.predictor import FramewisePredictor
+from trainables.train_config import TrainConfig
+from trainables.train_job import CHECKPOINT_FORMAT, ModelCheckpoint, save_checkpoint
 
 
 def _checkpoint(path: Path, classes: int, hidden: int, depth: int, cell: str) -> Path:
     space = LabelSpace("bench", tuple(f"c{i}" for i in range(classes)), 0)
-    cfg = LSTMConfig(hidden=hidden, depth=depth, cell=cell)
+    cfg = TrainConfig(hidden=hidden, depth=depth, cell=cell)
     model = FramewiseLSTM(classes, classes, hidden, depth, cell)
     meta = {"config": cfg.model_dump(mode="json"),
             "arrangement": make_arrangement("identity", space).to_dict(),
@@ -37,7 +37,7 @@ def _checkpoint(path: Path, classes: int, hidden: int, depth: int, cell: str) ->
             "feature_mapped": True, "iteration": 0, "torch": torch.__version__}
     state = {"model": model.state_dict(), "optimizer": {},
              "generator": torch.Generator().get_state()}
-    return save_checkpoint(path, LSTMCheckpoint(CHECKPOINT_FORMAT, meta, state))
+    return save_checkpoint(path, ModelCheckpoint(CHECKPOINT_FORMAT, meta, state))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ Ray with 2 CPUs (1 CPU per trial) and a fresh SQLite MLflow store. From MLflow a
   (a slot's turnover), median; and the time from the call to the first trial start.
 
 Baseline, in the same run: the same 20 task configs trained directly with
-``trainables.lstm_job.TrainRun`` in a pool of 2 processes (1 thread each; pre-trains first,
+``trainables.train_job.TrainRun`` in a pool of 2 processes (1 thread each; pre-trains first,
 then the rest), no Ray, no MLflow: the wall time a perfect scheduler would approach.
 """
 
@@ -51,7 +51,7 @@ SLOTS = 2
 def _calibrate(data: Path, seconds: float) -> int:
     import torch
 
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     torch.set_num_threads(1)
     cfg = {**MODEL, "target_path": str(data / "synth_breakfast.parquet"), "target_split": 1,
@@ -159,7 +159,7 @@ def _bare_task_entry(cfg: dict) -> float:
     save = cfg.pop("_save", None)
     import torch
 
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     torch.set_num_threads(1)
     run = TrainRun.create(cfg)

@@ -15,7 +15,7 @@ from data_prep.cli import info, prepare_app
 from data_prep.commands import reports_data_errors
 from data_prep.errors import DataError
 from study.commands import register as register_study_commands
-from trainables import lstm_cli as train_cli
+from trainables import train_cli as train_cli
 from trainables.cnn_cli import cnn_app
 
 __all__ = ["app", "main"]

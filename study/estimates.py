@@ -36,7 +36,7 @@ from .mlflow_layout import ESTIMATE_PREFIX, task_tag
 if TYPE_CHECKING:
     import numpy as np
 
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     from .plan import Task
 
@@ -77,7 +77,7 @@ def source_train_labels(path: str, split: str) -> list[np.ndarray]:
 def edge_estimates(run: TrainRun, source_labels: Sequence[Any],
                    max_frames: int = MAX_FRAMES) -> dict[str, float]:
     """Every estimate of one transfer edge (see the module doc), from the fine-tune's
-    :class:`~trainables.lstm_job.TrainRun` before it trains: its target data, its
+    :class:`~trainables.train_job.TrainRun` before it trains: its target data, its
     arrangement and its ``init`` checkpoint (the pre-trained source)."""
     from trainables.transfer_responses import model_from_checkpoint, source_responses
     from trainables.transferability import feature_scores, frame_budget, label_structure
@@ -87,10 +87,11 @@ def edge_estimates(run: TrainRun, source_labels: Sequence[Any],
         raise ValueError("an edge estimate needs the fine-tune's target and its "
                          "pre-trained source checkpoint")
     model, space = model_from_checkpoint(run.init, arr, device=run.device)
-    budget = max(min(frame_budget(spec.iterations, spec.batch_size, spec.history),
-                     max_frames), spec.history)
+    window = run.trainer.window  # the model's training window (the LSTM's history)
+    budget = max(min(frame_budget(spec.iterations, spec.batch_size, window),
+                     max_frames), window)
     resp = source_responses(model, target.features, target.labels, target.table.offsets,
-                            target.train, arr, max_frames=budget, history=spec.history,
+                            target.train, arr, max_frames=budget, history=window,
                             model_space=space, seed=spec.seed)
     out = feature_scores(resp)
     target_labels = [target.table.video_labels(v) for v in target.train]

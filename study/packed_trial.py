@@ -31,7 +31,7 @@ Rules:
   metrics, checkpoint artifact as unpacked, plus the tag ``ks.pack`` = the pack's Tune
   trial id (the same on every member).
 * **Worker** (:class:`PackRun`, :class:`PackingStudyTrainable`): each member is an ordinary
-  :class:`~trainables.lstm_job.TrainRun` (data, arrangement, ``init_checkpoint``, curve,
+  :class:`~trainables.train_job.TrainRun` (data, arrangement, ``init_checkpoint``, curve,
   checkpoints); the pack replaces its ``trainer.train`` by the fused step and keeps the
   rest of ``TrainRun.step``'s semantics (evaluation at ``eval_at`` and the end, ``curve``).
   A member's ``frames_per_s`` is its own frames over the pack's seconds. A fine-tune's
@@ -59,6 +59,8 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from trainables.temporal import kind_of
 
 from .plan import Task
 from .trial import STUDY_KEY, StudyTrainable, _local_checkpoint
@@ -135,7 +137,7 @@ def pack_key(task: Task, cards_by_path: Mapping[str, Any], cards: Mapping[str, A
              ) -> tuple:
     """What must agree between the members of a pack (see the module docstring)."""
     c = task.config
-    return (c.history, c.batch_size, c.depth, c.hidden, c.cell,
+    return (c.model, c.batch_size,
             *_member_dims(task, cards_by_path, cards),
             c.iterations, c.iterations_per_step, tuple(c.eval_at),
             c.device, c.num_cpus, c.num_gpus)
@@ -165,7 +167,7 @@ class Packer:
         and the other tasks of ``state.pending`` that are ready now with the same key (taken
         out of pending); None when ``first`` has no companion (it then runs alone). Searches
         and a budget's estimate tasks (they train nothing) are never packed."""
-        if first.kind in _UNPACKED:
+        if first.kind in _UNPACKED or not kind_of(first.config.model).packable:
             return None
         key = self.key(first)
         members = [first]
@@ -173,7 +175,8 @@ class Packer:
             if len(members) >= self.max_trials:
                 break
             t = state.tasks[tid]
-            if t.kind in _UNPACKED or any(d not in state.done for d in t.deps):
+            if (t.kind in _UNPACKED or not kind_of(t.config.model).packable
+                    or any(d not in state.done for d in t.deps)):
                 continue
             h = getattr(state, "halving", None)
             if h is not None and t.id in h.plan.members:  # study.halving stops it alone
@@ -278,7 +281,7 @@ def pack_members(trial: Any, result: Mapping[str, Any] | None = None
 
 
 class PackRun:
-    """K :class:`~trainables.lstm_job.TrainRun` s with one schedule, trained as one
+    """K :class:`~trainables.train_job.TrainRun` s with one schedule, trained as one
     :class:`~trainables.packed_lstm.PackedTrainer` (no Ray, no MLflow).
 
     ``step()`` returns ``{member index: result}`` with ``TrainRun.step``'s keys; a failed
@@ -349,7 +352,7 @@ class PackRun:
                     self.failed[i] = (f"{f.reason} at iteration {f.iteration} (a member of a "
                                       f"pack of {self.k}; the other members went on)")
             its = self.iterations()
-            per_member = self.packed.batch_size * self.packed.history
+            per_member = self.packed.batch_size * self.packed.window
             for i in live:
                 if i in self.failed:
                     continue
@@ -418,8 +421,8 @@ class PackingStudyTrainable(StudyTrainable):
             return
         import ray
 
-        from trainables.lstm_config import TrainSpec
-        from trainables.lstm_job import TrainRun
+        from trainables.train_config import TrainSpec
+        from trainables.train_job import TrainRun
 
         cfg = dict(config)
         self._study_meta = dict(cfg.pop(STUDY_KEY, None) or {})

@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 
 from trainables.job import ConfigError
-from trainables.lstm_config import TrainSpec
+from trainables.train_config import TrainSpec
 
 from .spec import EdgeSpec, SearchSpec, SpecError, StudySpec
 from .spec_data import dataset_digest

@@ -98,7 +98,7 @@ def preflight(plan: Plan, source: Path | None = None) -> None:
     import optuna
 
     from search_spaces import get_space
-    from trainables.lstm_config import TrainSpec
+    from trainables.train_config import TrainSpec
 
     problems: list[tuple[str, str]] = []
     for t in searches:

@@ -10,7 +10,7 @@ tracking URI, Ray address). Example (``studies/demo.yaml`` is a complete one)::
     datasets:
       kitchen_a: {path: ../work/kitchen_a.parquet, splits: [split1]}
       kitchen_b: {path: ../work/kitchen_b.parquet, splits: [1]}      # 1 means split1
-    model: {history: 64, hidden: 32, batch_size: 16}                 # LSTMConfig fields
+    model: {history: 64, hidden: 32, batch_size: 16}   # kind (default lstm), its fields, optimiser
     experiments:
       seeds: [0, 1]
       iterations: 400            # target training (baseline, fine-tune, joint)
@@ -38,8 +38,10 @@ Rules (stated here because the planner and the hash depend on them):
 * ``baselines: true`` means every dataset on every declared split; ``false`` none; a list
   names datasets. ``all_pairs`` adds an edge for every ordered pair of distinct datasets
   (optionally restricted to ``all_pairs.datasets``).
-* ``model`` holds LSTM config fields (``trainables.lstm_config.LSTMConfig``); study-level
-  keys (paths, modes, iterations, seed: what the planner sets per task) are not allowed there.
+* ``model`` is flat: ``kind`` (a name of ``trainables.temporal.MODELS``; default ``lstm``,
+  the paper's), that model's config fields and the optimisation keys of
+  ``trainables.train_config.TrainConfig`` (``batch_size``, ``lr``, ...); study-level keys
+  (paths, modes, iterations, seed: what the planner sets per task) are not allowed there.
 * Names come from their registries: arrangements from ``trainables.arrangements``, metrics
   from ``trainables.metrics.METRIC_NAMES``, modes are ``TrainSpec.mode`` names.
 * The checks that need the data, the content hash of a study version and
@@ -49,6 +51,7 @@ Rules (stated here because the planner and the hash depend on them):
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -66,8 +69,9 @@ from pydantic import (
 
 from data_prep.errors import DataError
 from trainables.arrangements import ARRANGEMENTS
-from trainables.lstm_config import LSTMConfig, TrainSpec
+from trainables.job import MAX_ITERATIONS
 from trainables.metrics import METRIC_NAMES
+from trainables.train_config import TrainConfig, TrainSpec
 
 from .budget import BudgetSpec
 from .halving import rungs
@@ -86,6 +90,8 @@ __all__ = [
     "StudySpec",
     "load_spec",
     "parse_spec",
+    "read_spec",
+    "validate_spec",
 ]
 
 #: An edge's modes and a search's modes: names of ``TrainSpec.mode`` (a transfer edge is
@@ -114,14 +120,23 @@ EXECUTION_FIELDS: tuple[str, ...] = (
 )
 
 #: Trainable config keys a spec's ``model`` block may not set: every ``TrainSpec`` field
-#: beyond the model's (data, mode, schedule, resources: the planner sets them per task from
-#: the rest of the spec), and ``seed`` (from ``experiments.seeds``).
+#: beyond the model and optimisation ones (data, mode, schedule, resources: the planner sets
+#: them per task from the rest of the spec), ``seed`` (from ``experiments.seeds``) and the
+#: nested ``model`` (the block is flat: ``kind`` and the model's fields beside ``lr``).
 _PER_TASK_KEYS: frozenset[str] = (
-    frozenset(TrainSpec.model_fields) - frozenset(LSTMConfig.model_fields)) | {"seed"}
+    frozenset(TrainSpec.model_fields) - frozenset(TrainConfig.model_fields)) | {"seed", "model"}
 
 PositiveInt = Annotated[int, Field(gt=0)]
 #: Seeds one spec may list: a bound on what a spec can ask for (the paper uses 3).
 MAX_SEEDS = 1000
+#: A seed is below 2^32: Optuna's samplers (numpy's RandomState) refuse larger ones.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+#: Iteration counts: the bound ``kitchen-study train`` applies (``trainables.job``).
+Iterations = Annotated[int, Field(gt=0, le=MAX_ITERATIONS)]
+#: A dataset's key in ``datasets``: it becomes part of task ids (``baseline:KEY.split1:s0``),
+#: MLflow run names and file names of the report, so no ``/``, ``:`` or ``.``.
+DATASET_KEY = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class SpecError(DataError):
@@ -212,11 +227,10 @@ class AllPairsSpec(_EdgeOptions):
 
 
 class ExperimentsSpec(_Model):
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1,
-                                                     max_length=MAX_SEEDS)
-    iterations: PositiveInt
-    pretrain_iterations: PositiveInt | None = None
-    eval_at: list[PositiveInt] = []
+    seeds: list[Seed] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
+    iterations: Iterations
+    pretrain_iterations: Iterations | None = None
+    eval_at: list[Iterations] = []
     baselines: list[str] = Field(default=["*"], description='["*"] = every dataset')
     all_pairs: AllPairsSpec | None = None
     edges: list[EdgeSpec] = []
@@ -274,9 +288,9 @@ class SearchSpec(_Model):
     arrangement: ArrangementKind = "concat"
     num_samples: PositiveInt
     max_concurrent: PositiveInt = 2
-    iterations: PositiveInt | None = None
+    iterations: Iterations | None = None
     metric: Metric = "frame_acc"
-    seed: int = 0
+    seed: Seed = 0
     asha: AshaSpec | None = None
     storage: str | None = Field(default=None, description="Optuna RDB URL, e.g. sqlite:///optuna.db")
 
@@ -324,6 +338,15 @@ class StudySpec(_Model):
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
 
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_keys(cls, v: dict[str, DatasetSpec]) -> dict[str, DatasetSpec]:
+        bad = [k for k in v if not re.fullmatch(DATASET_KEY, k)]
+        if bad:
+            raise ValueError(f"dataset name {bad[0]!r} may hold only letters, digits, '_' and "
+                             "'-' (it becomes part of task ids, run names and file names)")
+        return v
+
     # -- derived -----------------------------------------------------------------------
     @property
     def base_dir(self) -> Path:
@@ -338,7 +361,12 @@ class StudySpec(_Model):
     def dataset_path(self, name: str) -> Path:
         """Absolute path of a dataset's Parquet file."""
         p = Path(self.datasets[name].path).expanduser()
-        return p if p.is_absolute() else (self._base_dir / p).resolve()
+        if p.is_absolute():
+            return p
+        try:
+            return (self._base_dir / p).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: check_spec reports it by name
+            return Path(os.path.normpath(self._base_dir / p))
 
     def baseline_datasets(self) -> list[str]:
         b = self.experiments.baselines
@@ -393,7 +421,7 @@ def _key_path(loc: Iterable[Any]) -> str:
 def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for err in e.errors():
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
@@ -409,23 +437,90 @@ def parse_spec(
 
     Schema errors and cross-references (unknown datasets or splits, self-edges, eval
     points past the iterations, unknown search space) are checked here, without reading
-    any data; :func:`study.spec_data.check_spec` does the checks that need the datasets'
-    cards.
+    any data, and reported together (:func:`validate_spec`);
+    :func:`study.spec_data.check_spec` does the checks that need the datasets' cards.
     """
+    spec, problems = validate_spec(data, path, base_dir)
+    if problems or spec is None:
+        raise SpecError(problems, path)
+    return spec
+
+
+def validate_spec(
+    data: Any, path: str | Path | None = None, base_dir: str | Path | None = None
+) -> tuple[StudySpec | None, list[tuple[str, str]]]:
+    """Every problem found without reading data, and a spec to check further.
+
+    Stages do not hide each other: when the schema fails only at keys that can be left out
+    (a typo such as ``histroy:``, a wrong value with a default), the reference checks still
+    run on the rest, and the returned spec (those keys left out) goes on to
+    :func:`study.spec_data.check_spec`, so one run reports every problem. The spec is None
+    when nothing can be checked further (a required key missing or unusable)."""
     if not isinstance(data, dict):
-        raise SpecError([("", "a study spec must be a YAML mapping at the top level")], path)
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(_pydantic_problems(e), path) from None
+        return None, [("", "a study spec must be a YAML mapping at the top level")]
+    problems: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    spec: StudySpec | None = None
+    rest: Any = data
+    for _ in range(4):  # each round leaves out the keys the previous one refused
+        try:
+            spec = StudySpec.model_validate(rest)
+            break
+        except ValidationError as e:
+            if not problems:
+                problems = _pydantic_problems(e)
+            rest, gone = _without_refused_keys(rest, e)
+            if rest is None:
+                break
+            dropped += gone
+    if spec is None:
+        return None, problems
     if base_dir is not None:
         spec._base_dir = Path(base_dir).resolve()
     if path is not None:
         spec._source = Path(path)
-    problems = _reference_problems(spec)
-    if problems:
-        raise SpecError(problems, path)
-    return spec
+    for key, msg in _reference_problems(spec):
+        # a consequence of a key left out above is not a second problem
+        if not any(key == d or key.startswith((f"{d}.", f"{d}[")) for d in dropped):
+            problems.append((key, msg))
+    return spec, problems
+
+
+def _without_refused_keys(data: dict[str, Any], e: ValidationError
+                          ) -> tuple[dict[str, Any] | None, list[str]]:
+    """A deep copy of ``data`` without the innermost mapping key of each error, and those
+    keys' paths; None when an error cannot be left out (a required key missing, an error of
+    the whole spec, or a required key refused)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    gone: list[str] = []
+    for err in e.errors():
+        loc = list(err["loc"])
+        if err["type"] == "missing" or not loc:
+            return None, []
+        # the innermost string key that indexes a mapping
+        node: Any = out
+        parent, key, depth = None, None, 0
+        for i, part in enumerate(loc):
+            if isinstance(node, dict) and isinstance(part, str) and part in node:
+                parent, key, depth = node, part, i
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                break
+        if parent is None:
+            return None, []
+        if depth == 0 and key in _REQUIRED_TOP:
+            return None, []
+        parent.pop(key, None)
+        gone.append(_key_path(loc[: depth + 1]))
+    return out, gone
+
+
+#: Top-level keys without which no further check makes sense.
+_REQUIRED_TOP = frozenset({"name", "datasets", "experiments"})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -455,6 +550,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a YAML study spec (see :func:`parse_spec`). A key given twice in
     one mapping is an error naming its line."""
+    spec, problems = read_spec(path)
+    if problems or spec is None:
+        raise SpecError(problems, path)
+    return spec
+
+
+def read_spec(path: str | Path) -> tuple[StudySpec | None, list[tuple[str, str]]]:
+    """:func:`load_spec` without raising on spec problems: :func:`validate_spec` of the
+    file (an unreadable file or invalid YAML still raises, as nothing else can be checked)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -472,7 +576,7 @@ def load_spec(path: str | Path) -> StudySpec:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or str(e)
         raise DataError(f"not valid YAML: {problem}", path, line) from None
-    return parse_spec(data, path=path, base_dir=path.resolve().parent)
+    return validate_spec(data, path=path, base_dir=path.resolve().parent)
 
 
 def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
@@ -557,6 +661,12 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
                     problems.append(("search.source", "source and target are the same dataset"))
         elif s.source is not None:
             problems.append(("search.source", "only a joint search (mode: joint) has a source"))
+        if s.storage is not None:
+            from .store_checks import storage_problem
+
+            msg = storage_problem(s.storage)
+            if msg:
+                problems.append(("search.storage", msg))
         its = s.iterations or ex.iterations
         if s.asha is not None and s.asha.grace_period > its:
             problems.append(

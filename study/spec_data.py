@@ -26,8 +26,12 @@ label arrangement is one the two label spaces support, and ``model`` is a valid 
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +40,10 @@ from pydantic import ValidationError
 
 from data_prep.errors import DataError
 from data_prep.table import DatasetCard, verify_table
-from trainables.lstm_config import LSTMConfig
+from trainables.temporal import MODELS, kind_of
+from trainables.train_config import TrainConfig
 
-from .spec import SpecError, StudySpec, _pydantic_problems, load_spec
+from .spec import SpecError, StudySpec, _pydantic_problems, read_spec
 
 __all__ = [
     "LoadedStudy",
@@ -63,21 +68,26 @@ def _is_label_softmax(card: DatasetCard) -> bool:
     return _feature_dim(card) == card.num_classes
 
 
-def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
-    """Check the spec against its data (no rows are read, only cards); return the cards.
+def check_spec(spec: StudySpec, earlier: Iterable[tuple[str, str]] = ()
+               ) -> dict[str, DatasetCard]:
+    """Check the spec against its data (cards, and each table's video column); return the
+    cards.
 
-    Raises :class:`SpecError` listing every problem: a missing or unreadable file, a split
-    not in the card, a table without features, a ``model`` that is not a valid LSTM config,
-    and an edge whose arrangement the two datasets cannot support (see
-    :func:`arrangement_problem`).
+    Raises :class:`SpecError` listing every problem, after ``earlier`` ones (those
+    :func:`study.spec.validate_spec` found without data, so that one run reports them all):
+    a missing or unreadable file, a split not in the card, a table without features, a
+    ``model`` that is not a valid LSTM config, a ``history`` longer than every training
+    video a task would sample from (the bound ``kitchen-study train`` applies), and an edge
+    whose arrangement the two datasets cannot support (see :func:`arrangement_problem`).
     """
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = list(earlier)
     cards: dict[str, DatasetCard] = {}
     for name, ds in spec.datasets.items():
         key = f"datasets.{name}.path"
         p = spec.dataset_path(name)
-        if not p.is_file():
-            problems.append((key, f"no such file: {p}"))
+        unusable = _path_problem(p)
+        if unusable:
+            problems.append((key, unusable))
             continue
         try:
             # the frames checked against the card (once per file version: data_prep.digest),
@@ -101,7 +111,8 @@ def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
             problems.append(
                 (key, f"{p.name} has no features column; add one, e.g. `kitchen-study simulate`")
             )
-    problems += _model_problems(spec.model)
+    problems += [p for p in _model_problems(spec.model) if p not in problems]
+    problems += _history_problems(spec, cards)
     for key, e in spec.edges():
         if e.source in cards and e.target in cards:
             for j, kind in enumerate(e.arrangement):
@@ -119,12 +130,126 @@ def check_spec(spec: StudySpec) -> dict[str, DatasetCard]:
     return cards
 
 
+def _path_problem(p: Path) -> str | None:
+    """Why a dataset path cannot be a table (a symlink loop, a folder, missing), or None."""
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a symlink loop: {p}"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"no such file: {p}"
+        return f"cannot read ({e.strerror}): {p}"
+    return None if p.is_file() else f"not a file: {p}"
+
+
+def _trained_splits(spec: StudySpec) -> dict[str, set[str]]:
+    """dataset -> the splits whose training videos some task samples from (the planner's
+    rules, ``study.plan``): baselines and edge targets on their splits, sources on their
+    source split, a search on its target (and joint source) split."""
+    def first(name: str) -> str:
+        return spec.datasets[name].splits[0]
+
+    out: dict[str, set[str]] = {}
+
+    def add(name: str | None, splits: Iterable[str]) -> None:
+        if name in spec.datasets:
+            out.setdefault(name, set()).update(
+                s for s in splits if s in spec.datasets[name].splits)
+
+    for name in spec.baseline_datasets():
+        add(name, spec.datasets[name].splits if name in spec.datasets else ())
+    for _, e in spec.edges():
+        if e.source in spec.datasets:
+            add(e.source, [e.source_split or first(e.source)])
+        if e.target in spec.datasets:
+            add(e.target, e.target_splits or spec.datasets[e.target].splits)
+    s = spec.search
+    if s is not None and s.target in spec.datasets:
+        add(s.target, [s.split or first(s.target)])
+        if s.mode == "joint" and s.source in spec.datasets:
+            add(s.source, [s.source_split or first(s.source)])
+    return out
+
+
+def _longest_training_videos(path: Path, card: DatasetCard, splits: Iterable[str]
+                             ) -> dict[str, int]:
+    """split -> frames of its longest training video, from the table's ``video`` column
+    alone (a dictionary column: cheap next to the features)."""
+    st = path.stat()
+    lengths = _video_lengths(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    out: dict[str, int] = {}
+    for name in splits:
+        train = card.split(name).train
+        out[name] = max((lengths.get(v, 0) for v in train), default=0)
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _video_lengths(path: str, size: int, mtime_ns: int, inode: int) -> dict[str, int]:
+    """video -> frames of a table (cached by the file's identity: a command opens its study
+    more than once)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    try:
+        col = pq.read_table(path, columns=["video"], memory_map=True).column("video")
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"cannot read its video column ({str(e).splitlines()[0]})",
+                        path) from None
+    if not len(col):
+        return {}
+    if not hasattr(col.type, "value_type"):  # not dictionary-encoded: count the values
+        import pyarrow.compute as pc
+
+        vc = pc.value_counts(col)
+        return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(),
+                        strict=True))
+    col = col.unify_dictionaries()
+    names = col.chunks[0].dictionary.to_pylist()
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in col.chunks])
+    counts = np.bincount(codes, minlength=len(names))
+    return dict(zip(names, counts.tolist(), strict=True))
+
+
+def _history_problems(spec: StudySpec, cards: dict[str, DatasetCard]) -> list[tuple[str, str]]:
+    """The model's training window (the LSTM's ``model.history``) against the longest
+    training video of every split a task samples from: the check ``kitchen-study train``
+    makes when a job starts (``trainables.train_job``), made here so the study is refused
+    before any trial rather than failing every trial."""
+    try:
+        model = TrainConfig.model_validate(spec.model).model
+    except (ValidationError, ValueError):
+        return []  # a bad model block is _model_problems' to report
+    kind = kind_of(model)
+    key = "model.history" if kind.name == "lstm" else "model"
+    what = "" if kind.name == "lstm" else f"the {kind.name} training window "
+    problems = []
+    for name, splits in sorted(_trained_splits(spec).items()):
+        if name not in cards:
+            continue
+        try:
+            longest = _longest_training_videos(spec.dataset_path(name), cards[name],
+                                               sorted(splits))
+        except DataError as e:
+            problems.append((f"datasets.{name}.path", e.reason))
+            continue
+        except KeyError:  # a split not in the card: reported above
+            continue
+        for split, frames in sorted(longest.items()):
+            window = kind.train_window(model, frames)
+            if window > frames:
+                problems.append((key, f"{what}{window} is longer than every training "
+                                 f"video of {name} {split} (the longest has {frames} frames)"))
+    return problems
+
+
 def arrangement_problem(
     kind: str, target: DatasetCard, source: DatasetCard, k: int = 3
 ) -> str | None:
     """Why ``kind`` cannot arrange ``source`` into ``target``'s space, or None if it can.
 
-    The trainer's input rule (``trainables.lstm_job``): features whose dim equals the class
+    The trainer's input rule (``trainables.train_job``): features whose dim equals the class
     count are class scores and are remapped like the labels; other features pass through
     unchanged, so two such datasets need equal dims, and mixing the two kinds is an error.
     """
@@ -155,12 +280,24 @@ def arrangement_problem(
 
 
 def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
-    """``model`` against the LSTM config schema (each problem at ``model.<key>``)."""
+    """``model`` against the training config schema: a registered model's config (by
+    ``kind``, default the LSTM) and the optimisation keys, each problem at ``model.<key>``."""
     try:
-        LSTMConfig.model_validate(model)
+        TrainConfig.model_validate(model)
     except ValidationError as e:
-        return [("model." + k if k else "model", m) for k, m in _pydantic_problems(e)]
+        return [(_flat_loc(k), m) for k, m in _pydantic_problems(e)]
     return []
+
+
+def _flat_loc(loc: str) -> str:
+    """An error location inside ``TrainConfig`` as the spec's flat ``model`` block spells it:
+    ``model.lstm.history`` (pydantic's nested model and union branch) -> ``model.history``."""
+    parts = loc.split(".") if loc else []
+    if parts[:1] == ["model"]:
+        parts = parts[1:]
+        if parts[:1] and parts[0] in MODELS:
+            parts = parts[1:]
+    return ".".join(["model", *parts])
 
 
 # -- identity ------------------------------------------------------------------------------
@@ -220,7 +357,10 @@ class LoadedStudy:
 
 
 def open_study(path: str | Path) -> LoadedStudy:
-    """:func:`load_spec` + :func:`check_spec` + :func:`content_hash`."""
-    spec = load_spec(path)
-    cards = check_spec(spec)
+    """:func:`load_spec` + :func:`check_spec` + :func:`content_hash`; the problems of every
+    stage are reported together."""
+    spec, problems = read_spec(path)
+    if spec is None:
+        raise SpecError(problems, path)
+    cards = check_spec(spec, problems)
     return LoadedStudy(spec, cards, content_hash(spec, cards))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from trainables.lstm_trainable import LSTMTrainable
+from trainables.temporal_trainable import LSTMTrainable
 
 __all__ = ["STUDY_KEY", "StudyTrainable"]
 

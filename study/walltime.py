@@ -1,13 +1,13 @@
 """How long a study will take, estimated before it runs (``kitchen-study run --dry-run``).
 
 The figure is an **estimate**, printed as one: the plan's training frames (per trial:
-iterations x batch size x history) divided by a throughput measured on this machine at the
-plan's LSTM shapes, spread over the trial slots that run in parallel, and never shorter than
+iterations x batch size x the model's window) divided by a throughput measured on this machine
+at the plan's model shapes, spread over the trial slots that run in parallel, and never shorter than
 the longest chain of dependent tasks (a fine-tune waits for its pre-train).
 
-* Throughput: a few Adam steps of the LSTM alone (random inputs, :func:`measure_throughput`)
+* Throughput: a few Adam steps of the model alone (random inputs, :func:`measure_throughput`)
   with the threads a trial gets (``resources.cpu``) on the device it would use; one figure
-  per shape (history, hidden, depth, batch size, cell), at the largest label space among the
+  per shape (the model's config, batch size, window), at the largest label space among the
   tasks of that shape (an upper bound on the cost). Measured figures are cached in
   ``$XDG_CACHE_HOME/kitchen-study/throughput.json`` (default ``~/.cache``), keyed by the
   shape, threads, device, host and torch version, so the next dry run is instant; the
@@ -35,37 +35,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Estimate", "Shape", "cache_path", "estimate", "estimate_lines",
+__all__ = ["Estimate", "not_schedulable_here", "Shape", "cache_path", "estimate", "estimate_lines",
            "measure_throughput", "task_frames"]
 
 #: Steps timed per shape (after one untimed warm-up step).
 MEASURE_STEPS = 3
 
 
+#: The frames of a training sample assumed for a model trained on whole videos (MS-TCN without
+#: ``window``): the dry run does not read every video's length, so it costs such a model at
+#: this length (about a Breakfast video's 75th percentile at 15 fps) and says so.
+WHOLE_VIDEO_FRAMES = 2048
+
+
 @dataclass(frozen=True)
 class Shape:
-    """What an LSTM training step costs depends on (besides the machine)."""
+    """What a training step costs depends on (besides the machine): the model's config
+    (canonical JSON), the batch size and the frames per sample."""
 
-    history: int
-    hidden: int
-    depth: int
+    model: str
     batch_size: int
-    cell: str
+    window: int
+
+    def config(self) -> Any:
+        from trainables.train_config import TrainConfig
+
+        return TrainConfig.parse({"model": json.loads(self.model)}).model
 
     def text(self) -> str:
-        return (f"history {self.history}, hidden {self.hidden}, depth {self.depth}, "
-                f"batch {self.batch_size}, {self.cell}")
+        m = self.config().model_dump(mode="json")  # the config's own field order
+        kind = m.pop("kind")
+        fields = ", ".join(f"{k} {v}" for k, v in m.items())
+        return f"{kind} ({fields}), batch {self.batch_size} x {self.window} frames"
 
 
 def task_shape(task: Any) -> Shape:
+    from trainables.temporal import kind_of
+
     c = task.config
-    return Shape(c.history, c.hidden, c.depth, c.batch_size, c.cell)
+    window = kind_of(c.model).train_window(c.model, WHOLE_VIDEO_FRAMES)
+    return Shape(json.dumps(c.model.model_dump(mode="json"), sort_keys=True), c.batch_size,
+                 window)
 
 
 def task_frames(task: Any) -> int:
-    """Training frames of one trial of ``task``: iterations x batch size x history."""
+    """Training frames of one trial of ``task``: iterations x batch size x window."""
     c = task.config
-    return int(c.iterations) * int(c.batch_size) * int(c.history)
+    return int(c.iterations) * int(c.batch_size) * task_shape(task).window
 
 
 def _label_dim(task: Any, cards: Mapping[str, Any]) -> int:
@@ -167,27 +183,28 @@ def _write_cache(path: Path, data: Mapping[str, Any]) -> None:
 
 def measure_throughput(shape: Shape, dim: int, threads: int, device: str = "cpu",
                        steps: int = MEASURE_STEPS) -> float:
-    """Training frames per second of :class:`~trainables.lstm_model.FramewiseLSTM` steps
-    (forward, cross-entropy, backward, Adam) on random inputs of ``shape`` and ``dim``
-    classes: the mean over ``steps`` timed steps after one warm-up step."""
+    """Training frames per second of the shape's model (from the registry: forward, its own
+    loss, backward, Adam) on random inputs of ``shape`` and ``dim`` classes: the mean over
+    ``steps`` timed steps after one warm-up step."""
     import torch
-    import torch.nn.functional as F
 
-    from trainables.lstm_model import FramewiseLSTM
+    from trainables.temporal import kind_of
 
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         dev = torch.device(device)
         gen = torch.Generator().manual_seed(0)
-        model = FramewiseLSTM(dim, dim, shape.hidden, shape.depth, shape.cell).to(dev)
+        cfg = shape.config()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = kind_of(cfg).build(cfg, dim, dim).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x = torch.rand(shape.batch_size, shape.history, dim, generator=gen).to(dev)
-        y = torch.randint(0, dim, (shape.batch_size, shape.history), generator=gen).to(dev)
+        x = torch.rand(shape.batch_size, shape.window, dim, generator=gen).to(dev)
+        y = torch.randint(0, dim, (shape.batch_size, shape.window), generator=gen).to(dev)
 
         def step() -> None:
-            logits, _ = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, dim), y.reshape(-1))
+            loss = model.loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -203,7 +220,7 @@ def measure_throughput(shape: Shape, dim: int, threads: int, device: str = "cpu"
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old)
-    return steps * shape.batch_size * shape.history / max(seconds, 1e-9)
+    return steps * shape.batch_size * shape.window / max(seconds, 1e-9)
 
 
 def _fmt_time(s: float) -> str:
@@ -212,6 +229,23 @@ def _fmt_time(s: float) -> str:
     if s < 90 * 60:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.1f} h"
+
+
+def not_schedulable_here(cpu: float, gpu: float, cpus: int, gpus: int) -> str | None:
+    """Pure: why a local Ray with ``cpus`` CPUs and ``gpus`` GPUs could start no trial that
+    asks for ``cpu``/``gpu`` each (a dry run says so first: the estimate after it is for
+    the CPUs/GPUs it names, not a machine that can run the study), else None."""
+    if gpu > 0 and gpus < gpu:
+        have = "none" if gpus == 0 else f"only {gpus}"
+        return (f"no trial can be scheduled on this machine: the spec asks for {gpu:g} GPU(s) "
+                f"per trial (resources.gpu) and it has {have}; run it on a machine or "
+                "cluster with GPUs (docs/cluster.md). The estimate below is for this "
+                "machine's CPU instead")
+    if cpu > cpus:
+        return (f"no trial can be scheduled on this machine: the spec asks for {cpu:g} CPUs "
+                f"per trial (resources.cpu) and it has {cpus}; the estimate below assumes "
+                "one trial at a time")
+    return None
 
 
 def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
@@ -229,9 +263,11 @@ def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
     cpus = num_cpus or os.cpu_count() or 1
     slots = max(1, int(cpus // res.cpu))
     device = "cpu"
-    if res.gpu > 0 and torch.cuda.is_available():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if res.gpu > 0 and gpus:
         device = "cuda"
-        slots = max(1, min(slots, int(torch.cuda.device_count() // res.gpu)))
+        slots = max(1, min(slots, int(gpus // res.gpu)))
+    unschedulable = not_schedulable_here(res.cpu, res.gpu, cpus, gpus)
     dims: dict[Shape, int] = {}
     for t in todo:
         s = task_shape(t)
@@ -258,10 +294,12 @@ def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
         cached_note = f"cache {path}"
     except OSError as e:  # a read-only home: the estimate stands, only the cache is missing
         cached_note = f"not cached ({e.strerror or e})"
-    lines = [
+    lines = [unschedulable] if unschedulable else []
+    lines += [
         f"estimate (not a measurement): about {_fmt_time(est.wall_s)} wall time for the "
         f"{est.trials} trial(s) still to run",
-        f"  training frames: {est.frames:,} (iterations x batch x history; ASHA may stop "
+        f"  training frames: {est.frames:,} (iterations x batch x window: the LSTM's history, "
+        f"{WHOLE_VIDEO_FRAMES} frames for a model trained on whole videos; ASHA may stop "
         "search trials earlier)",
     ]
     for shape, value in est.per_shape.items():

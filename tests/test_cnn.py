@@ -251,10 +251,10 @@ def test_checkpoint_restores_the_model(toy, trained):
 def test_the_two_jobs_checkpoints_are_not_interchangeable(toy, trained, tmp_path):
     """A CNN checkpoint given to the LSTM, and an LSTM checkpoint given to the CNN: one clean
     CheckpointError (a DataError: exit 2 in the CLI) naming the file and both formats."""
-    from tests.test_lstm_job import recipe_table
+    from tests.helpers import recipe_table
     from trainables.job import CheckpointError
-    from trainables.lstm_job import TrainRun
-    from trainables.lstm_job import load_checkpoint as load_lstm
+    from trainables.train_job import TrainRun
+    from trainables.train_job import load_checkpoint as load_lstm
 
     root, path = toy
     _, _, cnn_ckpt = trained

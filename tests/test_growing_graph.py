@@ -156,7 +156,7 @@ def test_baseline_is_the_same_job_as_the_pretrain(kitchens_root):
     training, so its final weights equal an un-evaluated pre-train's."""
     import torch
 
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     cfg = {"target_path": str(kitchens_root / "data" / f"{A}.parquet"), "target_split": "split1",
            "history": 16, "hidden": 8, "batch_size": 4, "iterations": 20,

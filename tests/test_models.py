@@ -11,19 +11,19 @@ import pytest
 import torch
 
 from study.models import log_lstm_model, register_model
-from tests.test_lstm_job import recipe_table
+from tests.helpers import recipe_table
 from trainables.arrangements import make_arrangement
-from trainables.lstm_config import LSTMConfig
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import Trainer, save_checkpoint
 from trainables.predictor import FramewisePredictor
+from trainables.split_data import SplitData
+from trainables.train_config import TrainConfig
+from trainables.train_job import Trainer, save_checkpoint
 
 
 @pytest.fixture
 def logged(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     data = SplitData.load(recipe_table(videos=6, classes=5, name="tgt", seed=3), 1)
-    tr = Trainer(LSTMConfig(history=8, hidden=8, batch_size=4, lr=0.02),
+    tr = Trainer(TrainConfig(history=8, hidden=8, batch_size=4, lr=0.02),
                  make_arrangement("identity", data.space), data)
     tr.train(20)
     ckpt = save_checkpoint(tmp_path / "lstm.pt", tr.checkpoint())

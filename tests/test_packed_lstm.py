@@ -16,12 +16,12 @@ import torch.nn.functional as F
 
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import make_arrangement
-from trainables.lstm_config import LSTMConfig
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import Trainer, load_checkpoint
 from trainables.lstm_model import FramewiseLSTM
 from trainables.packed_lstm import PackedAdam, PackedLSTM, PackedTrainer, member_keys
 from trainables.sampler import IGNORE
+from trainables.split_data import SplitData
+from trainables.train_config import TrainConfig
+from trainables.train_job import Trainer, load_checkpoint
 
 CLASSES = 5
 
@@ -54,7 +54,7 @@ def datasets() -> list[SplitData]:
 
 
 def make_trainer(data: SplitData, **cfg) -> Trainer:
-    config = LSTMConfig(**{"history": 24, "hidden": 8, "batch_size": 4, "lr": 0.01, **cfg})
+    config = TrainConfig(**{"history": 24, "hidden": 8, "batch_size": 4, "lr": 0.01, **cfg})
     return Trainer(config, make_arrangement("identity", data.space), data)
 
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from tests.test_packed_lstm import CLASSES, build, members, toy_table
-from trainables.lstm_data import SplitData
 from trainables.packed_lstm import PackedTrainer
 from trainables.sampler import IGNORE
+from trainables.split_data import SplitData
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -40,7 +40,7 @@ def _config(root: Path, dataset: str, seed: int, **over) -> dict:
 
 
 def _runs(configs):
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     return [TrainRun.create(c) for c in configs]
 
@@ -73,7 +73,7 @@ def test_pack_checkpoint_round_trip_and_member_failure(kitchens_root, tmp_path):
     import torch
 
     from study.packed_trial import MEMBER_ERROR, PackRun
-    from trainables.lstm_job import load_checkpoint
+    from trainables.train_job import load_checkpoint
 
     torch.set_num_threads(1)
     configs = [_config(kitchens_root, A, 0), _config(kitchens_root, A, 1)]

@@ -127,7 +127,7 @@ def test_configs():
 
 
 def test_configs_are_valid_trainable_configs():
-    from trainables.lstm_config import TrainSpec
+    from trainables.train_config import TrainSpec
 
     plan = make_plan(_spec(all_pairs=True, edges=[
         {"source": "a", "target": "b", "mode": ["transfer", "joint"],
@@ -152,7 +152,7 @@ def test_a_config_the_trainable_rejects_is_a_spec_error_naming_the_task():
 
 
 def test_task_kinds_and_modes_are_one_vocabulary():
-    from trainables.lstm_config import TrainSpec
+    from trainables.train_config import TrainSpec
 
     t = make_plan(_spec(baselines=["b"]))["baseline:b.split1:s0"]
     assert list(TASK_KINDS) == list(KINDS)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_lstm_job import recipe_table
+from tests.helpers import recipe_table
 from trainables.arrangements import make_arrangement
-from trainables.lstm_config import LSTMConfig
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import Trainer, save_checkpoint
 from trainables.predictor import FramewisePredictor
+from trainables.split_data import SplitData
+from trainables.train_config import TrainConfig
+from trainables.train_job import Trainer, save_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,7 @@ def _one_thread():
 
 def _trained(tmp_path, *, cell="cudnn", eval_reset=False, joint=False):
     target = SplitData.load(recipe_table(videos=6, classes=5, name="tgt", seed=3), 1)
-    cfg = LSTMConfig(history=8, hidden=8, batch_size=4, lr=0.02, cell=cell,
+    cfg = TrainConfig(history=8, hidden=8, batch_size=4, lr=0.02, cell=cell,
                      eval_reset=eval_reset)
     if joint:
         source = SplitData.load(recipe_table(videos=6, classes=4, name="src", seed=4), 1)

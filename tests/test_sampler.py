@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.test_lstm_job import recipe_table
+from tests.helpers import recipe_table
 from trainables.arrangements import LabelSpace, make_arrangement
 from trainables.sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
 

@@ -103,7 +103,7 @@ def test_small_space_is_small():
 
 
 def test_get_space_binds_options_and_configs_are_valid():
-    from trainables.lstm_config import LSTMConfig
+    from trainables.train_config import TrainConfig
 
     fn = get_space("lstm", max_depth=1, max_history=64)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
@@ -111,7 +111,7 @@ def test_get_space_binds_options_and_configs_are_valid():
         t = study.ask()
         cfg = fn(t)
         assert cfg["depth"] == 1 and cfg["history"] <= 64
-        LSTMConfig.model_validate(cfg)
+        TrainConfig.model_validate(cfg)
         study.tell(t, 1.0)
     with pytest.raises(KeyError, match="unknown search space"):
         get_space("nope")

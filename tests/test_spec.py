@@ -287,8 +287,8 @@ def test_names_come_from_the_registries():
 
     from study.spec import ArrangementKind, EdgeMode, Metric, SearchMode
     from trainables.arrangements import ARRANGEMENTS
-    from trainables.lstm_config import TrainSpec
     from trainables.metrics import METRIC_NAMES
+    from trainables.train_config import TrainSpec
 
     assert set(get_args(ArrangementKind)) == set(ARRANGEMENTS) - {"identity"}
     assert set(get_args(Metric)) == set(METRIC_NAMES) - {"input_acc"}

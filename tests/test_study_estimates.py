@@ -31,7 +31,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _pretrain(data: Path, tmp: Path) -> Path:
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     run = TrainRun.create({"target_path": str(data / f"{A}.parquet"), "history": 16,
                            "hidden": 8, "batch_size": 4, "iterations": 20, "device": "cpu"})
@@ -41,7 +41,7 @@ def _pretrain(data: Path, tmp: Path) -> Path:
 
 
 def test_edge_estimates_from_a_fine_tune_before_it_trains(data, tmp_path):
-    from trainables.lstm_job import TrainRun
+    from trainables.train_job import TrainRun
 
     ckpt = _pretrain(data, tmp_path)
     for arrangement in ("concat", "merged"):

@@ -302,7 +302,7 @@ def test_mlflow_artifacts_live_beside_the_database(mlflow_store, name):
 
 def test_task_meta_from_a_planner_task():
     from study.plan import Task
-    from trainables.lstm_config import TrainSpec
+    from trainables.train_config import TrainSpec
 
     ft = TrainSpec(target_path="/b.parquet", mode="transfer", arrangement="concat",
                    init_checkpoint="/lstm.pt")
@@ -412,15 +412,15 @@ def test_gain_book_pairs_whichever_finishes_later():
 def _lstm_checkpoint(dst: Path) -> Path:
     import torch
 
-    from tests.test_lstm_job import recipe_table
+    from tests.helpers import recipe_table
     from trainables.arrangements import make_arrangement
-    from trainables.lstm_config import LSTMConfig
-    from trainables.lstm_data import SplitData
-    from trainables.lstm_job import Trainer, save_checkpoint
+    from trainables.split_data import SplitData
+    from trainables.train_config import TrainConfig
+    from trainables.train_job import Trainer, save_checkpoint
 
     torch.set_num_threads(1)
     data = SplitData.load(recipe_table(videos=4, classes=4, name="tgt", seed=1), 1)
-    tr = Trainer(LSTMConfig(history=8, hidden=8, batch_size=4, lr=0.02),
+    tr = Trainer(TrainConfig(history=8, hidden=8, batch_size=4, lr=0.02),
                  make_arrangement("identity", data.space), data)
     tr.train(5)
     dst.mkdir(parents=True, exist_ok=True)

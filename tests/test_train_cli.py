@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from data_prep.table import write_table
 from study.cli import app
-from tests.test_lstm_job import recipe_table
+from tests.helpers import recipe_table
 
 SMALL = ["--history", "16", "--hidden", "16", "--batch", "8", "--lr", "0.01"]
 

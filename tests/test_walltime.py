@@ -71,7 +71,7 @@ def test_dry_run_prints_an_estimate_and_caches_the_throughput(spec_path, tmp_pat
     head = next(ln for ln in lines if ln.startswith("estimate ("))
     assert head.startswith("estimate (not a measurement): about ")
     assert "wall time for the 5 trial(s) still to run" in head
-    measured = [ln for ln in lines if "frames/s at history 16, hidden 8" in ln]
+    measured = [ln for ln in lines if "frames/s at lstm (history 16, depth 1, hidden 8" in ln]
     assert measured and all("(measured now, 3 steps)" in ln for ln in measured)
     assert any("2 trial(s) in parallel (2 CPUs / 1 per trial)" in ln for ln in lines)
     assert any(ln.strip().startswith("not included:") for ln in lines)

@@ -14,7 +14,7 @@ evaluation points and at the end, ``frame_acc`` and ``curve``; the last step wit
 ``export_path`` writes the softmax table and adds ``export``. The trial ends itself
 (``done``) after ``iterations`` (and the export).
 
-Resources, as :class:`trainables.lstm_trainable.LSTMTrainable`: ``default_resource_request``
+Resources, as :class:`trainables.temporal_trainable.LSTMTrainable`: ``default_resource_request``
 asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions allowed);
 ``tune.with_resources`` overrides it. In ``setup`` the trial's actual allocation decides:
 ``torch.set_num_threads`` = its CPU count, CUDA when it holds a GPU (and CUDA works), else

@@ -42,6 +42,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ConfigError",
+    "MAX_ITERATIONS",
     "StrictConfig",
     "checked_eval_at",
     "load_tensors",
@@ -54,6 +55,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The most training iterations one job (or a study's ``iterations``) may ask for: beyond
+#: it a value is a typo (10^9 iterations of the paper's batch are ~10^5 GPU-days), and an
+#: integer past 2^63 would overflow where it meets numpy or torch.
+MAX_ITERATIONS = 10**9
 
 
 class ConfigError(ValueError):
@@ -245,16 +251,17 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> Any:
     raise CheckpointError(f"not a loadable {what} ({reason})", path)
 
 
-def read_checkpoint(path: str | Path, format: str) -> Checkpoint:
-    """Read a checkpoint that :func:`write_checkpoint` wrote with this ``format`` tag; any
-    other file (see :func:`load_tensors`), another tag or broken metadata is a
-    :class:`CheckpointError` naming the file."""
+def read_checkpoint(path: str | Path, format: str, legacy: tuple[str, ...] = ()
+                    ) -> Checkpoint:
+    """Read a checkpoint that :func:`write_checkpoint` wrote with this ``format`` tag (or one of
+    the ``legacy`` tags the job still reads); any other file (see :func:`load_tensors`),
+    another tag or broken metadata is a :class:`CheckpointError` naming the file."""
     path = Path(path)
     payload = load_tensors(path)
     theirs = payload.get("format") if isinstance(payload, dict) else None
     if not isinstance(theirs, str) or not isinstance(payload.get("meta"), str):
         raise CheckpointError(f"not a kitchen-study checkpoint (expected format {format})", path)
-    if theirs != format:
+    if theirs != format and theirs not in legacy:
         raise CheckpointError(f"a {theirs} checkpoint, not the {format} this job reads", path)
     try:
         meta = json.loads(payload.pop("meta"))

@@ -1,148 +1,86 @@
-"""The LSTM job's configs, importable without torch: the planner, the spec checker and the
-query side validate with them.
+"""The paper's frame-wise LSTM as a registered temporal model, importable without torch:
+its config (:class:`LSTMConfig`) and its registry entry (:data:`LSTM`, see
+:mod:`trainables.temporal` for the contract). The network is :mod:`trainables.lstm_model`.
 
-- :class:`LSTMConfig`: the model and optimisation hyperparameters (paper defaults: history
-  300, depth 1, hidden 128, batch 128, Adam at lr 0.001).
-- :class:`TrainSpec`: what one training job needs on top (data, split, mode, arrangement,
-  iterations, evaluation points): the config of
-  :class:`trainables.lstm_trainable.LSTMTrainable` and of ``kitchen-study train``.
-
-The job itself (:mod:`trainables.lstm_job`) states what each mode does.
+Paper defaults (Perrett & Damen §4.2): history 300, depth 1, hidden 128 (batch 128 and Adam
+at lr 0.001 are the job's, :class:`trainables.train_config.TrainConfig`).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
-from .arrangements import ARRANGEMENTS
-from .job import StrictConfig, checked_eval_at, parse_iterations
+from .job import StrictConfig
 
-__all__ = ["MAX_BATCH", "MAX_DEPTH", "MAX_HIDDEN", "MAX_HISTORY", "LSTMConfig", "TrainSpec"]
+if TYPE_CHECKING:
+    from torch import nn
 
-#: Bounds on the state, beyond which a value is a typo rather than a setting (the paper:
-#: history 300, depth 1, hidden 128, batch 128). Whether a valid size fits the machine is
-#: checked when the job starts (``trainables.lstm_job.memory_estimate``).
+__all__ = ["LSTM", "MAX_DEPTH", "MAX_HIDDEN", "MAX_HISTORY", "LSTMConfig"]
+
+#: Bounds on the state, beyond which a value is a typo rather than a setting. Whether a valid
+#: size fits the machine is checked when the job starts (:meth:`LSTMKind.memory_estimate`).
 MAX_HISTORY = 100_000
 MAX_DEPTH = 16
 MAX_HIDDEN = 16_384
-MAX_BATCH = 65_536
+#: frames per evaluation chunk when the state is carried (results do not depend on it)
+EVAL_CHUNK = 1024
 
 
 class LSTMConfig(StrictConfig):
-    """Model and optimisation hyperparameters (defaults: the paper's, §4.2)."""
+    """The LSTM's hyperparameters (defaults: the paper's)."""
 
+    kind: Literal["lstm"] = "lstm"
     history: int = Field(300, ge=1, le=MAX_HISTORY, description="frames per training subsequence")
     depth: int = Field(1, ge=1, le=MAX_DEPTH, description="stacked LSTM layers")
     hidden: int = Field(128, ge=1, le=MAX_HIDDEN, description="LSTM hidden units")
-    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="subsequences per batch")
-    lr: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate (below 1)")
     cell: Literal["cudnn", "peephole"] = "cudnn"
-    seed: int = Field(0, ge=0)
-    clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clipping")
-    joint_ratio: tuple[int, int] = Field((5, 3), description="target:source per joint batch")
     eval_reset: bool = Field(False, description="reset the state every `history` test frames")
-    eval_batch: int = Field(64, ge=1, description="test videos per evaluation batch")
-
-    @field_validator("joint_ratio")
-    @classmethod
-    def _ratio(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 0 or sum(v) <= 0:
-            raise ValueError(f"must be two non-negative integers with a positive sum, got {v}")
-        return v
-
-    def lstm_config(self) -> LSTMConfig:
-        return LSTMConfig.model_validate(self.model_dump(include=set(LSTMConfig.model_fields)))
 
 
-class TrainSpec(LSTMConfig):
-    """One training job: :class:`LSTMConfig` plus data, mode and schedule.
+class LSTMKind:
+    """Registry entry of the paper's LSTM (:class:`trainables.temporal.ModelKind`)."""
 
-    Paths should be absolute when the job runs under Ray Tune (trials run in their own
-    directory; relative paths are resolved against the driver's working directory).
-    """
+    name = "lstm"
+    config = LSTMConfig
+    packable = True
+    shape_fields = ("cell", "depth", "hidden")
 
-    target_path: str
-    target_split: int | str = 1
-    source_path: str | None = None
-    source_split: int | str = 1
-    mode: Literal["none", "joint", "transfer", "pretrain"] = "none"
-    arrangement: str | None = Field(None, description="default: merged when there is a source")
-    arrangement_k: int = Field(3, ge=1, description="maps of multiple_random")
-    arrangement_seed: int = Field(0, ge=0)
-    init_checkpoint: str | None = None
-    iterations: int = Field(4096, ge=0)
-    pretrain_iterations: int | None = Field(None, ge=1)
-    iterations_per_step: int = Field(256, ge=1)
-    eval_at: tuple[int, ...] = ()
-    device: str | None = Field(None, description="cpu, cuda, cuda:N; None: cuda if available")
-    num_cpus: float = Field(1, gt=0, description="Ray Tune CPUs per trial (and torch threads)")
-    num_gpus: float = Field(0, ge=0, description="Ray Tune GPUs per trial (fractions allowed)")
+    def causal(self, config: LSTMConfig) -> bool:
+        return True
 
-    @field_validator("eval_at", mode="before")
-    @classmethod
-    def _eval_at(cls, v: Any) -> Any:
-        return parse_iterations(v)
+    def build(self, config: LSTMConfig, input_dim: int, num_classes: int) -> nn.Module:
+        from .lstm_model import FramewiseLSTM  # torch only when a network is built
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str | None) -> str | None:
-        # the names trainables.job.resolve_device takes; checked here (without torch) so a
-        # study refuses `device: tpu` at validation, not in every trial
-        if v is not None and not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v):
-            raise ValueError(f"unknown device {v!r} (cpu, cuda, cuda:N or auto)")
-        return v
+        return FramewiseLSTM(input_dim, num_classes, config.hidden, config.depth, config.cell)
 
-    @field_validator("arrangement")
-    @classmethod
-    def _arrangement(cls, v: str | None) -> str | None:
-        if v is not None and v not in ARRANGEMENTS:
-            raise ValueError(f"unknown arrangement {v!r} (choose from {', '.join(ARRANGEMENTS)})")
-        return v
+    def memory_estimate(self, config: LSTMConfig, input_dim: int, num_classes: int,
+                        batch_size: int, window: int) -> int:
+        """The activations kept for the backward pass,
+        ``batch * window * (depth * 6 * hidden + input_dim + 3 * classes)`` (per layer four
+        gates, the cell and the output; the input; logits, softmax and their gradient), plus
+        parameters with their gradients and Adam's two moments, ``4 * P``; float32. A lower
+        bound (no allocator slack, cuDNN workspace or the data itself)."""
+        h, layers = config.hidden, config.depth
+        params = sum(4 * h * ((input_dim if i == 0 else h) + h + 2) for i in range(layers))
+        params += h * num_classes + num_classes
+        acts = batch_size * window * (layers * 6 * h + input_dim + 3 * num_classes)
+        return 4 * (acts + 4 * params)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainSpec:
-        has_source = self.source_path is not None
-        if self.mode == "none":
-            if has_source:
-                raise ValueError(
-                    "source_path is set but mode is 'none': choose mode joint, transfer or pretrain"
-                )
-            if self.arrangement not in (None, "identity"):
-                raise ValueError(
-                    f"arrangement {self.arrangement!r} needs a source (mode is 'none')"
-                )
-        else:
-            if self.arrangement == "identity":
-                raise ValueError(
-                    f"mode {self.mode!r} needs a two-dataset arrangement, not identity"
-                )
-            if self.mode in ("joint", "pretrain") and not has_source:
-                raise ValueError(f"mode {self.mode!r} needs source_path")
-            if self.mode == "transfer" and not has_source and self.init_checkpoint is None:
-                raise ValueError(
-                    "mode 'transfer' needs init_checkpoint or source_path to pre-train on"
-                )
-        if self.pretrain_iterations is not None and (
-            self.mode != "transfer" or self.init_checkpoint is not None
-        ):
-            raise ValueError(
-                "pretrain_iterations applies only to mode 'transfer' without init_checkpoint"
-            )
-        if self.mode == "joint" and min(self.joint_ratio) == 0:
-            raise ValueError(
-                f"joint_ratio {self.joint_ratio[0]}:{self.joint_ratio[1]} leaves one dataset out "
-                "of every joint batch: both sides must be positive (or use mode 'none'/'transfer')"
-            )
-        if self.init_checkpoint is not None and self.mode in ("joint", "pretrain"):
-            raise ValueError(f"init_checkpoint does not apply to mode {self.mode!r}")
-        object.__setattr__(self, "eval_at", checked_eval_at(self.eval_at, self.iterations))
-        return self
+    def train_window(self, config: LSTMConfig, longest: int) -> int:
+        return config.history
 
-    @property
-    def arrangement_kind(self) -> str:
-        if self.mode == "none":
-            return "identity"
-        return self.arrangement or "merged"
+    def eval_window(self, config: LSTMConfig) -> tuple[int | None, bool]:
+        # the paper evaluates streaming: the state runs through the whole video, unless the
+        # user asks to reset it every `history` frames (the training condition)
+        return (config.history, False) if config.eval_reset else (EVAL_CHUNK, True)
+
+    def transfer_axes(self, config: LSTMConfig) -> Mapping[str, tuple[int, Any]]:
+        return {"lstm.weight_ih_l0": (1, "features"), "head.weight": (0, "classes"),
+                "head.bias": (0, "classes")}
+
+
+#: The registry entry (``trainables.temporal.MODELS["lstm"]``).
+LSTM = LSTMKind()

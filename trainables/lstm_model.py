@@ -21,7 +21,7 @@ so streaming evaluation treats them alike:
 
 Both cells name their layer-0 input weight ``lstm.weight_ih_l0`` (rows: gates, columns: input
 features) and the head ``head.weight`` / ``head.bias`` (rows: classes): weight transfer between
-label spaces (``trainables.lstm_job``) moves exactly those columns and rows.
+label spaces (``trainables.train_job``) moves exactly those columns and rows.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CELLS", "FramewiseLSTM", "PeepholeLSTM", "State"]
@@ -136,6 +137,25 @@ class FramewiseLSTM(nn.Module):
             self.lstm = PeepholeLSTM(input_dim, hidden, depth)
         self.head = nn.Linear(hidden, num_classes)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None = None, mask: Tensor | None = None
+                ) -> tuple[Tensor, State]:
+        # mask is not needed: the LSTM is causal and padding comes only at the end
         out, state = self.lstm(x, state)
         return self.head(out), state
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy averaged over every real (unmasked, label != -100) frame of every
+        subsequence, not just the last frame."""
+        logits, _ = self(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                               ignore_index=-100)
+
+    def representation(self, x: Tensor, state: State | None = None,
+                       mask: Tensor | None = None) -> tuple[Tensor, State]:
+        """The last layer's hidden state per frame (B, T, hidden)."""
+        return self.lstm(x, state)
+
+    @staticmethod
+    def narrow_state(state: State, n: int) -> State:
+        """The state of the first ``n`` sequences of the batch."""
+        return state[0][:, :n].contiguous(), state[1][:, :n].contiguous()

@@ -8,7 +8,7 @@ exists for tests and equivalence, and stays exact float32.
 
 Rules:
 
-- **Members** are K :class:`~trainables.lstm_job.Trainer` s with the same model shape:
+- **Members** are K :class:`~trainables.train_job.Trainer` s with the same model shape:
   ``history``, ``batch_size``, ``depth``, ``hidden``, ``cell``, input and output dims, device.
   Everything else may differ: target data, split, arrangement, seed (init and batch stream),
   learning rate, ``clip``.
@@ -38,7 +38,7 @@ Rules:
   it draws nothing.
 - **Unpacking**: :meth:`PackedTrainer.unpack` writes member k's weights, Adam state and
   iteration back into its Trainer, after which the Trainer's ``checkpoint()``,
-  ``evaluate()`` and ``lstm_job.save_checkpoint`` work unchanged (ordinary single-model
+  ``evaluate()`` and ``train_job.save_checkpoint`` work unchanged (ordinary single-model
   checkpoints: transfer, resume and the query API see no difference). While packed, the
   member Trainers' own ``model`` and ``optimizer`` are stale.
 - **CUDA options** (off by default, refused on a CPU so that path stays exact float32):
@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lstm_job import Checkpoint, Trainer, save_checkpoint
 from .lstm_model import CELLS, FramewiseLSTM
 from .sampler import IGNORE
+from .train_job import Checkpoint, Trainer, save_checkpoint
 
 __all__ = [
     "MemberFailure",
@@ -77,8 +77,8 @@ __all__ = [
 
 PackedState = tuple[Tensor, Tensor]
 
-#: the Trainer's config fields that must agree between members (model and batch shape)
-SHAPE_FIELDS = ("history", "batch_size", "depth", "hidden", "cell")
+#: the LSTM config fields that must agree between members (with the batch size: the shape)
+SHAPE_FIELDS = ("history", "depth", "hidden", "cell")
 
 
 def member_keys(cell: str, depth: int) -> list[str]:
@@ -392,7 +392,7 @@ def _tf32(enabled: bool):
 
 
 class PackedTrainer:
-    """Steps K member :class:`~trainables.lstm_job.Trainer` s together (see the module
+    """Steps K member :class:`~trainables.train_job.Trainer` s together (see the module
     docstring for the rules). ``train(n)`` runs n optimiser steps of every live member;
     ``unpack(k)`` hands member k back as its ordinary Trainer."""
 
@@ -404,8 +404,14 @@ class PackedTrainer:
         t0 = self.trainers[0]
         self.device = torch.device(t0.device)
         for i, t in enumerate(self.trainers):
-            diffs = [f"{f} {getattr(t.config, f)!r} vs {getattr(t0.config, f)!r}"
-                     for f in SHAPE_FIELDS if getattr(t.config, f) != getattr(t0.config, f)]
+            if not t.kind.packable or t.config.model.kind != "lstm":
+                raise ValueError(f"member {i} is a {t.config.model.kind} model: only the LSTM "
+                                 "packs (trainables.temporal.MODELS[...].packable)")
+            diffs = [f"{f} {getattr(t.config.model, f)!r} vs {getattr(t0.config.model, f)!r}"
+                     for f in SHAPE_FIELDS
+                     if getattr(t.config.model, f) != getattr(t0.config.model, f)]
+            if t.config.batch_size != t0.config.batch_size:
+                diffs.append(f"batch_size {t.config.batch_size} vs {t0.config.batch_size}")
             diffs += [f"{f} {getattr(t, f)} vs {getattr(t0, f)}"
                       for f in ("input_dim", "num_classes") if getattr(t, f) != getattr(t0, f)]
             if torch.device(t.device) != self.device:
@@ -446,8 +452,9 @@ class PackedTrainer:
         return self.trainers[0].config.batch_size
 
     @property
-    def history(self) -> int:
-        return self.trainers[0].config.history
+    def window(self) -> int:
+        """Frames per sample (the members' LSTM ``history``)."""
+        return self.trainers[0].window
 
     def sample(self) -> tuple[Tensor, Tensor]:
         """One batch per member from its own sampler, stacked: x (K, B, T, D), y (K, B, T).
@@ -456,7 +463,7 @@ class PackedTrainer:
         for i, t in enumerate(self.trainers):
             if i in self.failures:
                 if self._idle is None:
-                    b, h = self.batch_size, self.history
+                    b, h = self.batch_size, self.window
                     self._idle = (
                         torch.zeros(b, h, self.model.input_dim, device=self.device),
                         torch.full((b, h), IGNORE, dtype=torch.int64, device=self.device),
@@ -529,7 +536,7 @@ class PackedTrainer:
                 self.failures[i] = MemberFailure(i, int(failed_c[i]), why)
         steps = [int(n) for n in taken_c]
         loss = [float(total_c[i]) / steps[i] if steps[i] else None for i in range(k)]
-        return PackedStats(steps, loss, sum(steps) * self.batch_size * self.history, seconds)
+        return PackedStats(steps, loss, sum(steps) * self.batch_size * self.window, seconds)
 
     def freeze(self, failure: MemberFailure) -> None:
         """Mark member ``failure.member`` failed without a step (a pack restored from a

@@ -1,4 +1,5 @@
-"""A trained frame-wise LSTM as a streaming predictor: one frame in, class probabilities out.
+"""A trained temporal model (any registered kind) as a predictor: one frame in, class
+probabilities out (causal models), or one whole video at a time (every model).
 
 The paper's motivation is real-time monitoring of a kitchen task, so a trained model must be
 usable one frame at a time. :class:`FramewisePredictor` is the public way to do that:
@@ -7,19 +8,23 @@ usable one frame at a time. :class:`FramewisePredictor` is the public way to do 
 >>> p.reset()                                               # a new video
 >>> probs = p.step(frame_scores)                            # (C,) over p.classes
 
-Rules (the same as the batch evaluation in :meth:`trainables.lstm_job.Trainer.predict`, so
+Rules (the same as the batch evaluation in :meth:`trainables.train_job.Trainer.predict`, so
 ``argmax`` of ``step`` equals the batch prediction frame by frame, which the tests check):
 
-- **Causal**: the output for frame t depends on frames 0..t only; the LSTM state is carried
-  from frame to frame and cleared by :meth:`reset` (call it between videos).
+- **Causal** models (the LSTM; MS-TCN with ``causal: true``,
+  :meth:`trainables.temporal.ModelKind.causal`): the output for frame t depends on frames
+  0..t only; the model's state (the LSTM's, the causal TCN's left context) is carried from
+  frame to frame and cleared by :meth:`reset` (call it between videos). A model that is not
+  causal (offline MS-TCN) refuses :meth:`step` and predicts whole videos
+  (:meth:`predict_video`).
 - **Inputs** are one frame's features in the *evaluated dataset's own* space: its class
   scores (a CNN's softmax; they are mapped into the model's joint label space with the
   arrangement's map, exactly as in training) or raw features (passed through unchanged).
 - **Outputs** are probabilities over the evaluated dataset's own classes (:attr:`classes`):
   a softmax over the model's logits restricted to that dataset's columns of the joint space
   (the batch evaluation takes the argmax over the same columns).
-- With ``eval_reset`` in the model's config the state is cleared every ``history`` frames,
-  as the batch evaluation does.
+- When the model's evaluation resets its state every N frames (the LSTM's ``eval_reset``:
+  every ``history`` frames), so does the predictor, as the batch evaluation does.
 
 A checkpoint from a ``pretrain`` task of ``multiple_random`` predicts the *source* dataset's
 classes (it was trained on the source only); every other checkpoint predicts its target's.
@@ -35,22 +40,23 @@ import numpy as np
 import torch
 
 from .arrangements import map_features, restrict
-from .lstm_model import FramewiseLSTM, State
+from .temporal import kind_of
 
 __all__ = ["FramewisePredictor"]
 
 
 class FramewisePredictor:
-    """Causal per-frame class probabilities from a trained :class:`FramewiseLSTM`."""
+    """Per-frame class probabilities from a trained temporal model (see the module doc)."""
 
     def __init__(
         self,
-        model: FramewiseLSTM,
+        model: Any,
         label_map: Sequence[int] | np.ndarray,
         classes: Sequence[str],
         *,
         feature_mapped: bool,
         reset_every: int | None = None,
+        causal: bool = True,
         device: str | torch.device = "cpu",
     ):
         self.device = torch.device(device)
@@ -64,33 +70,36 @@ class FramewisePredictor:
         #: class scores, else the raw feature dimension
         self.input_dim = len(self.classes) if feature_mapped else model.input_dim
         self.reset_every = reset_every
-        self._state: State | None = None
+        self.causal = causal
+        self._state: Any = None
         self._t = 0
 
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu"
                         ) -> FramewisePredictor:
-        """From an LSTM checkpoint written by a training job (any mode)."""
-        from .lstm_job import load_checkpoint
+        """From a checkpoint written by a training job (any model, any mode)."""
+        from .train_job import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        meta, cfg, arr = ckpt.meta, ckpt.config, ckpt.arrangement
-        model = FramewiseLSTM(int(meta["input_dim"]), int(meta["num_classes"]), cfg.hidden,
-                              cfg.depth, cfg.cell)
+        meta, cfg, arr = ckpt.meta, ckpt.config.model, ckpt.arrangement
+        kind = kind_of(cfg)
+        model = kind.build(cfg, int(meta["input_dim"]), int(meta["num_classes"]))
         model.load_state_dict(ckpt.state["model"])
+        chunk, carry = kind.eval_window(cfg)
         # a source-only trainer (multiple_random pre-training) evaluates on the source
         on_source = _trained_on_source(meta)
         space = arr.source if on_source else arr.target
         label_map = arr.source_maps[0] if on_source else arr.target_map
         return cls(model, label_map, space.classes, feature_mapped=bool(meta["feature_mapped"]),
-                   reset_every=cfg.history if cfg.eval_reset else None, device=device)
+                   reset_every=chunk if (chunk is not None and not carry) else None,
+                   causal=kind.causal(cfg), device=device)
 
     @classmethod
     def from_mlflow(cls, model_uri: str, device: str | torch.device = "cpu",
                     tracking_uri: str | None = None) -> FramewisePredictor:
         """From a model the study logged to MLflow (``runs:/<id>/model``, ``models:/name/1``,
-        …): the LSTM checkpoint travels as the model's artifact, so this needs the MLflow
+        …): the model's checkpoint travels as the model's artifact, so this needs the MLflow
         model's files only, not its Python environment."""
         import tempfile
 
@@ -103,7 +112,7 @@ class FramewisePredictor:
             ))
             files = sorted(local.rglob("*.pt"))
             if len(files) != 1:
-                raise FileNotFoundError(f"{model_uri}: expected one LSTM checkpoint, found "
+                raise FileNotFoundError(f"{model_uri}: expected one model checkpoint, found "
                                         f"{[f.name for f in files]}")
             return cls.from_checkpoint(files[0], device=device)
 
@@ -116,7 +125,10 @@ class FramewisePredictor:
     @torch.no_grad()
     def step(self, frame: Any) -> np.ndarray:
         """Probabilities over :attr:`classes` for the next frame, given its features
-        (shape ``(input_dim,)``)."""
+        (shape ``(input_dim,)``). Causal models only."""
+        if not self.causal:
+            raise ValueError("this model is not causal (its output at a frame depends on later "
+                             "frames): predict whole videos with predict_video")
         x = torch.as_tensor(np.asarray(frame, dtype=np.float32), device=self.device)
         if x.shape != (self.input_dim,):
             raise ValueError(f"a frame has {self.input_dim} features, got shape {tuple(x.shape)}")
@@ -144,7 +156,7 @@ class FramewisePredictor:
             self._state = None
         if self.feature_mapped:
             x = map_features(x, self._map, self.model.num_classes)
-        logits, self._state = self.model(x, self._state)
+        logits, self._state = self.model(x, self._state if self.causal else None)
         self._t += x.shape[1]
         return torch.softmax(restrict(logits[0], self._map), dim=-1).cpu().numpy()
 

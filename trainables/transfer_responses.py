@@ -1,9 +1,10 @@
-"""The pre-trained source LSTM run over a budgeted sample of a target's training frames: the
-input of the feature-based transferability scores and of the short probe's loss.
+"""A pre-trained source model (any registered temporal model) run over a budgeted sample of
+a target's training frames: the input of the feature-based transferability scores and of the
+short probe's loss.
 
 Forward only, no Ray, no MLflow; torch is imported inside the functions.
 
-- :func:`model_from_checkpoint`: the source LSTM of a checkpoint and the space its inputs
+- :func:`model_from_checkpoint`: the source model of a checkpoint and the space its inputs
   live in (``"source"`` or ``"joint"``), checked against the edge's arrangement;
 - :func:`source_responses`: its hidden states, output distribution and the frames' target
   labels (:class:`SourceResponses`), which
@@ -30,7 +31,7 @@ from .arrangements import Arrangement
 if TYPE_CHECKING:  # torch is imported where an LSTM runs
     import torch
 
-    from .lstm_model import FramewiseLSTM
+    from .temporal import TemporalNet
 
 __all__ = ["SourceResponses", "model_from_checkpoint", "source_responses", "target_loss"]
 
@@ -39,7 +40,8 @@ __all__ = ["SourceResponses", "model_from_checkpoint", "source_responses", "targ
 class SourceResponses:
     """What the source LSTM did on the sampled target frames (padding excluded).
 
-    ``hidden`` (n, H): the last LSTM layer's hidden state per frame; ``probs`` (n, Z): the
+    ``hidden`` (n, H): the model's representation per frame (``representation``: the last
+    LSTM layer's hidden state; MS-TCN's first-stage features); ``probs`` (n, Z): the
     softmax over the model's own output classes (the source's classes for a pre-training in
     the source's own space, the joint classes for a joint-space one); ``labels`` (n,): the
     frames' target labels (the target's own indices); ``frames_run``: frames the LSTM
@@ -133,7 +135,7 @@ def _expected_input(arrangement: Arrangement, mapped: bool, model_space: str,
 
 
 @contextmanager
-def _forward_only(model: FramewiseLSTM) -> Iterator[torch.device]:
+def _forward_only(model: TemporalNet) -> Iterator[torch.device]:
     """The block runs ``model`` in eval mode without autograd; yields its device. The mode
     it was in is restored afterwards, whatever happens in the block."""
     import torch
@@ -148,7 +150,7 @@ def _forward_only(model: FramewiseLSTM) -> Iterator[torch.device]:
 
 
 def source_responses(
-    model: FramewiseLSTM,
+    model: TemporalNet,
     features: Any,
     labels: Any,
     offsets: Any,
@@ -196,8 +198,8 @@ def source_responses(
             max_frames=max_frames, history=history, seed=seed, device=device, batch=batch,
         ):
             x = _model_input(x, arrangement, mapped, model_space)
-            out, _ = model.lstm(x)
-            logits = model.head(out)
+            out, _ = model.representation(x, None, mask)
+            logits, _ = model(x, None, mask)
             hidden.append(out[mask].double().cpu().numpy())
             probs.append(torch.softmax(logits[mask].double(), -1).cpu().numpy())
             ys.append(y[mask].cpu().numpy())
@@ -210,7 +212,7 @@ def source_responses(
 
 
 def target_loss(
-    model: FramewiseLSTM,
+    model: TemporalNet,
     features: Any,
     labels: Any,
     offsets: Any,
@@ -249,7 +251,7 @@ def target_loss(
             if x.shape[-1] != model.input_dim:
                 raise ValueError(f"the model takes {model.input_dim} inputs; this "
                                  f"arrangement's joint inputs have {x.shape[-1]}")
-            logits, _ = model(x)
+            logits, _ = model(x, None, mask)
             target = restrict(logits, tmap)
             total += F.cross_entropy(target.reshape(-1, target.shape[-1]).double(),
                                      y.reshape(-1), ignore_index=IGNORE, reduction="sum")
@@ -258,14 +260,15 @@ def target_loss(
 
 
 def model_from_checkpoint(checkpoint: Any, arrangement: Arrangement,
-                          device: Any = "cpu") -> tuple[FramewiseLSTM, str]:
+                          device: Any = "cpu") -> tuple[TemporalNet, str]:
     """The pre-trained source LSTM of an LSTM checkpoint (``meta`` with ``config``,
     ``input_dim``, ``num_classes``, ``arrangement``; ``state["model"]``) and the
     ``model_space`` to pass to :func:`source_responses`: ``"source"`` when it was trained
     in one label space, which must be the edge's source space (same classes and background);
     ``"joint"`` when it was trained in a two-dataset arrangement, which must be the edge's
     (same kind, dim, maps and label vocabularies). Anything else is a ValueError."""
-    from .lstm_model import FramewiseLSTM
+    from .temporal import kind_of
+    from .train_config import TrainConfig
 
     meta = checkpoint.meta
     theirs = Arrangement.from_dict(meta["arrangement"])
@@ -281,9 +284,7 @@ def model_from_checkpoint(checkpoint: Any, arrangement: Arrangement,
         if not theirs.same_joint_space(arrangement):
             raise ValueError(f"the checkpoint's arrangement {theirs!r} is not the edge's "
                              f"{arrangement!r}")
-    cfg = meta["config"]
-    model = FramewiseLSTM(int(meta["input_dim"]), int(meta["num_classes"]),
-                          int(cfg.get("hidden", 128)), int(cfg.get("depth", 1)),
-                          str(cfg.get("cell", "cudnn")))
+    cfg = TrainConfig.parse(meta["config"]).model
+    model = kind_of(cfg).build(cfg, int(meta["input_dim"]), int(meta["num_classes"]))
     model.load_state_dict(checkpoint.state["model"])
     return model.to(device), space

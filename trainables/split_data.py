@@ -5,7 +5,7 @@ A :class:`SplitData` holds the table's flat per-frame ``features`` (N, F) and ``
 copied from the host), the split's training and test video indices and the dataset's
 :class:`~trainables.arrangements.LabelSpace`. Whether the features are class scores
 (``mapped``: feature dim == class count) decides how an arrangement places them
-(``trainables.lstm_job``'s module docstring). A table without features, an unknown split
+(``trainables.train_job``'s module docstring). A table without features, an unknown split
 or a split without training or test videos is refused when loading.
 """
 

@@ -1,19 +1,27 @@
-"""Training and evaluation of the frame-wise LSTM in plain PyTorch (no Ray, no MLflow).
+"""Training and evaluation of any registered temporal model in plain PyTorch (no Ray, no
+MLflow). The job never names a concrete model: it reaches the network and its rules through
+:data:`trainables.temporal.MODELS` (the paper's LSTM, MS-TCN, ...).
 
 Layers, from the inside out:
 
-- :class:`LSTMConfig`: the model and optimisation hyperparameters (paper defaults: history
-  300, depth 1, hidden 128, batch 128, Adam at lr 0.001). :class:`TrainSpec` adds what one
+- :class:`~trainables.train_config.TrainConfig`: the model (``model``, by ``kind``) and the
+  optimisation (batch, Adam's lr, seed, clip, joint ratio). :class:`TrainSpec` adds what one
   training job needs (data, split, mode, arrangement, iterations, evaluation points) and is
-  the config of :class:`trainables.lstm_trainable.LSTMTrainable` and of ``kitchen-study train``.
-  Both are validated: an unknown key or a bad value raises :class:`ConfigError` naming it.
-- :class:`~trainables.lstm_data.SplitData` (its own module): a frame table and one of its
+  the config of the study's trial and of ``kitchen-study train``. Both are validated: an
+  unknown key or a bad value raises :class:`ConfigError` naming it.
+- :class:`~trainables.split_data.SplitData` (its own module): a frame table and one of its
   splits, resident on the training device.
 - :class:`Trainer`: a model, its optimiser and sampler in one label arrangement;
   ``train(n)``, ``evaluate()``, ``state_dict()`` / ``restore(checkpoint)`` /
   ``init_from(checkpoint)`` (weight transfer).
-- :class:`TrainRun`: one job as the CLI and the Trainable run it — (pre-training,) training
+- :class:`TrainRun`: one job as the CLI and the trial run it — (pre-training,) training
   in steps that stop exactly at the requested evaluation points, evaluation, checkpoints.
+
+**Samples.** A batch holds ``batch_size`` samples of the model's training window
+(:meth:`~trainables.temporal.ModelKind.train_window`: the LSTM's ``history``; a whole video,
+or a crop of ``window`` frames, for MS-TCN), drawn by :mod:`trainables.sampler`; shorter
+videos are padded at the end with masked labels. The loss is the model's own
+(``model.loss``: cross-entropy for the LSTM; stage-wise cross-entropy plus T-MSE for MS-TCN).
 
 **Inputs.** A dataset whose feature dimension equals its class count is taken to hold class
 scores (a CNN's or simulated softmax): its features are mapped into the run's joint label
@@ -32,15 +40,19 @@ space with its k maps (one per subsequence) and so belongs to that target.
 
 **Weight transfer** (:meth:`Trainer.init_from`). A checkpoint in the run's own arrangement
 loads wholesale. A checkpoint in the source's own space is copied in through
-``source_maps[0]``: the layer-0 input columns (when features are mapped) and the head's output
-rows of source class j go to joint index ``source_maps[0][j]``, the recurrent weights as they
-are; every other row and column keeps the fresh initialisation. Anything else raises
-:class:`CheckpointMismatch`. Fine-tuning starts a fresh Adam at the same learning rate
-(as the paper does).
+``source_maps[0]``: along the parameter axes the model declares
+(:meth:`~trainables.temporal.ModelKind.transfer_axes`: for the LSTM the layer-0 input columns
+when features are mapped and the head's output rows; for MS-TCN every stage's class rows and
+class-softmax input columns), source index j goes to joint index ``source_maps[0][j]``; every
+other parameter as it is; every other row and column keeps the fresh initialisation.
+Anything else raises :class:`CheckpointMismatch`. Fine-tuning starts a fresh Adam at the same
+learning rate (as the paper does).
 
-**Evaluation** is streaming and causal: the LSTM runs over each whole test video with its
+**Evaluation** feeds each test video as the model says
+(:meth:`~trainables.temporal.ModelKind.eval_window`): the LSTM streams, causally, with its
 state carried (in chunks, batched over videos sorted by length; a video leaves the batch when
-it ends), optionally resetting the state every ``history`` frames (``eval_reset``). It predicts
+it ends), optionally resetting the state every ``history`` frames (``eval_reset``); MS-TCN
+takes each whole video (masked in a batch). It predicts
 among the evaluated dataset's own classes only (argmax over ``restrict(logits, its map)``).
 Metrics are :func:`trainables.metrics.evaluate`'s, in percent; edit and F1 count every class,
 the background included, on every dataset (:func:`trainables.metrics.segment_background`: the
@@ -49,10 +61,11 @@ accuracy of the argmax of the input features alone (the paper's "CNN" column), o
 the features are not class scores.
 
 **Checkpoints** are the shared self-describing file of :mod:`trainables.job` (format
-``kitchen-study.lstm/1``): meta = config, arrangement with both label spaces, model shape,
-iteration, run state; state = model and Adam state, and the CPU generator that draws the
-batches. They load with ``torch.load(weights_only=True)`` (no arbitrary unpickling); a file
-that is not an LSTM checkpoint (empty, corrupt, a CNN's) is a :class:`CheckpointError`.
+``kitchen-study.temporal/1``; ``kitchen-study.lstm/1`` files of earlier versions read too):
+meta = config, arrangement with both label spaces, model shape, iteration, run state;
+state = model and Adam state, and the CPU generator that draws the batches. They load with
+``torch.load(weights_only=True)`` (no arbitrary unpickling); a file that is not a temporal model's checkpoint (empty, corrupt, a CNN's) is a
+:class:`CheckpointError`.
 Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
 thread count).
 
@@ -60,7 +73,8 @@ thread count).
 :class:`NonFiniteLoss` (``non-finite loss at iteration N``; the losses stay on the device and
 are checked at the one host sync per :meth:`Trainer.train` call, so the check costs nothing
 per step); a Ray trial then ends FAILED with that reason and its numbers never become a
-result. At job start (:meth:`TrainRun.create`) a ``history`` longer than every training video
+result. At job start (:meth:`TrainRun.create`) a training window (``history``) longer than every
+training video
 of a dataset that feeds the batches is a :class:`ConfigError` naming the longest video, and so
 is (in :class:`Trainer`, before the model exists) a batch whose
 :func:`memory_estimate` exceeds the device's memory.
@@ -78,7 +92,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from data_prep.table import read_card
 
@@ -94,12 +107,12 @@ from .job import (
     resolve_trial_path,
     write_checkpoint,
 )
-from .lstm_config import LSTMConfig, TrainSpec
-from .lstm_data import SplitData
-from .lstm_model import FramewiseLSTM
 from .metrics import evaluate as evaluate_metrics
 from .metrics import frame_accuracy, segment_background
-from .sampler import IGNORE, SamplerPart, SubsequenceSampler, split_batch, window_index
+from .sampler import SamplerPart, SubsequenceSampler, split_batch, window_index
+from .split_data import SplitData
+from .temporal import ModelKind, kind_of
+from .train_config import TrainConfig, TrainSpec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -108,8 +121,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatch",
     "ConfigError",
-    "LSTMCheckpoint",
-    "LSTMConfig",
+    "ModelCheckpoint",
+    "TrainConfig",
     "NonFiniteLoss",
     "TrainRun",
     "TrainSpec",
@@ -119,10 +132,11 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "kitchen-study.lstm/1"
+#: the checkpoint format of every temporal model's job; ``kitchen-study.lstm/1`` files (written
+#: before models were plug-ins, with flat LSTM configs) read as the same thing
+CHECKPOINT_FORMAT = "kitchen-study.temporal/1"
+LEGACY_FORMATS = ("kitchen-study.lstm/1",)
 PRETRAIN_KEYS = ("pretrain_iterations", "pretrain_loss", "pretrain_seconds")
-#: frames per evaluation chunk when the state is not reset (results do not depend on it)
-EVAL_CHUNK = 1024
 #: which data feeds a :class:`Trainer`'s batches
 Batches = Literal["target", "joint", "source"]
 
@@ -131,18 +145,13 @@ class NonFiniteLoss(ValueError):
     """The training loss became NaN or infinite (diverged, or poisoned inputs)."""
 
 
-def memory_estimate(config: LSTMConfig, input_dim: int, num_classes: int) -> int:
-    """Bytes one training step needs at least, float32: the activations kept for the
-    backward pass, ``batch * history * (depth * 6 * hidden + input_dim + 3 * classes)``
-    (per layer four gates, the cell and the output; the input; logits, softmax and their
-    gradient), plus parameters with their gradients and Adam's two moments, ``4 * P``.
-    A lower bound (no allocator slack, cuDNN workspace or the data itself): a job above it
-    cannot run on the device."""
-    h, layers = config.hidden, config.depth
-    params = sum(4 * h * ((input_dim if i == 0 else h) + h + 2) for i in range(layers))
-    params += h * num_classes + num_classes
-    acts = config.batch_size * config.history * (layers * 6 * h + input_dim + 3 * num_classes)
-    return 4 * (acts + 4 * params)
+def memory_estimate(config: TrainConfig, input_dim: int, num_classes: int,
+                    window: int) -> int:
+    """Bytes one training step of ``config`` needs at least: its model's own formula
+    (:meth:`trainables.temporal.ModelKind.memory_estimate`) at ``config.batch_size`` samples
+    of ``window`` frames."""
+    return kind_of(config.model).memory_estimate(config.model, input_dim, num_classes,
+                                                 config.batch_size, window)
 
 
 def device_memory(device: torch.device) -> int:
@@ -169,9 +178,9 @@ def _arrangement_str(a: Arrangement) -> str:
 
 
 @dataclass
-class LSTMCheckpoint(Checkpoint):
-    """The shared checkpoint file (:class:`trainables.job.Checkpoint`) of an LSTM job, with
-    typed views of its meta."""
+class ModelCheckpoint(Checkpoint):
+    """The shared checkpoint file (:class:`trainables.job.Checkpoint`) of a temporal model's
+    job, with typed views of its meta."""
 
     @property
     def arrangement(self) -> Arrangement:
@@ -179,8 +188,9 @@ class LSTMCheckpoint(Checkpoint):
         return Arrangement.from_dict(self.meta["arrangement"])
 
     @property
-    def config(self) -> LSTMConfig:
-        return LSTMConfig.parse(self.meta["config"])
+    def config(self) -> TrainConfig:
+        """The model and optimisation config (flat legacy configs included)."""
+        return TrainConfig.parse(self.meta["config"])
 
     @property
     def space(self) -> LabelSpace:
@@ -193,10 +203,11 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     return write_checkpoint(path, checkpoint)
 
 
-def load_checkpoint(path: str | Path) -> LSTMCheckpoint:
-    """Read an LSTM checkpoint onto the CPU; anything else is a :class:`CheckpointError`."""
-    c = read_checkpoint(path, CHECKPOINT_FORMAT)
-    return LSTMCheckpoint(c.format, c.meta, c.state, c.path)
+def load_checkpoint(path: str | Path) -> ModelCheckpoint:
+    """Read a temporal model's checkpoint onto the CPU; anything else is a
+    :class:`CheckpointError`."""
+    c = read_checkpoint(path, CHECKPOINT_FORMAT, LEGACY_FORMATS)
+    return ModelCheckpoint(c.format, c.meta, c.state, c.path)
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -218,7 +229,8 @@ class TrainStats:
 
 
 class Trainer:
-    """A frame-wise LSTM, its Adam optimiser and batch sampler in one label arrangement.
+    """A temporal model (from the registry), its Adam optimiser and batch sampler in one
+    label arrangement.
 
     ``batches`` says which data feeds the batches: ``"target"`` the target alone (in
     ``arrangement``'s space, through ``target_map``); ``"joint"`` target and source mixed
@@ -229,7 +241,7 @@ class Trainer:
 
     def __init__(
         self,
-        config: LSTMConfig,
+        config: TrainConfig,
         arrangement: Arrangement,
         target: SplitData | None,
         source: SplitData | None = None,
@@ -237,7 +249,8 @@ class Trainer:
         batches: Batches = "target",
         device: torch.device | str | None = None,
     ):
-        self.config = LSTMConfig.parse(config).lstm_config()
+        self.config = TrainConfig.parse(config).train_config()
+        self.kind: ModelKind = kind_of(self.config.model)
         self.arrangement = arrangement
         self.batches = batches
         self.device = resolve_device(device) if device is not None else (
@@ -301,26 +314,28 @@ class Trainer:
         self.eval_map = np.asarray(a.target_map if batches != "source" else a.source_maps[0])
 
         c = self.config
-        need, have = memory_estimate(c, self.input_dim, self.num_classes), device_memory(
-            self.device)
+        lengths = [np.diff(np.asarray(d.table.offsets))[d.train] for d in used]
+        longest = max((int(n.max()) for n in lengths if len(n)), default=1)
+        #: frames per training sample (the LSTM's history; a whole video for MS-TCN)
+        self.window = self.kind.train_window(c.model, longest)
+        need = memory_estimate(c, self.input_dim, self.num_classes, self.window)
+        have = device_memory(self.device)
         if need > have:  # before the model exists: its parameters alone may not fit
+            shape = ", ".join(f"{k} {getattr(c.model, k)}" for k in self.kind.shape_fields)
             raise ConfigError(
-                f"batch_size {c.batch_size} x history {c.history} x hidden {c.hidden} "
-                f"(depth {c.depth}) needs at least {_gib(need)} per training step "
-                f"(trainables.lstm_job.memory_estimate), but {self.device} has {_gib(have)}"
+                f"batch_size {c.batch_size} x {self.window} frames of a {self.kind.name} "
+                f"({shape}) needs at least {_gib(need)} per training step "
+                f"({self.kind.name}'s memory_estimate), but {self.device} has {_gib(have)}"
             )
         init_seed, sample_seed = np.random.SeedSequence(self.config.seed).generate_state(2)
         # a private RNG for the init, so constructing a trainer never disturbs global state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed))
-            self.model = FramewiseLSTM(
-                self.input_dim, self.num_classes, self.config.hidden, self.config.depth,
-                self.config.cell,
-            )
+            self.model = self.kind.build(c.model, self.input_dim, self.num_classes)
         self.model.to(self.device)
         self.generator = torch.Generator().manual_seed(int(sample_seed))
         self.sampler = SubsequenceSampler(
-            parts, counts, self.config.history, a.dim, self.generator
+            parts, counts, self.window, a.dim, self.generator
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.iteration = 0
@@ -335,11 +350,8 @@ class Trainer:
         start = time.perf_counter()
         for i in range(iterations):
             batch = self.sampler.sample()
-            logits, _ = model(batch.x)
-            # mean over every real (unmasked) frame of every subsequence, not the last frame
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch.y.reshape(-1), ignore_index=IGNORE
-            )
+            # the model's own objective; padded frames carry IGNORE labels
+            loss = model.loss(batch.x, batch.y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip is not None:
@@ -355,13 +367,15 @@ class Trainer:
                 f"({losses[bad].item()}); lower lr, set clip, or check the input features"
             )
         seconds = time.perf_counter() - start
-        return TrainStats(iterations, mean, iterations * cfg.batch_size * cfg.history, seconds)
+        return TrainStats(iterations, mean, iterations * cfg.batch_size * self.window, seconds)
 
     # -- evaluation --------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, data: SplitData | None = None, videos: np.ndarray | None = None,
                 label_map: np.ndarray | None = None) -> list[np.ndarray]:
-        """Streaming, causal predictions (in ``data``'s own class indices) per video.
+        """Predictions (in ``data``'s own class indices) per video, fed as the model's
+        :meth:`~trainables.temporal.ModelKind.eval_window` says: the LSTM streams each video
+        in chunks with its state carried (causal), MS-TCN takes whole videos.
 
         Defaults: the evaluated dataset's test videos through its map.
         """
@@ -379,25 +393,29 @@ class Trainer:
         offsets = data.table.offsets
         lengths = np.diff(offsets)[videos]
         order = np.argsort(-lengths, kind="stable")  # longest first: active videos = a prefix
-        width = cfg.history if cfg.eval_reset else EVAL_CHUNK
+        chunk, carry = self.kind.eval_window(cfg.model)
         pred_flat = torch.zeros(data.table.num_frames, dtype=torch.int64, device=dev)
-        for lo in range(0, len(order), cfg.eval_batch):
-            sel = videos[order[lo : lo + cfg.eval_batch]]
+        # a model fed whole videos sees each alone: padding a shorter video to its batch's
+        # longest would leak into its last frames through a non-causal model's convolutions
+        per_batch = cfg.eval_batch if chunk is not None else 1
+        for lo in range(0, len(order), per_batch):
+            sel = videos[order[lo : lo + per_batch]]
             lens = np.diff(offsets)[sel]
             first_d = torch.as_tensor(offsets[:-1][sel], device=dev)
             lens_d = torch.as_tensor(lens, device=dev)
             state = None
+            width = int(lens[0]) if chunk is None else chunk
             for t0 in range(0, int(lens[0]), width):
                 active = int(np.count_nonzero(lens > t0))
-                if cfg.eval_reset or state is None:
+                if not carry:
                     state = None
-                elif active < state[0].shape[1]:
-                    state = (state[0][:, :active].contiguous(), state[1][:, :active].contiguous())
+                elif state is not None:  # videos that ended leave the batch (a prefix stays)
+                    state = model.narrow_state(state, active)
                 idx, valid = window_index(first_d[:active], lens_d[:active], t0, width)
                 x = data.features[idx]
                 if self.feature_mapped and not identity:
                     x = map_features(x, fmap, self.num_classes)
-                logits, state = model(x, state)
+                logits, state = model(x, state, valid)
                 pred = restrict(logits, fmap).argmax(-1)
                 pred_flat[idx[valid]] = pred[valid]
         flat = pred_flat.cpu().numpy()
@@ -451,16 +469,19 @@ class Trainer:
             "generator": self.generator.get_state(),
         }
 
-    def checkpoint(self, **extra: Any) -> LSTMCheckpoint:
+    def checkpoint(self, **extra: Any) -> ModelCheckpoint:
         meta = self.describe()
         meta.update(extra)
-        return LSTMCheckpoint(CHECKPOINT_FORMAT, meta, self.state_dict())
+        return ModelCheckpoint(CHECKPOINT_FORMAT, meta, self.state_dict())
 
-    def _check_shape(self, ckpt: LSTMCheckpoint) -> None:
-        theirs, ours = ckpt.config, self.config
+    def _check_shape(self, ckpt: ModelCheckpoint) -> None:
+        theirs, ours = ckpt.config.model, self.config.model
+        if theirs.kind != ours.kind:
+            raise CheckpointMismatch(
+                f"{ckpt.where()} holds a {theirs.kind} model; this run trains a {ours.kind}")
         diffs = [
             f"{k} {getattr(theirs, k)!r} vs {getattr(ours, k)!r}"
-            for k in ("cell", "depth", "hidden")
+            for k in self.kind.shape_fields
             if getattr(theirs, k) != getattr(ours, k)
         ]
         if bool(ckpt.meta["feature_mapped"]) != self.feature_mapped:
@@ -471,7 +492,7 @@ class Trainer:
                 + "; ".join(diffs)
             )
 
-    def restore(self, ckpt: LSTMCheckpoint) -> None:
+    def restore(self, ckpt: ModelCheckpoint) -> None:
         """Resume exactly: model, optimiser, sampler RNG and iteration from ``ckpt``."""
         self._check_shape(ckpt)
         theirs = ckpt.arrangement
@@ -488,7 +509,7 @@ class Trainer:
         self.generator.set_state(ckpt.state["generator"])
         self.iteration = ckpt.iteration
 
-    def init_from(self, ckpt: LSTMCheckpoint) -> str:
+    def init_from(self, ckpt: ModelCheckpoint) -> str:
         """Initialise the weights from a (pre-trained) checkpoint; see the module docstring.
 
         Returns how: ``"same-space"`` or ``"source-map"``. The optimiser, sampler and
@@ -517,15 +538,17 @@ class Trainer:
             )
         smap = torch.as_tensor(np.array(a.source_maps[0], dtype=np.int64))
         ours = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+        axes = self.kind.transfer_axes(self.config.model)
         for key, value in theirs.items():
-            if key == "lstm.weight_ih_l0" and self.feature_mapped:
-                ours[key][:, smap] = value  # source input column j -> joint column smap[j]
-            elif key in ("head.weight", "head.bias"):
-                ours[key][smap] = value  # source class j -> joint class smap[j]
-            elif ours[key].shape != value.shape:
+            axis, by = axes.get(key, (None, None))
+            if axis is not None and (by == "classes" or self.feature_mapped):
+                # source index j (a class, or a class-score input) -> joint index smap[j]
+                ours[key].index_copy_(axis, smap, value)
+            elif key not in ours or ours[key].shape != value.shape:
+                need = tuple(ours[key].shape) if key in ours else "no such parameter"
                 raise CheckpointMismatch(
                     f"{ckpt.where()}: parameter {key} has shape {tuple(value.shape)}, this run "
-                    f"needs {tuple(ours[key].shape)}"
+                    f"needs {need}"
                 )
             else:
                 ours[key] = value
@@ -546,9 +569,11 @@ def _to_cpu(obj: Any) -> Any:
 # -- one job -------------------------------------------------------------------------------
 
 
-def _check_history(spec: TrainSpec, target: SplitData | None, source: SplitData | None
-                   ) -> None:
-    """``history`` against the training videos of the datasets that feed the batches."""
+def _check_window(spec: TrainSpec, target: SplitData | None, source: SplitData | None
+                  ) -> None:
+    """The model's training window (the LSTM's ``history``) against the training videos of
+    the datasets that feed the batches: a window no video fills is a typo, not a setting."""
+    kind = kind_of(spec.model)
     feeds = {"none": [target], "transfer": [target, source], "joint": [target, source],
              "pretrain": [source]}[spec.mode]
     for data in feeds:
@@ -556,9 +581,11 @@ def _check_history(spec: TrainSpec, target: SplitData | None, source: SplitData 
             continue
         lengths = np.diff(np.asarray(data.table.offsets))[data.train]
         longest = int(lengths.max()) if len(lengths) else 0
-        if spec.history > longest:
+        window = kind.train_window(spec.model, longest)
+        if window > longest:
+            what = "history" if kind.name == "lstm" else f"{kind.name} training window"
             raise ConfigError(
-                f"history {spec.history} is longer than every training video of "
+                f"{what} {window} is longer than every training video of "
                 f"{data.describe()} (the longest has {longest} frames)"
             )
 
@@ -581,7 +608,7 @@ class TrainRun:
     trainer: Trainer
     target: SplitData | None
     source: SplitData | None
-    init: LSTMCheckpoint | None = None
+    init: ModelCheckpoint | None = None
     curve: dict[str, float] = field(default_factory=dict)
     started: bool = False
     init_how: str | None = None
@@ -610,9 +637,9 @@ class TrainRun:
         else:
             target = SplitData.load(resolve_trial_path(spec.target_path), spec.target_split, device)
             target_space = target.space
-        cfg = spec.lstm_config()
+        cfg = spec.train_config()
         assert mode == "none" or source is not None or init is not None
-        _check_history(spec, target, source)
+        _check_window(spec, target, source)
         if mode == "none":
             trainer = Trainer(cfg, make_arrangement("identity", target_space), target)
         else:
@@ -651,7 +678,7 @@ class TrainRun:
             self.init_how = self.trainer.init_from(self.init)
         elif spec.mode == "transfer":
             kind = spec.arrangement_kind
-            cfg = spec.lstm_config()
+            cfg = spec.train_config()
             a = self.trainer.arrangement
             if ARRANGEMENTS[kind].multi:
                 pre = Trainer(cfg, a, None, self.source, batches="source")
@@ -710,7 +737,7 @@ class TrainRun:
         return result
 
     # -- checkpoints -------------------------------------------------------------------
-    def checkpoint(self) -> LSTMCheckpoint:
+    def checkpoint(self) -> ModelCheckpoint:
         return self.trainer.checkpoint(
             run={"spec": self.spec.model_dump(mode="json"), "curve": self.curve,
                  "started": self.started, "init_how": self.init_how}
@@ -719,10 +746,10 @@ class TrainRun:
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.checkpoint())
 
-    def load(self, path_or_ckpt: str | Path | LSTMCheckpoint) -> None:
+    def load(self, path_or_ckpt: str | Path | ModelCheckpoint) -> None:
         """Resume from a checkpoint this run (or an identical one) saved."""
         ckpt = path_or_ckpt
-        if not isinstance(ckpt, LSTMCheckpoint):
+        if not isinstance(ckpt, ModelCheckpoint):
             ckpt = load_checkpoint(ckpt)
         self.trainer.restore(ckpt)
         run = ckpt.meta.get("run") or {}

@@ -10,71 +10,27 @@ import pytest
 import torch
 
 from data_prep.errors import DataError
-from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels, read_table, write_table
-from trainables import lstm_job as engine
+from data_prep.table import read_table, write_table
+from tests.helpers import recipe_table
+from trainables import lstm_config
+from trainables import train_job as engine
 from trainables.arrangements import LabelSpace, make_arrangement, restrict
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import (
+from trainables.metrics import METRIC_NAMES
+from trainables.split_data import SplitData
+from trainables.train_job import (
     CheckpointMismatch,
     ConfigError,
-    LSTMConfig,
+    TrainConfig,
     Trainer,
     TrainRun,
     TrainSpec,
     load_checkpoint,
 )
-from trainables.metrics import METRIC_NAMES
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-def recipe_table(
-    videos: int = 8,
-    classes: int = 6,
-    seed: int = 0,
-    accuracy: float = 0.6,
-    min_len: int = 20,
-    max_len: int = 60,
-    name: str = "recipe",
-    feature_dim: int | None = None,
-    repeat: bool = False,
-) -> FrameTable:
-    """A toy dataset: every video performs classes 0..C-1 left to right (class 0 is the
-    background), with random durations; features are a noisy softmax whose argmax is right
-    with probability ``accuracy`` (errors i.i.d. per frame). ``repeat``: every video is the
-    same sequence with the same features. ``feature_dim`` other than ``classes``: random
-    projections instead (features that are not class scores). One participant per video;
-    split1 tests on the first two videos, split2 on the next two."""
-    rng = np.random.default_rng(seed)
-    proj = rng.normal(size=(classes, feature_dim)) if feature_dim not in (None, classes) else None
-    made = []
-    first = None
-    for i in range(videos):
-        if repeat and first is not None:
-            labels, feats = first
-        else:
-            span = rng.integers(max(1, min_len // classes), max(2, max_len // classes) + 1, classes)
-            labels = np.repeat(np.arange(classes), span)
-            guess = np.where(rng.random(len(labels)) < accuracy, labels,
-                             rng.integers(0, classes, len(labels)))
-            noise = rng.normal(scale=0.5, size=(len(labels), classes))
-            logits = 3.0 * np.eye(classes)[guess] + noise
-            feats = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-            if proj is not None:
-                feats = logits @ proj
-            first = labels, feats
-        made.append(
-            VideoLabels(f"v{i:02d}", labels, f"P{i:02d}", features=feats.astype(np.float32))
-        )
-    ids = [v.video for v in made]
-    splits = (Split("split1", tuple(ids[2:]), tuple(ids[:2])),
-              Split("split2", tuple(ids[:2] + ids[4:]), tuple(ids[2:4])))
-    card = DatasetCard(name, 15.0, tuple(f"{name}_{c}" for c in range(classes)),
-                       f"{name}_0", "toy", "1", splits=splits)
-    return FrameTable.from_videos(card, made)
 
 
 def small(**kw) -> dict:
@@ -94,9 +50,10 @@ def tables(tmp_path):
 
 
 def test_config_defaults_are_the_papers():
-    c = LSTMConfig()
-    assert (c.history, c.depth, c.hidden, c.batch_size, c.lr, c.cell) == (
-        300, 1, 128, 128, 1e-3, "cudnn"
+    c = TrainConfig()
+    m = c.model
+    assert (m.kind, m.history, m.depth, m.hidden, c.batch_size, c.lr, m.cell) == (
+        "lstm", 300, 1, 128, 128, 1e-3, "cudnn"
     )
     assert c.joint_ratio == (5, 3)
 
@@ -144,7 +101,7 @@ def test_tiny_overfit_reaches_100_percent():
     """A few repeated sequences: the LSTM memorises them (test video == training videos)."""
     table = recipe_table(videos=4, classes=5, min_len=40, max_len=40, accuracy=0.3, repeat=True)
     data = SplitData.load(table, 1)
-    tr = Trainer(LSTMConfig(history=40, hidden=32, batch_size=2, lr=0.02),
+    tr = Trainer(TrainConfig(history=40, hidden=32, batch_size=2, lr=0.02),
                  make_arrangement("identity", data.space), data)
     tr.train(60)
     m = tr.evaluate()
@@ -160,7 +117,7 @@ def test_lstm_beats_its_input_on_synthetic_kitchens():
 
     table = make_kitchen(0, 0, videos=24, accuracy=50, correlation_s=0.0)
     data = SplitData.load(table, 1)
-    tr = Trainer(LSTMConfig(history=64, hidden=64, batch_size=32, lr=0.02),
+    tr = Trainer(TrainConfig(history=64, hidden=64, batch_size=32, lr=0.02),
                  make_arrangement("identity", data.space), data)
     tr.train(80)
     m = tr.evaluate()
@@ -176,10 +133,10 @@ def test_streaming_evaluation_equals_whole_videos(cell, monkeypatch):
     table = recipe_table(videos=7, classes=5, min_len=5, max_len=50)
     data = SplitData.load(table, 1)
     data.test = np.arange(7)  # evaluate every video: many lengths
-    tr = Trainer(LSTMConfig(history=8, hidden=8, batch_size=4, eval_batch=3, cell=cell),
+    tr = Trainer(TrainConfig(history=8, hidden=8, batch_size=4, eval_batch=3, cell=cell),
                  make_arrangement("identity", data.space), data)
     tr.train(3)
-    monkeypatch.setattr(engine, "EVAL_CHUNK", 7)
+    monkeypatch.setattr(lstm_config, "EVAL_CHUNK", 7)
     preds = tr.predict()
     with torch.no_grad():
         for v, p in zip(data.test, preds, strict=True):
@@ -191,7 +148,7 @@ def test_streaming_evaluation_equals_whole_videos(cell, monkeypatch):
 def test_evaluation_reset_every_history_frames():
     table = recipe_table(videos=5, classes=4, min_len=10, max_len=40)
     data = SplitData.load(table, 1)
-    tr = Trainer(LSTMConfig(history=6, hidden=8, batch_size=4, eval_reset=True),
+    tr = Trainer(TrainConfig(history=6, hidden=8, batch_size=4, eval_reset=True),
                  make_arrangement("identity", data.space), data)
     tr.train(3)
     preds = tr.predict()
@@ -281,7 +238,8 @@ def test_checkpoint_loads_with_weights_only(tables, tmp_path):
     raw = torch.load(path, weights_only=True)
     meta = json.loads(raw["meta"])
     assert meta["arrangement"]["kind"] == "identity" and meta["iteration"] == 2
-    assert meta["config"]["hidden"] == 16 and meta["run"]["spec"]["target_path"] == tables[0]
+    assert meta["config"]["model"] == {**meta["config"]["model"], "kind": "lstm", "hidden": 16}
+    assert meta["run"]["spec"]["target_path"] == tables[0]
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="not a loadable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
@@ -326,7 +284,7 @@ def test_transfer_pretrains_on_the_source_first(tables):
     assert result["pretrain_iterations"] == 6 and result["done"]
     # the same pre-training by hand gives exactly the weights the run started from
     source = SplitData.load(tables[1], 1)
-    pre = Trainer(LSTMConfig.parse(small()), make_arrangement("identity", source.space), source)
+    pre = Trainer(TrainConfig.parse(small()), make_arrangement("identity", source.space), source)
     pre.train(6)
     assert torch.equal(_weights(run)["lstm.weight_hh_l0"],
                        pre.model.state_dict()["lstm.weight_hh_l0"])
@@ -371,7 +329,7 @@ def test_checkpoint_into_another_label_space_is_a_clear_error(tables, tmp_path):
 def test_trainer_rejects_data_outside_its_arrangement(tables):
     t, s = SplitData.load(tables[0], 1), SplitData.load(tables[1], 1)
     with pytest.raises(ConfigError, match="not the arrangement's target"):
-        Trainer(LSTMConfig(), make_arrangement("identity", s.space), t)
+        Trainer(TrainConfig(), make_arrangement("identity", s.space), t)
     assert LabelSpace.from_card(t.table.card).size == 6
 
 
@@ -390,7 +348,7 @@ def test_lstm_beats_its_input_on_real_breakfast(real_data):
     table = simulate(convert(real_data / "breakfast", cameras="cam01"), 20.6, seed=0,
                      model="ar1")
     data = SplitData.load(table, 1)
-    tr = Trainer(LSTMConfig(history=150, hidden=128, batch_size=32, lr=0.01),
+    tr = Trainer(TrainConfig(history=150, hidden=128, batch_size=32, lr=0.01),
                  make_arrangement("identity", data.space), data)
     tr.train(600)
     m = tr.evaluate()
@@ -423,7 +381,7 @@ def test_a_zero_sided_ratio_is_fine_outside_joint_mode():
 
 def test_a_non_finite_loss_stops_training_naming_the_iteration():
     data = SplitData.load(recipe_table(), 1)
-    tr = Trainer(LSTMConfig(**small()), make_arrangement("identity", data.space), data)
+    tr = Trainer(TrainConfig(**small()), make_arrangement("identity", data.space), data)
     assert tr.train(3).loss is not None
     with torch.no_grad():
         next(tr.model.parameters()).fill_(float("nan"))  # poisoned weights
@@ -455,11 +413,11 @@ def test_history_longer_than_every_training_video_is_refused_at_start(tables):
 def test_a_batch_beyond_the_machines_memory_is_refused_at_start(tables):
     t, _ = tables
     cfg = small(batch_size=65_536, hidden=16_384, depth=16)
-    need = engine.memory_estimate(LSTMConfig(**cfg), 6, 6)
+    need = engine.memory_estimate(TrainConfig(**cfg), 6, 6, cfg["history"])
     assert need > engine.device_memory(torch.device("cpu"))
     with pytest.raises(ConfigError, match="needs at least .* GiB per training step"):
         TrainRun.create({"target_path": t, **cfg, "device": "cpu"})
     # the estimate: activations + 4x parameters, float32
-    c = LSTMConfig(history=10, hidden=4, batch_size=2, depth=1)
+    c = TrainConfig(history=10, hidden=4, batch_size=2, depth=1)
     params = 4 * 4 * (3 + 4 + 2) + 4 * 5 + 5
-    assert engine.memory_estimate(c, 3, 5) == 4 * (2 * 10 * (6 * 4 + 3 + 3 * 5) + 4 * params)
+    assert engine.memory_estimate(c, 3, 5, 10) == 4 * (2 * 10 * (6 * 4 + 3 + 3 * 5) + 4 * params)

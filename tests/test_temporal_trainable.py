@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from data_prep.table import write_table
-from tests.test_lstm_job import recipe_table
+from tests.helpers import recipe_table
 from trainables.job import ConfigError
-from trainables.lstm_trainable import CHECKPOINT_FILE, LSTMTrainable
 from trainables.metrics import METRIC_NAMES
+from trainables.temporal_trainable import CHECKPOINT_FILE, LSTMTrainable
 
 
 @pytest.fixture(autouse=True)

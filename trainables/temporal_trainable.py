@@ -1,4 +1,4 @@
-"""``LSTMTrainable``: a thin Ray Tune class trainable around :class:`trainables.lstm_job.TrainRun`.
+"""``LSTMTrainable``: a thin Ray Tune class trainable around :class:`trainables.train_job.TrainRun`.
 
 Config: the keys of :class:`trainables.lstm_config.TrainSpec` (the :class:`LSTMConfig`
 hyperparameters plus ``target_path, target_split, source_path, source_split, mode,
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from .lstm_config import TrainSpec
-from .lstm_job import TrainRun
+from .train_config import TrainSpec
+from .train_job import TrainRun
 from .tune_base import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "LSTMTrainable"]

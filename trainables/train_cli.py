@@ -27,6 +27,7 @@ from typing import Any
 
 import typer
 
+from .job import MAX_ITERATIONS
 from .job_cli import apply_settings, fail, final_result, fmt_num, split_key
 
 __all__ = ["command", "train"]
@@ -75,10 +76,13 @@ def train(
     """Train (and evaluate) one frame-wise LSTM on a prepared dataset."""
     from data_prep.errors import DataError
 
-    from .lstm_job import CheckpointMismatch, ConfigError, TrainRun
+    from .train_job import CheckpointMismatch, ConfigError, TrainRun
 
     if source is not None and mode is None:
         fail("--source needs --mode joint, transfer or pretrain")
+    if not (0 if init is not None else 1) <= iterations <= MAX_ITERATIONS:  # as a study's
+        fail(f"--iterations must be 1..{MAX_ITERATIONS:,} (0 only with --init: evaluate the "
+             f"checkpoint), got {iterations}")
     try:
         config: dict[str, Any] = {
             "target_path": str(data),
@@ -187,7 +191,7 @@ class _Progress:
             rate = (it - self.first_it) / max(time.monotonic() - self.t_first, 1e-9)
             left = (f", ~{_duration((self.total - it) / rate)} left (estimate)"
                     if rate > 0 and it < self.total else "")
-        self.console.print(f"iteration {it}/{self.total} ({100 * it / self.total:.0f}%): "
+        self.console.print(f"iteration {it}/{self.total} ({100 * it / max(self.total, 1):.0f}%): "
                            f"{note}{left}", markup=False)
 
 
