@@ -177,8 +177,9 @@ class Task:
 
     def trial_config(self) -> dict[str, Any]:
         """The config as the trial receives it and MLflow records it: the fields the planner
-        set, JSON-typed (lists, not tuples)."""
-        return self.config.model_dump(mode="json", exclude_unset=True)
+        set, JSON-typed (lists, not tuples), flat (the model's fields beside the job's,
+        ``TrainConfig.flat``; so MLflow params and search parameters keep their names)."""
+        return self.config.flat(exclude_unset=True)
 
     @property
     def node(self) -> str:
@@ -300,7 +301,8 @@ def task_key(kind: str, config: TrainSpec, data: Mapping[str, str | None],
     and the search settings (without ``storage``)."""
     doc = {
         "kind": kind,
-        "config": config.model_dump(mode="json", exclude=set(EXECUTION_CONFIG_FIELDS)),
+        # flat: the paper's LSTM keeps the keys it had before models were plug-ins
+        "config": config.flat(exclude=set(EXECUTION_CONFIG_FIELDS)),
         "data": dict(data),
         "deps": list(deps),
         "search": None if search is None else search.model_dump(mode="json",
