@@ -17,6 +17,7 @@ from data_prep.errors import DataError
 from study.commands import register as register_study_commands
 from trainables import train_cli as train_cli
 from trainables.cnn_cli import cnn_app
+from trainables.hmm_cli import command as hmm_command
 
 __all__ = ["app", "main"]
 
@@ -32,6 +33,7 @@ for _name, _command in (
     ("simulate", simulate.command),
     ("synth", synth.command),
     ("train", train_cli.command),
+    ("hmm", hmm_command),
 ):
     app.command(_name)(reports_data_errors(_command))
 register_study_commands(app)
