@@ -15,7 +15,10 @@ The layout (Farha & Gall, MS-TCN, CVPR 2019; used by most action segmentation co
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import stat
 from collections.abc import Collection
 from pathlib import Path
 
@@ -41,6 +44,11 @@ def read_bytes(path: str | Path) -> bytes:
     loop or otherwise unreadable."""
     path = Path(path)
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode):  # a pipe (`<(zcat x)`) is read; one nobody writes to is not
+            return _read_fifo(path)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            raise DataError("not a regular file (a device or socket)", path)
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError("no such file", path) from None
@@ -48,6 +56,25 @@ def read_bytes(path: str | Path) -> bytes:
         raise DataError("is a folder, expected a file", path) from None
     except OSError as e:  # ELOOP, EACCES, EIO, ...
         raise DataError(f"cannot read ({e.strerror or e})", path) from None
+
+
+#: seconds a FIFO gets to start delivering before it is refused (opening one for reading
+#: would otherwise wait forever for a writer)
+FIFO_WAIT_S = 5.0
+
+
+def _read_fifo(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # returns at once, writer or not
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        if not poller.poll(FIFO_WAIT_S * 1000):
+            raise DataError(f"a FIFO that nothing wrote to within {FIFO_WAIT_S:.0f}s", path)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def utf8_error(data: bytes, e: UnicodeDecodeError, path: str | Path) -> DataError:

@@ -18,7 +18,9 @@ behaviour (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for the processes it spawns, 
 same constant in this process, only while ``ray.init`` runs), so the node IP is 127.0.0.1
 and every listening socket is loopback. The dashboard stays off (``include_dashboard=False``;
 its host would be 127.0.0.1 anyway). Ray >= 2.59 turns token authentication on for such a
-cluster by default (token in ``~/.ray/auth_token``); we leave that as it is. A Ray we join
+cluster by default (token in ``~/.ray/auth_token``); we leave that on, and make the token
+file owner-only (0600; Ray writes it with the umask) and a ``~/.ray`` we create 0700. An
+``address`` where nothing listens is refused in one line within seconds (a TCP probe). A Ray we join
 (``address`` / ``$RAY_ADDRESS``) is configured by whoever started it.
 
 **Orphans after SIGKILL: cleaned up on the next start, by pid, only our own.** A driver
@@ -51,7 +53,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["connect_ray", "reap_orphaned_ray", "session_processes", "sessions_dir"]
+__all__ = [
+    "connect_ray",
+    "probe_address",
+    "reap_orphaned_ray",
+    "session_processes",
+    "sessions_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +89,60 @@ def connect_ray(address: str | None, num_cpus: int | None, verbose: bool) -> boo
         "configure_logging": True,
     }
     if address:
+        probe_address(address)
         ray.init(address=address, **kwargs)
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)  # joins $RAY_ADDRESS (e.g. under `ray job submit`)
     else:
+        _private_dir(Path.home() / ".ray")
         with _loopback_node_ip():
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      dashboard_host="127.0.0.1", **kwargs)
+        _private_token()
         _record_session()
     return True
+
+
+#: seconds a cluster address gets to accept a TCP connection before it is refused
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_address(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) where nothing listens is one line within
+    :data:`PROBE_TIMEOUT_S`, not ``ray.init`` retrying for minutes. ``auto``/``local`` and
+    anything without a port are left to Ray."""
+    import socket
+
+    from data_prep.errors import DataError
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise DataError(f"no Ray cluster answers at {address} within {PROBE_TIMEOUT_S:.0f}s "
+                        f"({e.strerror or e}); is `ray start --head` running there, and is "
+                        "this its address?") from None
+
+
+def _private_dir(d: Path) -> None:
+    """Create Ray's ``~/.ray`` owner-only if it does not exist yet (an existing one is
+    the user's to set)."""
+    with contextlib.suppress(OSError):
+        d.mkdir(mode=0o700, exist_ok=False)
+
+
+def _private_token() -> None:
+    """Ray writes ``~/.ray/auth_token`` with the process umask (0644 typically): the token
+    lets anyone who reads it run code on the cluster, so it is made owner-only (0600)."""
+    token = Path.home() / ".ray" / "auth_token"
+    with contextlib.suppress(OSError):
+        st = token.lstat()
+        if st.st_uid == os.getuid() and token.is_file() and st.st_mode & 0o077:
+            token.chmod(0o600)
 
 
 @contextlib.contextmanager

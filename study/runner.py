@@ -196,9 +196,16 @@ def _check_local_resources(spec: Any, address: str | None, num_cpus: int | None)
     import sys
 
     ray = sys.modules.get("ray")
+    if address or spec.ray_address:  # nothing listening there: one line, before any write
+        from .local_ray import probe_address
+
+        probe_address(address or spec.ray_address)
     if (address or spec.ray_address or os.environ.get("RAY_ADDRESS")
             or (ray is not None and ray.is_initialized())):
         return  # a cluster or a running Ray: checked once connected (_fit)
+    if num_cpus is not None and num_cpus < 1:  # a Ray with no CPU would run nothing, forever
+        raise SpecError([("--num-cpus", f"{num_cpus}: a local Ray needs at least 1 CPU")],
+                        spec.source)
     problems = resource_problems(spec.resources.cpu, 0.0, [{"CPU": num_cpus or os.cpu_count()}])
     if problems:
         raise SpecError(problems, spec.source)
@@ -441,8 +448,10 @@ def _fit(state: Any, callback: Any, trainable: type, spec: Any, loaded: LoadedSt
     # reused, so a 2-CPU machine ran one trial at a time. Queue one per trial slot.
     import ray
 
+    # a live node that reports no GPU has none: a GPU trial would wait forever
     problems = resource_problems(spec.resources.cpu, spec.resources.gpu,
-                                 [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+                                 [{"CPU": 0.0, "GPU": 0.0, **n.get("Resources", {})}
+                                  for n in ray.nodes() if n.get("Alive")])
     if problems:
         raise SpecError(problems, spec.source)
     slots = ray.cluster_resources().get("CPU", 1) / max(spec.resources.cpu, 1e-9)
