@@ -33,3 +33,10 @@ bench: $(STAMP)  ## every benchmark in turn (minutes to tens of minutes; figures
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# One prepared GPU check (issue 18, bench/gpu_check.py): <= 8 min on one H100/H200, every step
+# under a hard timeout; JSON and the Markdown section for docs/benchmarks.md in gpu_check_out/.
+# SMOKE=1: the same logic at tiny shapes on any machine (tests/test_gpu_check.py, in `make test`).
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(if $(SMOKE),--smoke) --out $(or $(OUT),gpu_check_out)
