@@ -269,6 +269,11 @@ class MSTCN(nn.Module):
         f, new = self.stages[0].features(x_cf, m, state)
         return f.transpose(1, 2), (new if self.causal else None)
 
+    @staticmethod
+    def narrow_state(state: State, n: int) -> State:
+        """The causal state of the first ``n`` videos of the batch."""
+        return [buf[:n].contiguous() for buf in state]
+
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
         """The reference's training objective, summed over stages: cross-entropy over frames
         with a label (``ignore_index=-100``) + ``smooth_weight`` × T-MSE, the mean over

@@ -64,6 +64,14 @@ class TemporalNet(Protocol):
         """(B, T, H): the per-frame representation transferability estimators read."""
         ...
 
+    def narrow_state(self, state: Any, n: int) -> Any:
+        """The state of the first ``n`` sequences of the batch (evaluation drops videos that
+        ended from a batch sorted longest first)."""
+        ...
+
+    input_dim: int
+    num_classes: int
+
     def parameters(self) -> Any: ...
     def state_dict(self) -> dict[str, Tensor]: ...
 

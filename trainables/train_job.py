@@ -327,13 +327,18 @@ class Trainer:
                 f"({shape}) needs at least {_gib(need)} per training step "
                 f"({self.kind.name}'s memory_estimate), but {self.device} has {_gib(have)}"
             )
-        init_seed, sample_seed = np.random.SeedSequence(self.config.seed).generate_state(2)
+        init_seed, sample_seed, model_seed = np.random.SeedSequence(
+            self.config.seed).generate_state(3)
         # a private RNG for the init, so constructing a trainer never disturbs global state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed))
             self.model = self.kind.build(c.model, self.input_dim, self.num_classes)
         self.model.to(self.device)
         self.generator = torch.Generator().manual_seed(int(sample_seed))
+        # the model's own randomness (MS-TCN's dropout) draws from torch's global RNG: a
+        # private state, swapped in while training and saved in checkpoints, keeps runs
+        # deterministic and resumes exact whatever else uses that RNG
+        self._model_rng = torch.Generator().manual_seed(int(model_seed)).get_state()
         self.sampler = SubsequenceSampler(
             parts, counts, self.window, a.dim, self.generator
         )
@@ -344,21 +349,15 @@ class Trainer:
     # -- training ----------------------------------------------------------------------
     def train(self, iterations: int) -> TrainStats:
         """Run ``iterations`` optimiser steps; the mean loss over them and the throughput."""
-        model, opt, cfg = self.model, self.optimizer, self.config
-        model.train()
+        self.model.train()
         losses = torch.empty(iterations, device=self.device)
         start = time.perf_counter()
-        for i in range(iterations):
-            batch = self.sampler.sample()
-            # the model's own objective; padded frames carry IGNORE labels
-            loss = model.loss(batch.x, batch.y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            losses[i] = loss.detach()
-            self.iteration += 1
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._model_rng)
+            for i in range(iterations):
+                losses[i] = self._step()
+                self.iteration += 1
+            self._model_rng = torch.get_rng_state()
         mean = losses.mean().item() if iterations else None  # the one host sync
         if mean is not None and not math.isfinite(mean):
             bad = int(torch.nonzero(~torch.isfinite(losses))[0].item())
@@ -367,7 +366,21 @@ class Trainer:
                 f"({losses[bad].item()}); lower lr, set clip, or check the input features"
             )
         seconds = time.perf_counter() - start
-        return TrainStats(iterations, mean, iterations * cfg.batch_size * self.window, seconds)
+        frames = iterations * self.config.batch_size * self.window
+        return TrainStats(iterations, mean, frames, seconds)
+
+    def _step(self) -> torch.Tensor:
+        """One optimiser step on a fresh batch; the loss, on the device (no host sync)."""
+        model, opt = self.model, self.optimizer
+        batch = self.sampler.sample()
+        # the model's own objective; padded frames carry IGNORE labels
+        loss = model.loss(batch.x, batch.y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip)
+        opt.step()
+        return loss.detach()
 
     # -- evaluation --------------------------------------------------------------------
     @torch.no_grad()
@@ -467,6 +480,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "generator": self.generator.get_state(),
+            "model_rng": self._model_rng,
         }
 
     def checkpoint(self, **extra: Any) -> ModelCheckpoint:
@@ -507,6 +521,8 @@ class Trainer:
         self.model.load_state_dict(ckpt.state["model"])
         self.optimizer.load_state_dict(ckpt.state["optimizer"])
         self.generator.set_state(ckpt.state["generator"])
+        if "model_rng" in ckpt.state:  # absent from checkpoints of earlier versions
+            self._model_rng = ckpt.state["model_rng"]
         self.iteration = ckpt.iteration
 
     def init_from(self, ckpt: ModelCheckpoint) -> str:
