@@ -79,10 +79,14 @@ import numpy as np
 from .table import FrameTable
 
 __all__ = [
+    "DEFAULT_AR_SHARE",
     "DEFAULT_BOUNDARY_S",
+    "DEFAULT_CONFUSERS",
+    "DEFAULT_CONFUSER_WEIGHT",
     "DEFAULT_CONFUSION",
     "DEFAULT_CORRELATION_S",
     "DEFAULT_MODEL",
+    "DEFAULT_PRIOR_WEIGHT",
     "DEFAULT_SEGMENT_SHARE",
     "DEFAULT_VIDEO_SHARE",
     "MODELS",
@@ -93,13 +97,13 @@ __all__ = [
 ]
 
 #: The simulation models, by name: what ``--model`` accepts and the card's ``model``.
-MODELS: tuple[str, ...] = ("segment", "ar1")
+MODELS: tuple[str, ...] = ("confuser", "segment", "ar1")
 
-#: The default: the model calibrated against the paper's measurements.
-DEFAULT_MODEL = "segment"
+#: The default: the model calibrated (two-sided) against the paper's measurements.
+DEFAULT_MODEL = "confuser"
 
 #: Version of each model; recorded in the card (bump when a model's output changes).
-VERSIONS: dict[str, str] = {"segment": "1", "ar1": "1"}
+VERSIONS: dict[str, str] = {"confuser": "1", "segment": "1", "ar1": "1"}
 
 #: Default correlation time (seconds) of the (within-segment) noise.
 DEFAULT_CORRELATION_S = 1.0
@@ -117,6 +121,15 @@ DEFAULT_VIDEO_SHARE = 0.2
 #: ``segment`` model: decay length (seconds) of the neighbouring segment's evidence near a
 #: boundary (transition frames look like both actions; short segments suffer most).
 DEFAULT_BOUNDARY_S = 0.5
+
+#: ``confuser`` model (data_prep.sim_confuser): confuser classes per class, the share of a
+#: frame's mean evidence that goes to its segment's confuser, the weight of the training
+#: prior in the logits and the AR(1) share of the noise. Calibrated with
+#: data_prep.calibration on Breakfast cam01, 50 Salads fine and MPII Cooking (docs/data.md).
+DEFAULT_CONFUSERS = 2
+DEFAULT_CONFUSER_WEIGHT = 0.45
+DEFAULT_PRIOR_WEIGHT = 2.0
+DEFAULT_AR_SHARE = 0.9
 
 #: Frames per chunk: bounds the temporaries (chunk x classes float32) while keeping numpy
 #: calls large. Chunks are whole videos.
@@ -146,6 +159,10 @@ class SimOptions:
     segment_share: float = DEFAULT_SEGMENT_SHARE
     video_share: float = DEFAULT_VIDEO_SHARE
     boundary_s: float = DEFAULT_BOUNDARY_S
+    confusers: int = DEFAULT_CONFUSERS
+    confuser_weight: float = DEFAULT_CONFUSER_WEIGHT
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT
+    ar_share: float = DEFAULT_AR_SHARE
 
 
 def simulate_features(
@@ -153,6 +170,10 @@ def simulate_features(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The softmax array (frames, classes) float32 of ``options.model`` and how it was made
     (the card's ``features`` description). ``ValueError`` for parameters out of range."""
+    if options.model == "confuser":
+        from .sim_confuser import simulate_confuser
+
+        return simulate_confuser(table, accuracy, seed, options)
     if options.model == "segment":
         return _simulate_segment(table, accuracy, seed, options)
     if options.model == "ar1":
@@ -287,6 +308,8 @@ def _setup(table: FrameTable, accuracy: float, options: SimOptions) -> _Setup:
         raise ValueError(f"temperature must be > 0, got {o.temperature}")
     if o.model == "segment":  # checked before the table, as they always were
         _check_segment_options(o)
+    if o.model == "confuser":
+        _check_confuser_options(o)
     card = table.card
     k = card.num_classes
     if k < 2:
@@ -512,6 +535,18 @@ def _check_segment_options(o: SimOptions) -> None:
         )
     if not o.boundary_s >= 0.0:
         raise ValueError(f"boundary_s must be >= 0 seconds, got {o.boundary_s}")
+
+
+def _check_confuser_options(o: SimOptions) -> None:
+    if not (isinstance(o.confusers, int) and o.confusers >= 1):
+        raise ValueError(f"confusers must be an integer >= 1, got {o.confusers}")
+    if not 0.0 <= o.confuser_weight < 0.5:
+        # at 1/2 or more a frame's confuser would outweigh its own class
+        raise ValueError(f"confuser_weight must be in [0, 0.5), got {o.confuser_weight}")
+    if not 0.0 <= o.prior_weight <= 10.0:
+        raise ValueError(f"prior_weight must be in [0, 10], got {o.prior_weight}")
+    if not 0.0 <= o.ar_share <= 1.0:
+        raise ValueError(f"ar_share must be in [0, 1], got {o.ar_share}")
 
 
 def _fit_scale(

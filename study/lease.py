@@ -272,8 +272,9 @@ def check_store(uri: str) -> None:
         except sqlite3.DatabaseError as e:
             raise DataError(f"the MLflow tracking database is unreadable ({e})", db) from None
         if found != ["ok"]:
+            what = " ".join(" ".join(found).replace("*** in database main ***", "").split())
             raise DataError("the MLflow tracking database fails SQLite's integrity check "
-                            f"({'; '.join(found)[:200]}): restore it from a backup, or try "
+                            f"({what[:200]}): restore it from a backup, or try "
                             f"`sqlite3 {db.name} .recover`", db)
         return
     if uri.startswith(("http://", "https://")):

@@ -213,9 +213,13 @@ class StudyResults:
 
     def transfer_matrix(self, metric: str = "frame_acc", mode: str = "transfer", *,
                         arrangement: str | None = None, by_split: bool = False) -> pd.DataFrame:
-        """Sources (rows) x targets (columns): mean gain over the paired baseline, averaged
-        over seeds (and splits, unless ``by_split``: rows (source, source_split), columns
-        (target, target_split)). NaN where no pair ran.
+        """Sources (rows) x targets (columns) of **gains**, not scores: the mean of
+        ``metric`` after transfer minus the paired no-transfer baseline's (percentage points;
+        ``transfer_matrix("frame_acc")`` is the frame-accuracy gain), averaged over seeds
+        (and splits, unless ``by_split``: rows (source, source_split), columns (target,
+        target_split)). NaN where no pair ran. ``m.attrs["values"]`` says so in words
+        (``"gain in frame_acc over the no-transfer baseline (points)"``); the scores
+        themselves are :meth:`gains`' ``value`` and ``baseline`` columns.
 
         Arrangements are never averaged: ``arrangement`` picks one; without it, gains from
         several arrangements get ``arrangement`` as the innermost column level. ``m.attrs
@@ -231,6 +235,7 @@ class StudyResults:
         if g.empty:
             m = pd.DataFrame(dtype=float)
             m.attrs["arrangements"] = arrangements
+            m.attrs["values"] = f"gain in {metric} over the no-transfer baseline (points)"
             return m
         m = g.pivot_table(index=rows, columns=cols, values="gain", aggfunc="mean")
         sources = sorted(set(m.index))
@@ -242,6 +247,7 @@ class StudyResults:
         m.columns.names = cols
         m.index.names = rows if by_split else ["source"]
         m.attrs["arrangements"] = arrangements
+        m.attrs["values"] = f"gain in {metric} over the no-transfer baseline (points)"
         return m
 
     def best_transfer_pairs(self, target: str | None = None, metric: str = "frame_acc",

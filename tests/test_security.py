@@ -169,3 +169,27 @@ def test_sigkilled_driver_leaves_no_ray_behind(own_cache):
         for pid in left:  # leave nothing behind even when the assertion failed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+TOKEN_DRIVER = textwrap.dedent("""
+    import os, ray
+    os.umask(0o022)  # the usual umask: Ray alone would write the token 0644
+    from study.local_ray import connect_ray
+    assert connect_ray(None, 1, False)
+    ray.shutdown()
+""")
+
+
+def test_the_ray_auth_token_is_owner_only(own_cache):
+    home = own_cache / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_AUTH_MODE", None)
+    res = subprocess.run([sys.executable, "-c", TOKEN_DRIVER], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    token = home / ".ray" / "auth_token"
+    if not token.exists():
+        pytest.skip("this Ray wrote no auth token (token authentication off)")
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert (home / ".ray").stat().st_mode & 0o777 == 0o700

@@ -14,8 +14,8 @@ from scipy.stats import kendalltau, multivariate_normal, spearmanr
 from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
 from trainables.arrangements import LabelSpace, make_arrangement
 from trainables.estimator_quality import _kendall_rows, estimator_quality, top1_by_target
-from trainables.lstm_data import SplitData
-from trainables.lstm_job import LSTMConfig, Trainer
+from trainables.split_data import SplitData
+from trainables.train_job import TrainConfig, Trainer
 from trainables.transfer_responses import model_from_checkpoint, source_responses, target_loss
 from trainables.transferability import (
     ESTIMATORS,
@@ -192,7 +192,7 @@ def trained():
     shuffled = SplitData.load(recipe_table("tgt", labels, seed=6), 1)
     shuffled.labels = torch.as_tensor(perm)  # same features, labels shuffled over frames
     shuffled.table.labels = perm.astype(np.int16)
-    cfg = LSTMConfig(history=20, hidden=16, batch_size=16, lr=0.01)
+    cfg = TrainConfig(history=20, hidden=16, batch_size=16, lr=0.01)
     ckpts = {}
     for name, data in (("identical", target), ("shuffled", shuffled)):
         trainer = Trainer(cfg, make_arrangement("identity", data.space), data)

@@ -5,6 +5,11 @@ Pure functions (numpy, scipy, pandas); no torch, no Ray, no MLflow. Estimates ar
 :data:`trainables.transferability.ESTIMATORS` (``higher_is_better``; True for unregistered
 names), so a useful estimator always shows positive correlations.
 ``study.estimates.quality_table`` applies :func:`estimator_quality` to a study's edges.
+
+Two trivial controls (:data:`CONTROLS`) any estimator must beat are scored the same way,
+beside the estimators: :func:`control_estimates` gives, per edge, the source's size in
+training frames and the share of the target's classes the source also names. They need
+no model: an estimator that does not rank gains better than these adds nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +23,41 @@ import pandas as pd
 
 from .transferability import ESTIMATORS
 
-__all__ = ["estimator_quality", "top1_by_target"]
+__all__ = ["CONTROLS", "control_estimates", "estimator_quality", "label_overlap",
+           "top1_by_target"]
+
+#: The trivial controls, by name (as ``estimate.<name>`` beside the estimators), and what
+#: they are. Higher predicts a larger gain for both (the obvious guesses: more source
+#: data helps; a source that shares the target's actions helps).
+CONTROLS: dict[str, str] = {
+    "control_size": "frames of the source's training videos in its split",
+    "control_overlap": "share of the target's class names that the source also has",
+}
+
+
+def _class_name(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def label_overlap(target_classes: Sequence[str], source_classes: Sequence[str]) -> float:
+    """The share of the target's classes whose name the source also has, in [0, 1], names
+    compared case-insensitively with ``-``, ``_`` and runs of spaces taken as one separator
+    (``Pour-Milk`` == ``pour_milk``). 1 for a source with the target's vocabulary (e.g.
+    another split of the same dataset). Of the target, not symmetric (Jaccard would
+    penalise a source for the classes it has beyond the target's)."""
+    target = {_class_name(c) for c in target_classes}
+    if not target:
+        raise ValueError("the target has no classes")
+    return len(target & {_class_name(c) for c in source_classes}) / len(target)
+
+
+def control_estimates(source_videos: Sequence[Any], target_classes: Sequence[str],
+                      source_classes: Sequence[str]) -> dict[str, float]:
+    """The :data:`CONTROLS` of one edge: ``control_size`` = frames of ``source_videos``
+    (per-video label arrays of the source split's training videos), ``control_overlap`` =
+    :func:`label_overlap`."""
+    return {"control_size": float(sum(len(v) for v in source_videos)),
+            "control_overlap": label_overlap(target_classes, source_classes)}
 
 
 
@@ -170,9 +209,11 @@ def estimator_quality(
     * ``top1_hit_pct``: the mean of :func:`top1_by_target`'s ``hit`` over targets with at
       least two edges (``top1_targets`` of them), in percent.
 
+    * ``control``: whether the column is one of the trivial :data:`CONTROLS`.
+
     Columns: estimator, higher_is_better, n_edges, n_missing, spearman, spearman_lo,
     spearman_hi, kendall, kendall_lo, kendall_hi, n_boot_valid, top1_hit_pct,
-    top1_targets.
+    top1_targets, control.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -217,9 +258,10 @@ def estimator_quality(
             row["top1_targets"] = int(len(hits))
         else:
             row["top1_hit_pct"], row["top1_targets"] = math.nan, 0
+        row["control"] = name in CONTROLS
         rows.append(row)
     return pd.DataFrame(rows, columns=[
         "estimator", "higher_is_better", "n_edges", "n_missing", "spearman", "spearman_lo",
         "spearman_hi", "kendall", "kendall_lo", "kendall_hi", "n_boot_valid", "top1_hit_pct",
-        "top1_targets",
+        "top1_targets", "control",
     ])

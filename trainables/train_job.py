@@ -63,10 +63,10 @@ the features are not class scores.
 **Checkpoints** are the shared self-describing file of :mod:`trainables.job` (format
 ``kitchen-study.temporal/1``; ``kitchen-study.lstm/1`` files of earlier versions read too):
 meta = config, arrangement with both label spaces, model shape, iteration, run state;
-state = model and Adam state, and the CPU generator that draws the batches. They load with
-``torch.load(weights_only=True)`` (no arbitrary unpickling); a file that is not a temporal model's checkpoint (empty, corrupt, a CNN's) is a
-:class:`CheckpointError`.
-Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
+state = model and Adam state, the CPU generator that draws the batches and the model's own
+RNG state (dropout). They load with ``torch.load(weights_only=True)`` (no arbitrary
+unpickling); a file that is not a temporal model's checkpoint (empty, corrupt, a CNN's) is a
+:class:`CheckpointError`. Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
 thread count).
 
 **Poisoned numbers are refused.** A loss that becomes NaN or infinite stops training with
