@@ -66,8 +66,8 @@ meta = config, arrangement with both label spaces, model shape, iteration, run s
 state = model and Adam state, the CPU generator that draws the batches and the model's own
 RNG state (dropout). They load with ``torch.load(weights_only=True)`` (no arbitrary
 unpickling); a file that is not a temporal model's checkpoint (empty, corrupt, a CNN's) is a
-:class:`CheckpointError`. Restoring one reproduces the uninterrupted run exactly on a CPU (same config, seed and
-thread count).
+:class:`CheckpointError`. Restoring one reproduces the uninterrupted run exactly on a CPU
+(same config, seed and thread count).
 
 **Poisoned numbers are refused.** A loss that becomes NaN or infinite stops training with
 :class:`NonFiniteLoss` (``non-finite loss at iteration N``; the losses stay on the device and
