@@ -650,6 +650,14 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
             )
         else:
             problems += [(f"search.space_args.{k}", m) for k, m in _space_arg_problems(s)]
+            from search_spaces import SPACE_MODELS
+
+            kind = spec.model.get("kind", "lstm") if isinstance(spec.model, dict) else "lstm"
+            if SPACE_MODELS[s.space] != kind:
+                fitting = ", ".join(n for n, k in SPACE_MODELS.items() if k == kind) or "none"
+                problems.append(("search.space", f"space {s.space!r} searches a "
+                                 f"{SPACE_MODELS[s.space]} model, but model.kind is {kind!r} "
+                                 f"(spaces for it: {fitting})"))
         if dataset("search.target", s.target):
             split("search.split", s.target, s.split)
         if s.mode == "joint":

@@ -5,16 +5,13 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search_spaces import SPACES, get_space
-from search_spaces.lstm import (
-    BYTES_PER_UNIT,
-    PAPER_CONFIG,
-    activation_bytes,
-    lstm,
-    lstm_joint,
-    paper,
-    small,
-)
+from search_spaces import SPACE_MODELS, SPACES, get_space
+from search_spaces.lstm import PAPER_CONFIG, lstm, lstm_joint, paper, small
+from search_spaces.tcn import mstcn
+from trainables.lstm_config import LSTM
+from trainables.tcn_config import MSTCN_KIND
+from trainables.temporal import MODELS
+from trainables.train_config import TrainConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -23,8 +20,13 @@ def test_paper_space_is_the_papers_config():
     cfg = paper(optuna.trial.FixedTrial({}))
     assert cfg == {"history": 300, "depth": 1, "hidden": 128, "batch_size": 128, "lr": 1e-3}
     assert cfg == PAPER_CONFIG and cfg is not PAPER_CONFIG
-    # ~113 MiB of activations: the budget unit the other spaces are sized against
-    assert activation_bytes(300, 1, 128, 128) == BYTES_PER_UNIT * 300 * 128 * 128
+
+
+def _need(cfg: dict, classes: int = 48) -> int:
+    """The job's own memory estimate of a space's flat config (the one formula)."""
+    c = TrainConfig.parse(cfg)
+    window = c.model.history if c.model.kind == "lstm" else 2048
+    return MODELS[c.model.kind].memory_estimate(c.model, classes, classes, c.batch_size, window)
 
 
 def test_fixed_trial_gives_those_values():
@@ -44,18 +46,17 @@ def test_joint_space_maps_eighths_to_a_ratio():
 def test_memory_constraint_bounds_later_suggestions():
     # long history and depth: what is left bounds hidden and batch
     budget = 64.0
-    units = int(budget * 2**20) // BYTES_PER_UNIT
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen_deep_long = False
     for _ in range(300):
         trial = study.ask()
         cfg = lstm(trial, memory_budget_mb=budget)
-        assert cfg["history"] * cfg["depth"] * cfg["hidden"] * cfg["batch_size"] <= units
-        shape = (cfg["history"], cfg["depth"], cfg["hidden"], cfg["batch_size"])
-        assert activation_bytes(*shape) <= budget * 2**20
-        # the hidden range offered depends on history x depth (dynamic bound)
+        assert _need(cfg) <= budget * 2**20  # the job's own formula
+        # the hidden range offered is the largest that fits at the smallest batch: one more
+        # step would not (dynamic bound)
         dist = trial.distributions["hidden"]
-        assert dist.high * cfg["history"] * cfg["depth"] * 8 <= units or dist.high == 16
+        over = {**cfg, "hidden": dist.high + 16, "batch_size": 8}
+        assert dist.high == 512 or _need(over) > budget * 2**20
         seen_deep_long |= cfg["history"] > 500 and cfg["depth"] == 3
         study.tell(trial, 0.0)
     assert seen_deep_long
@@ -89,7 +90,33 @@ def test_spaces_only_call_suggest():
 
 
 _VALUES = {"history": 64, "depth": 1, "hidden": 32, "batch_size": 16, "lr": 3e-3,
-           "target_eighths": 4, "arrangement": "merged"}
+           "target_eighths": 4, "arrangement": "merged", "stages": 2, "layers": 4, "maps": 16,
+           "smooth_weight": 0.15}
+
+
+def test_every_space_gives_valid_configs_of_its_model():
+    assert set(SPACE_MODELS.values()) <= set(MODELS)
+    for name, fn in SPACES.items():
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(5):
+            t = study.ask()
+            out = fn(t)
+            out.pop("arrangement", None)  # a joint space also picks the job's arrangement
+            cfg = TrainConfig.parse(out)
+            assert cfg.model.kind == SPACE_MODELS[name], name
+            study.tell(t, 0.0)
+
+
+def test_tcn_space_stays_within_its_memory_budget():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(50):
+        t = study.ask()
+        cfg = mstcn(t, memory_budget_mb=300.0)
+        assert _need({**cfg, "batch_size": 1}) <= 300 * 2**20
+        study.tell(t, 0.0)
+    paper_tcn = MSTCN_KIND.config()  # 4 x 10 x 64 fits the default budget at 2048 frames
+    assert MSTCN_KIND.memory_estimate(paper_tcn, 48, 48, 1, 2048) <= 2048 * 2**20
+    assert LSTM.memory_estimate(LSTM.config(), 48, 48, 128, 300) <= 512 * 2**20
 
 
 def test_small_space_is_small():
