@@ -154,3 +154,30 @@ def test_the_full_check_refuses_a_machine_without_cuda(tmp_path):
     proc = _run("--out", str(tmp_path / "out"), timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: no CUDA device here")
     assert not (tmp_path / "out").exists()
+
+
+def _script(monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)  # dataclasses look themselves up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_write_doc_replaces_only_its_section(tmp_path, monkeypatch):
+    gc = _script(monkeypatch)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## A\n\na\n\n## GPU check (`bench/gpu_check.py`)\n\n"
+                   "**Not measured (no GPU lent).**\n\n### sub\n\nold\n\n## Z\n\nz\n")
+    monkeypatch.setattr(gc, "DOC", doc)
+    report = {"smoke": False, "command": "python bench/gpu_check.py", "started": "now",
+              "repeats": 3, "seconds": 1.0,
+              "steps": {"env": {"status": "failed", "seconds": 0.0, "result": {},
+                                "reason": "timed out after 30 s"}}}
+    for _ in range(2):  # a second write replaces the first, it does not add another
+        gc.write_doc(gc.render_md(report))
+    text = doc.read_text()
+    assert text.count("## GPU check") == 1 and "old" not in text and "Not measured" not in text
+    assert "| env | failed | 0 | timed out after 30 s |" in text
+    assert text.startswith("# Benchmarks\n\n## A\n\na\n\n## GPU check")
+    assert text.endswith("## Z\n\nz\n")
