@@ -79,6 +79,7 @@ def edge_estimates(run: TrainRun, source_labels: Sequence[Any],
     """Every estimate of one transfer edge (see the module doc), from the fine-tune's
     :class:`~trainables.train_job.TrainRun` before it trains: its target data, its
     arrangement and its ``init`` checkpoint (the pre-trained source)."""
+    from trainables.estimator_quality import control_estimates
     from trainables.transfer_responses import model_from_checkpoint, source_responses
     from trainables.transferability import feature_scores, frame_budget, label_structure
 
@@ -96,6 +97,8 @@ def edge_estimates(run: TrainRun, source_labels: Sequence[Any],
     out = feature_scores(resp)
     target_labels = [target.table.video_labels(v) for v in target.train]
     out.update(label_structure(target_labels, source_labels, arr).estimates())
+    # the trivial controls every estimator must beat (trainables.estimator_quality.CONTROLS)
+    out.update(control_estimates(source_labels, arr.target.classes, arr.source.classes))
     return {k: float(v) for k, v in out.items()}
 
 
@@ -160,11 +163,12 @@ def quality_table(table: Any, *, n_boot: int = 1000, seed: int = 0) -> Any:
     """:func:`trainables.estimator_quality.estimator_quality` over a
     :func:`transferability_table`: each estimator against the measured gains of the edges
     (one observation per edge: estimates and gains averaged over seeds), top-1 per target
-    split (``target.target_split``)."""
-    from trainables.estimator_quality import estimator_quality
+    split (``target.target_split``); the trivial controls
+    (:data:`~trainables.estimator_quality.CONTROLS`) beside them, where logged."""
+    from trainables.estimator_quality import CONTROLS, estimator_quality
     from trainables.transferability import ESTIMATORS
 
-    names = [c for c in table.columns if c in ESTIMATORS]
+    names = [c for c in table.columns if c in ESTIMATORS or c in CONTROLS]
     targets = (table["target"].astype(str) + "." + table["target_split"].astype(str)).tolist()
     return estimator_quality(table[names].reset_index(drop=True),
                              table["gain"].astype(float).reset_index(drop=True),

@@ -18,6 +18,7 @@ from study.estimates import (
 from study.plan import make_plan
 from study.spec import parse_spec
 from tests.study_data import write_kitchens
+from trainables.estimator_quality import CONTROLS
 from trainables.transferability import ESTIMATORS
 
 A, B = "synth_breakfast", "synth_salads"
@@ -50,7 +51,11 @@ def test_edge_estimates_from_a_fine_tune_before_it_trains(data, tmp_path):
                                "mode": "transfer", "arrangement": arrangement,
                                "init_checkpoint": str(ckpt), "device": "cpu", "seed": 1})
         est = edge_estimates(run, source_train_labels(str(data / f"{A}.parquet"), "split1"))
-        assert set(est) == set(ESTIMATORS) - {"probe"}
+        assert set(est) == set(ESTIMATORS) - {"probe"} | set(CONTROLS)
+        # the controls: the source's training frames, the target's class names it shares
+        labels = source_train_labels(str(data / f"{A}.parquet"), "split1")
+        assert est["control_size"] == sum(len(v) for v in labels)
+        assert 0.0 <= est["control_overlap"] <= 1.0
         assert all(math.isfinite(v) for v in est.values())
         assert run.trainer.iteration == 0  # nothing of the fine-tune's budget spent
         # the same frames and the same model: the same numbers

@@ -352,3 +352,76 @@ def test_quality_rejects_misaligned_inputs():
     est = pd.DataFrame({"e": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])
     with pytest.raises(ValueError, match="different indexes"):
         estimator_quality(est, pd.Series([1.0, 2.0, 3.0], index=["a", "c", "b"]))
+
+
+def test_the_bootstrap_interval_reported_as_95_percent_is_a_95_percent_interval():
+    """The default ``confidence`` is 0.95 and ``*_lo``/``*_hi`` are the 2.5th and 97.5th
+    percentiles of the bootstrap distribution (recomputed here from the same resamples with
+    scipy), so 95 % of the resampled correlations lie inside; a 90 % interval (5th/95th)
+    reported as 95 % fails both checks."""
+    from inspect import signature
+
+    assert signature(estimator_quality).parameters["confidence"].default == 0.95
+    rng = np.random.default_rng(11)
+    n, n_boot = 30, 4000
+    gains = rng.normal(size=n)
+    est = gains + rng.normal(size=n) * 1.5
+    q = estimator_quality({"e": est}, gains, n_boot=n_boot, seed=5).iloc[0]
+    idx = np.random.default_rng(5).integers(0, n, size=(n_boot, n))
+    boots = np.array([spearmanr(est[i], gains[i])[0] for i in idx])
+    boots = boots[np.isfinite(boots)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    assert q["spearman_lo"] == pytest.approx(lo) and q["spearman_hi"] == pytest.approx(hi)
+    inside = np.mean((boots >= q["spearman_lo"]) & (boots <= q["spearman_hi"]))
+    assert 0.945 <= inside <= 0.955
+    q90 = estimator_quality({"e": est}, gains, n_boot=n_boot, seed=5, confidence=0.9).iloc[0]
+    assert q90["spearman_hi"] - q90["spearman_lo"] < q["spearman_hi"] - q["spearman_lo"]
+
+
+def test_top1_does_not_score_a_target_with_a_single_source():
+    """A target with one source has nothing to choose: its ``hit`` is NaN and it counts in
+    neither ``top1_hit_pct`` nor ``top1_targets`` (scored, it would be a free hit)."""
+    edges = pd.DataFrame({"e": [3.0, 1.0, 2.0, 9.0]}, index=["A>T", "B>T", "C>T", "A>U"])
+    gains = [0.1, 0.9, 0.5, 0.7]  # on T the estimate picks the worst source
+    targets = ["T", "T", "T", "U"]
+    hits = top1_by_target(edges, gains, targets).set_index("target")
+    assert hits.loc["U", "n_sources"] == 1 and math.isnan(hits.loc["U", "hit"])
+    assert hits.loc["U", "best_estimated"] == "A>U"  # still says which, for the reader
+    assert hits.loc["T", "hit"] == 0.0
+    q = estimator_quality(edges, gains, targets, n_boot=20).iloc[0]
+    assert q["top1_targets"] == 1 and q["top1_hit_pct"] == 0.0
+
+
+def test_label_overlap_and_the_controls_of_an_edge():
+    from trainables.estimator_quality import CONTROLS, control_estimates, label_overlap
+
+    target = ["SIL", "pour_milk", "cut_tomato", "stir"]
+    assert label_overlap(target, ["Pour-Milk", "cut  tomato", "background"]) == 0.5
+    assert label_overlap(target, target) == 1.0
+    assert label_overlap(target, ["other"]) == 0.0
+    assert label_overlap(["a"], ["a", "b", "c"]) == 1.0  # of the target: extra source classes
+    est = control_estimates([np.zeros(5), np.zeros(7)], target, ["stir"])
+    assert est == {"control_size": 12.0, "control_overlap": 0.25} and set(est) == set(CONTROLS)
+
+
+def test_controls_are_scored_beside_the_estimators():
+    """The controls go through the same statistics and are flagged; the study's quality
+    table (study.estimates.quality_table) keeps them beside the registered estimators."""
+    from study.estimates import quality_table
+
+    gains = np.array([4.0, 1.0, -2.0, 0.5, 3.0, 2.0])
+    tab = pd.DataFrame({
+        "source": list("abcdef"), "source_split": "split1",
+        "target": ["t", "t", "t", "u", "u", "u"], "target_split": "split1",
+        "logme": gains + np.array([0.1, -0.2, 0.0, 0.3, -0.1, 0.2]),
+        "control_size": [10.0, 30.0, 20.0, 5.0, 5.0, 5.0],  # ranks t wrong, ties on u
+        "control_overlap": [1.0, 0.5, 0.0, 0.2, 0.9, 0.4],
+        "unregistered": np.arange(6.0), "gain": gains,
+    })
+    q = quality_table(tab, n_boot=50).set_index("estimator")
+    assert list(q.index) == ["logme", "control_size", "control_overlap"]
+    assert q["control"].tolist() == [False, True, True]
+    assert q.loc["logme", "top1_hit_pct"] == 100.0
+    assert q.loc["control_size", "top1_hit_pct"] == pytest.approx(100 / 6)  # t: 0, u: 1/3
+    assert q.loc["control_overlap", "spearman"] == pytest.approx(
+        spearmanr(tab["control_overlap"], gains)[0])
