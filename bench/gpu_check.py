@@ -312,7 +312,16 @@ def profile(ctx: Ctx, name: str, fn: Callable[[], Any], device: Any, rows: int =
             ) -> dict[str, Any]:
     """``torch.profiler`` over one call of ``fn``: the table goes to ``profiles/<name>.txt``,
     the top operators (by self device time on CUDA, self CPU time on a CPU) into the result.
-    Host time far above device time says the step is launch- (host-) bound."""
+    Host time far above device time says the step is launch- (host-) bound. A profiler that
+    fails (no CUPTI, say) is recorded as ``{"error": ...}``: the figures stand without it."""
+    try:
+        return _profile(ctx, name, fn, device, rows)
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).strip()[:300]}"}
+
+
+def _profile(ctx: Ctx, name: str, fn: Callable[[], Any], device: Any, rows: int
+             ) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -1127,8 +1136,12 @@ def render_md(report: dict[str, Any]) -> str:
                   f"Target ≥ {TRIAL_TARGET}×: {_met(r.get('met'))}. TF32 as torch's defaults: "
                   f"{r['tf32']}."]
         for key in ("profile", "profile_bare"):
-            if r.get(key):
-                p = r[key]
+            p = r.get(key)
+            if p:
+                lines.append("")
+            if p and "error" in p:
+                lines.append(f"Profile ({key}) failed: {p['error']}")
+            elif p:
                 lines.append(f"Profile ({p['file']}): {p['wall_ms']:.1f} ms wall, host "
                              f"{p['host_ms']:.1f} ms, device {p['device_ms']:.1f} ms; top: "
                              + ", ".join(f"{t['op']} ({t['calls']})" for t in p["top"][:3]))
@@ -1159,6 +1172,10 @@ def render_md(report: dict[str, Any]) -> str:
         for row in r["rows"]:
             p = row.get("profile")
             if p:
+                lines.append("")
+            if p and "error" in p:
+                lines.append(f"Profile of {row['variant']} K = {row['k']} failed: {p['error']}")
+            elif p:
                 lines.append(f"Profile of {row['variant']} K = {row['k']} ({p['file']}): "
                              f"{p['wall_ms']:.1f} ms wall, host {p['host_ms']:.1f} ms, device "
                              f"{p['device_ms']:.1f} ms, {p['kernel_launches']} kernel launches.")
