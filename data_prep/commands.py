@@ -81,24 +81,29 @@ def _refuse_writing_over_input(kwargs: dict[str, object]) -> None:
 
 @contextmanager
 def usage_errors() -> Iterator[None]:
-    """A ``ValueError`` raised in the block that is not a :class:`DataError` (an option out
-    of range, not bad input) becomes ``typer.BadParameter``: typer's usage message, exit 2.
-    A :class:`DataError` passes through to :func:`reports_data_errors`."""
+    """A ``ValueError`` raised in the block (an option out of range) becomes a
+    :class:`DataError`: one line ``error: message``, exit 2, like bad input (typer's usage
+    box is seven lines)."""
     try:
         yield
     except DataError:
         raise
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        raise DataError(str(e)) from None
 
 
-def checked_option(check: Callable[[str], object]) -> Callable[[str], str]:
-    """A typer option callback: the value unchanged if ``check(value)`` accepts it, a usage
-    error (:func:`usage_errors`) with its message if it raises ``ValueError``."""
+def checked_option(check: Callable[[str], object]) -> Callable[..., str]:
+    """A typer option callback: the value unchanged if ``check(value)`` accepts it, else one
+    line ``error: --option: message`` and exit 2 (it runs while the options are parsed,
+    before :func:`reports_data_errors` can catch anything)."""
 
-    def callback(value: str) -> str:
-        with usage_errors():
+    def callback(param: typer.CallbackParam, value: str) -> str:
+        try:
             check(value)
+        except ValueError as e:
+            flag = (param.opts or [param.name or "option"])[0]
+            typer.echo(f"error: {flag}: {e}", err=True)
+            raise typer.Exit(2) from None
         return value
 
     return callback

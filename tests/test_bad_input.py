@@ -382,6 +382,304 @@ def train_empty_checkpoint(d):
              str(d / "empty.pt")], str(d / "empty.pt"))
 
 
+# -- issue 19: each bad input of the audit, and more of the same kinds -------------------
+
+
+def _rewrite_table(src: Path, dst: Path, edit: Callable) -> Path:
+    """``dst``: the table at ``src`` with ``edit(arrow table) -> arrow table`` applied, its
+    schema metadata (the card) kept, as a user editing a file with pyarrow would."""
+    t = pq.read_table(src)
+    pq.write_table(edit(t).replace_schema_metadata(t.schema.metadata), dst)
+    return dst
+
+
+def _edit_card(path: Path, **changes) -> None:
+    import json
+
+    t = pq.read_table(path)
+    meta = dict(t.schema.metadata)
+    card = json.loads(meta[b"kitchen_study.card"])
+    card.update(changes)
+    meta[b"kitchen_study.card"] = json.dumps(card).encode()
+    pq.write_table(t.replace_schema_metadata(meta), path)
+
+
+def _edit_spec(spec: Path, old: str, new: str) -> Path:
+    text = spec.read_text()
+    assert old in text, old
+    spec.write_text(text.replace(old, new))
+    return spec
+
+
+def train_iterations_zero(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--iterations", "0"],
+            "--iterations must be 1..1,000,000,000")
+
+
+def train_iterations_negative(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--iterations", "-5"],
+            "--iterations must be 1..")
+
+
+def train_iterations_10_19(d):
+    return (["train", str(_feature_table(d / "t.parquet")), "--iterations", str(10**19)],
+            "--iterations must be 1..")
+
+
+def table_without_label(d):
+    bad = _rewrite_table(_feature_table(d / "t.parquet"), d / "nolabel.parquet",
+                         lambda t: t.drop(["label"]))
+    return ["info", str(bad)], f"{bad}: not a frame table: no 'label' column"
+
+
+def train_on_table_without_label(d):
+    bad = _rewrite_table(_feature_table(d / "t.parquet"), d / "nolabel.parquet",
+                         lambda t: t.drop(["label"]))
+    return ["train", str(bad), "--history", "8"], f"{bad}: not a frame table: no 'label'"
+
+
+def float_label_column(d):
+    import pyarrow as pa
+
+    def to_float(t):
+        i = t.schema.get_field_index("label")
+        labels = t.column("label").to_numpy().astype(float) + 0.6  # would truncate to 0/1
+        return t.set_column(i, pa.field("label", pa.float64()), pa.array(labels))
+
+    bad = _rewrite_table(_feature_table(d / "t.parquet"), d / "float.parquet", to_float)
+    return ["info", str(bad)], f"{bad}: column 'label' is double, expected an integer"
+
+
+def card_fps_fast(d):
+    t = _feature_table(d / "t.parquet")
+    _edit_card(t, fps="fast")
+    return ["info", str(t)], f"{t}: bad dataset card: fps: expected a number, got 'fast'"
+
+
+def card_fps_fast_in_a_study(d):
+    spec = _study(d)
+    _edit_card(d / "t.parquet", fps="fast")
+    return ["run", str(spec), "--dry-run"], "datasets.t.path: bad dataset card: fps"
+
+
+def card_classes_not_strings(d):
+    t = _feature_table(d / "t.parquet")
+    _edit_card(t, classes=[0, 1])
+    return ["info", str(t)], f"{t}: bad dataset card: classes: expected a list of strings"
+
+
+def dataset_symlink_loop(d):
+    spec = _study(d)
+    (d / "t.parquet").unlink()
+    _loop(d / "t.parquet")
+    return ["run", str(spec), "--dry-run"], f"datasets.t.path: a symlink loop: {d / 't.parquet'}"
+
+
+def store_symlink_loop(d):
+    spec = _study(d)
+    _loop(d / "mlflow.db")
+    return ["status", str(spec)], f"{d / 'mlflow.db'}: the path is a symlink loop"
+
+
+def search_seed_2_32(d):
+    spec = _study(d, extra=f"search: {{space: small, target: t, num_samples: 2, "
+                           f"seed: {2**32}}}\n")
+    return ["run", str(spec), "--dry-run"], "search.seed: Input should be less than or equal"
+
+
+def experiment_seed_2_32(d):
+    spec = _study(d, experiments=f"  seeds: [0, {2**32}]\n")
+    return ["run", str(spec), "--dry-run"], "experiments.seeds[1]: Input should be less than"
+
+
+def search_storage_unknown_scheme(d):
+    spec = _study(d, extra="search: {space: small, target: t, num_samples: 2, "
+                           "storage: 'bogus://x'}\n")
+    return (["run", str(spec), "--dry-run"],
+            "search.storage: 'bogus://x' is not a database URL Optuna can open")
+
+
+def search_storage_plain_path(d):
+    spec = _study(d, extra="search: {space: small, target: t, num_samples: 2, "
+                           "storage: optuna.db}\n")
+    return ["run", str(spec), "--dry-run"], "search.storage: 'optuna.db' is not a database URL"
+
+
+def search_storage_unopenable(d):
+    spec = _study(d, extra="search: {space: small, target: t, num_samples: 2, "
+                           f"storage: 'sqlite:///{d}/no/such/folder/o.db'}}\n")
+    return (["run", str(spec), "--dry-run"],
+            f"search.storage: Optuna storage sqlite:///{d}/no/such/folder/o.db: the folder")
+
+
+def tracking_uri_unknown_scheme(d):
+    return (["status", str(_study(d)), "--tracking-uri", "bogus://x"],
+            "bogus://x: unknown tracking URI scheme 'bogus'")
+
+
+def tracking_uri_unopenable(d):
+    uri = f"sqlite:///{d}/no/such/folder/m.db"
+    return ["status", str(_study(d)), "--tracking-uri", uri], f"{uri}: the folder"
+
+
+def tracking_uri_unopenable_run(d):
+    uri = f"sqlite:///{d}/no/such/folder/m.db"
+    return ["run", str(_study(d)), "--tracking-uri", uri], f"{uri}: the folder"
+
+
+def tracking_uri_is_a_folder(d):
+    (d / "store").mkdir()
+    uri = f"sqlite:///{d / 'store'}"
+    return ["best", str(_study(d)), "--tracking-uri", uri], "is a folder, not an SQLite file"
+
+
+class _Unauthorized:
+    """A local HTTP server answering every request with 401, as an MLflow server with
+    basic auth does to a client without credentials."""
+
+    def __enter__(self) -> str:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _deny(self):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _deny  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def spec_history_100000(d):
+    spec = _edit_spec(_study(d), "history: 8", "history: 100000")
+    return (["run", str(spec), "--dry-run"],
+            "model.history: 100000 is longer than every training video of t split1 (the "
+            "longest has 40 frames)")
+
+
+def spec_iterations_10_19(d):
+    spec = _edit_spec(_study(d), "iterations: 5", f"iterations: {10**19}")
+    return (["run", str(spec), "--dry-run"],
+            "experiments.iterations: Input should be less than or equal to 1000000000")
+
+
+def spec_eval_at_10_19(d):
+    spec = _study(d, experiments=f"  eval_at: [{10**19}]\n")
+    return ["run", str(spec), "--dry-run"], "experiments.eval_at[0]: Input should be less"
+
+
+def spec_search_iterations_10_19(d):
+    spec = _study(d, extra=f"search: {{space: small, target: t, num_samples: 2, "
+                           f"iterations: {10**19}}}\n")
+    return ["run", str(spec), "--dry-run"], "search.iterations: Input should be less"
+
+
+def spec_dataset_key_with_slash(d):
+    spec = _edit_spec(_study(d), "  t: {path", "  a/b: {path")
+    return ["run", str(spec), "--dry-run"], "datasets: dataset name 'a/b' may hold only"
+
+
+def spec_dataset_key_with_colon(d):
+    spec = _edit_spec(_study(d), "  t: {path", "  'a:b': {path")
+    return ["run", str(spec), "--dry-run"], "datasets: dataset name 'a:b' may hold only"
+
+
+def best_k_zero(d):
+    return ["best", str(_study(d)), "--k", "0"], "--k: must be at least 1, got 0"
+
+
+def best_k_negative(d):
+    return ["best", str(_study(d)), "--k", "-1"], "--k: must be at least 1, got -1"
+
+
+def best_unknown_target(d):
+    return (["best", str(_study(d)), "--target", "nope"],
+            "--target: unknown dataset 'nope' (the study's datasets: t)")
+
+
+def register_unknown_target(d):
+    return (["register", str(_study(d)), "--target", "nope"],
+            "--target: unknown dataset 'nope'")
+
+
+def status_into_a_foreign_sqlite_file(d):
+    import sqlite3
+
+    spec = _study(d)
+    con = sqlite3.connect(d / "mlflow.db")
+    con.execute("CREATE TABLE invoices (id INTEGER, amount REAL)")
+    con.commit()
+    con.close()
+    return (["status", str(spec)],
+            f"{d / 'mlflow.db'}: an SQLite database with other tables (invoices), not an "
+            "MLflow tracking store")
+
+
+def run_num_cpus_zero(d):
+    return (["run", str(_study(d)), "--dry-run", "--num-cpus", "0"],
+            "--num-cpus: must be at least 1")
+
+
+def synth_zero_videos(d):
+    return (["synth", "--out", str(d / "s"), "--videos", "0"],
+            "error: 0 videos cannot cover 8 participants")
+
+
+def synth_zero_kitchens(d):
+    return ["synth", "--out", str(d / "s"), "--kitchens", "0"], "kitchens must be 1..3, got 0"
+
+
+ISSUE_19_CASES: list[Case] = [
+    Case("train --iterations 0", train_iterations_zero),
+    Case("train --iterations -5", train_iterations_negative),
+    Case("train --iterations 10^19", train_iterations_10_19),
+    Case("Parquet without its label column (info)", table_without_label),
+    Case("Parquet without its label column (train)", train_on_table_without_label),
+    Case("float label column", float_label_column),
+    Case("card with fps 'fast'", card_fps_fast),
+    Case("card with fps 'fast' in a study", card_fps_fast_in_a_study),
+    Case("card with integer class names", card_classes_not_strings),
+    Case("dataset path is a symlink loop", dataset_symlink_loop),
+    Case("tracking store is a symlink loop", store_symlink_loop),
+    Case("search.seed 2^32", search_seed_2_32),
+    Case("experiments.seeds 2^32", experiment_seed_2_32),
+    Case("search.storage unknown scheme", search_storage_unknown_scheme),
+    Case("search.storage a plain path", search_storage_plain_path),
+    Case("search.storage in a missing folder", search_storage_unopenable),
+    Case("tracking URI unknown scheme", tracking_uri_unknown_scheme),
+    Case("tracking URI in a missing folder (status)", tracking_uri_unopenable),
+    Case("tracking URI in a missing folder (run)", tracking_uri_unopenable_run),
+    Case("tracking URI is a folder", tracking_uri_is_a_folder),
+    Case("model.history 100000 at spec level", spec_history_100000),
+    Case("experiments.iterations 10^19", spec_iterations_10_19),
+    Case("experiments.eval_at 10^19", spec_eval_at_10_19),
+    Case("search.iterations 10^19", spec_search_iterations_10_19),
+    Case("dataset key a/b", spec_dataset_key_with_slash),
+    Case("dataset key a:b", spec_dataset_key_with_colon),
+    Case("best --k 0", best_k_zero),
+    Case("best --k -1", best_k_negative),
+    Case("best --target nope", best_unknown_target),
+    Case("register --target nope", register_unknown_target),
+    Case("status on a foreign SQLite file", status_into_a_foreign_sqlite_file,
+         unchanged=("mlflow.db",)),
+    Case("run --num-cpus 0", run_num_cpus_zero),
+    Case("synth --videos 0", synth_zero_videos),
+    Case("synth --kitchens 0", synth_zero_kitchens),
+]  # fmt: skip
+
+
 STUDY_CASES: list[Case] = [
     Case("best --metric bogus", best_bogus_metric),
     Case("duplicate key in a YAML spec", spec_duplicate_key),
@@ -415,7 +713,7 @@ def assert_one_line_error(res, expected: str) -> None:
     assert expected in lines[0], (expected, lines[0])
 
 
-@pytest.mark.parametrize("case", DATA_CASES + STUDY_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", DATA_CASES + STUDY_CASES + ISSUE_19_CASES, ids=lambda c: c.id)
 def test_bad_input_is_one_line(case: Case, tmp_path):
     args, expected = case.setup(tmp_path)
     before = _tree(tmp_path)
@@ -470,3 +768,45 @@ def test_full_disk_synth_leaves_none_of_its_files(tmp_path, monkeypatch, previou
     res = CliRunner().invoke(app, [*args, "--seed", "2"])
     assert_one_line_error(res, f"{out}: cannot write (No space left on device)")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# -- issue 19: a tracking server that refuses us, every spec problem at once ------------
+
+
+@pytest.mark.parametrize("command", ["status", "best", "run"])
+def test_a_401_from_the_tracking_server_is_one_line(tmp_path, monkeypatch, command):
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    spec = _study(tmp_path)
+    before = _tree(tmp_path)
+    with _Unauthorized() as uri:
+        res = CliRunner().invoke(app, [command, str(spec), "--tracking-uri", uri])
+        assert_one_line_error(res, f"{uri}: the MLflow tracking server says HTTP 401 "
+                              "(unauthorized): set MLFLOW_TRACKING_USERNAME")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "me")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        res = CliRunner().invoke(app, [command, str(spec), "--tracking-uri", uri])
+        assert_one_line_error(res, "the credentials in MLFLOW_TRACKING_USERNAME")
+    assert _tree(tmp_path) == before
+
+
+def test_every_spec_problem_is_reported_at_once(tmp_path):
+    """Stumble 9: an unknown dataset (a reference check) must not hide a `histroy:` typo
+    (the model's schema), a schema error elsewhere, or a missing file (a data check)."""
+    spec = _study(tmp_path, extra="search: {space: small, target: nope, num_samples: 2}\n",
+                  experiments="  bogus_key: 1\n")
+    _edit_spec(spec, "history: 8", "histroy: 8")
+    _edit_spec(spec, "datasets:\n", "datasets:\n  gone: {path: gone.parquet, splits: [1]}\n")
+    res = CliRunner().invoke(app, ["run", str(spec), "--dry-run"])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith(f"error: {spec}: ")
+    assert all(line.startswith("  also: ") for line in lines[1:]), lines
+    text = "\n".join(lines)
+    for problem in ("experiments.bogus_key: unknown key",
+                    "search.target: unknown dataset 'nope'",
+                    "model.histroy: unknown key",
+                    f"datasets.gone.path: no such file: {tmp_path / 'gone.parquet'}"):
+        assert text.count(problem) == 1, (problem, text)
+    assert len(lines) == 4, text
