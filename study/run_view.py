@@ -13,7 +13,7 @@ module applies them as tasks start and finish:
   runs finished before this call, so a resumed study pairs with earlier baselines), and the
   study run's ``tasks_finished`` / ``best_gain.frame_acc``;
 * each finished task's final LSTM as the MLflow model ``model``
-  (:func:`study.models.log_lstm_model`) when ``log_models`` is on.
+  (:func:`study.models.log_temporal_model`) when ``log_models`` is on.
 
 No Ray import: it is driven by plain calls (tests call it directly).
 """
@@ -175,9 +175,9 @@ class RunView:
         try:
             with checkpoint() as d, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                from .models import log_lstm_model
+                from .models import log_temporal_model
 
-                log_lstm_model(run_id, Path(d) / Path(CHECKPOINT_ARTIFACT).name,
+                log_temporal_model(run_id, Path(d) / Path(CHECKPOINT_ARTIFACT).name,
                                self.tracking_uri)
         finally:
             pyfunc_log.setLevel(level)

@@ -57,6 +57,7 @@ class FramewisePredictor:
         feature_mapped: bool,
         reset_every: int | None = None,
         causal: bool = True,
+        kind: str = "lstm",
         device: str | torch.device = "cpu",
     ):
         self.device = torch.device(device)
@@ -71,6 +72,8 @@ class FramewisePredictor:
         self.input_dim = len(self.classes) if feature_mapped else model.input_dim
         self.reset_every = reset_every
         self.causal = causal
+        #: the model's registry name (``trainables.temporal.MODELS``)
+        self.kind: str = kind
         self._state: Any = None
         self._t = 0
 
@@ -93,7 +96,7 @@ class FramewisePredictor:
         label_map = arr.source_maps[0] if on_source else arr.target_map
         return cls(model, label_map, space.classes, feature_mapped=bool(meta["feature_mapped"]),
                    reset_every=chunk if (chunk is not None and not carry) else None,
-                   causal=kind.causal(cfg), device=device)
+                   causal=kind.causal(cfg), kind=kind.name, device=device)
 
     @classmethod
     def from_mlflow(cls, model_uri: str, device: str | torch.device = "cpu",
