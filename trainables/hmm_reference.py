@@ -35,8 +35,9 @@ divided by the training class prior, ``log p(c | x_t) - w * log p_train(c)``: ``
 the *scaled likelihood* (∝ p(x_t | c)). The HMMs assume frames independent given the
 label; a classifier whose errors persist over a segment (every simulated model here)
 breaks that, and the prior term, counted once per frame, then outweighs the evidence:
-on Breakfast split 1 with ``w = 1`` the argmax of the scaled likelihood alone falls from
-20.2 % to 8.5 % and the HMM decoders to ~9 % (docs/reproduction.md, "HMM reference").
+on Breakfast split 1 (``segment`` v1 simulation) with ``w = 1`` the argmax of the scaled
+likelihood alone falls from 20.2 % to 8.5 % and the HMM decoders to ~9 %
+(docs/reproduction.md, "HMM reference").
 So ``w`` is a choice made on TRAINING videos (:func:`choose_prior_weight`: the weight in
 :data:`PRIOR_WEIGHTS` whose offline HMM decoding is most accurate on every 4th training
 video), never on test; ``--prior-weight 1`` forces the textbook hybrid. No other emission
