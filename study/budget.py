@@ -63,7 +63,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from .mlflow_layout import ESTIMATE_PREFIX, task_tag
+from .mlflow_layout import ESTIMATE_PREFIX, finite_or_none, task_tag
 
 __all__ = ["NEEDS_FINETUNE", "NOT_TRAINED", "TAG_BUDGET", "TAG_BUDGET_BY", "TAG_BUDGET_RANK",
            "BudgetBook", "BudgetEdge", "BudgetGroup", "BudgetPlan", "BudgetSpec", "Decision",
@@ -255,10 +255,6 @@ class Decision:
                 f"({shown}), budget {k} per target")
 
 
-def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
-
-
 def choose(group: BudgetGroup, values: Mapping[str, float | None], k: int,
            higher_is_better: bool, candidates: Iterable[str] | None = None) -> Decision:
     """The release rule (module doc): rank the candidate edges (estimate ids in
@@ -266,7 +262,7 @@ def choose(group: BudgetGroup, values: Mapping[str, float | None], k: int,
     last; ties by fine-tune id; the first ``k`` are chosen."""
     cand = None if candidates is None else set(candidates)
     edges = [e for e in group.edges if cand is None or e.estimate in cand]
-    vals = {e.estimate: _finite(values.get(e.estimate)) for e in edges}
+    vals = {e.estimate: finite_or_none(values.get(e.estimate)) for e in edges}
 
     def key(e: BudgetEdge) -> tuple:
         v = vals[e.estimate]
@@ -300,14 +296,14 @@ class BudgetBook:
         if task_id in self.plan.estimates and result:
             est = result.get("estimates") or {}
             if self.plan.by in est:
-                self.values[task_id] = _finite(est[self.plan.by])
+                self.values[task_id] = finite_or_none(est[self.plan.by])
 
 
 def _read_value(state: Any, run_id: str, by: str) -> float | None:
     logger = getattr(state, "logger", None)
     if logger is None:
         return None
-    return _finite(logger.get_run(run_id).metrics.get(f"{ESTIMATE_PREFIX}{by}"))
+    return finite_or_none(logger.get_run(run_id).metrics.get(f"{ESTIMATE_PREFIX}{by}"))
 
 
 def release(state: Any) -> list[str]:
@@ -363,12 +359,13 @@ def release(state: Any) -> list[str]:
 
 def dry_run_lines(plan: Any) -> list[str]:
     """What ``run --dry-run`` says about the budget (nothing without one; successive
-    halving: :func:`study.halving.halving_dry_run_lines`)."""
+    halving: :meth:`study.halving.HalvingPlan.dry_run_lines`)."""
     bp = getattr(plan, "budget", None)
     if bp is None:
-        from .halving import halving_dry_run_lines
-
-        return halving_dry_run_lines(plan)
+        # the plan carries its halving, which says itself what it does: this module does not
+        # import study.halving (halving builds on this module's groups, not the reverse)
+        hp = getattr(plan, "halving", None)
+        return [] if hp is None else hp.dry_run_lines()
     n = len(bp.conditional)
     most = bp.max_finetunes()
     return [f"budget: {n} fine-tune(s) are conditional (marked '?'): per target split, "

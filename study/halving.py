@@ -56,12 +56,12 @@ from .budget import (
     BudgetGroup,
     BudgetSpec,
     HalvingSpec,
-    _finite,
     edge_fields,
 )
+from .mlflow_layout import RUN_NAME_TAG, finite_or_none, latest_finished, stopped_name, task_tag
 
 __all__ = ["HALVED", "HALVING", "HalvingBook", "HalvingPlan",
-           "HalvingSpec", "halved_rung", "halving_dry_run_lines", "halving_table",
+           "HalvingSpec", "halved_rung", "halving_table",
            "make_halving",
            "mark_halved", "rungs"]
 
@@ -100,6 +100,17 @@ class HalvingPlan:
                 return g
         return None
 
+    def dry_run_lines(self) -> list[str]:
+        """What ``run --dry-run`` says about the halving."""
+        out = [f"budget: successive halving over {len(self.members)} fine-tune(s) in "
+               f"{len(self.groups)} group(s): at iterations {', '.join(map(str, self.rungs))} "
+               f"each group's better 1/{self.reduction_factor} (by frame_acc) continue, the "
+               "others stop",
+               "  (the time estimate below counts every fine-tune in full: an upper bound)"]
+        for g in self.groups:
+            out.append(f"  halving {g.name}: " + ", ".join(e.finetune for e in g.edges))
+        return out
+
 
 def make_halving(spec: BudgetSpec, iterations: int, finetunes: Iterable[Any]
                  ) -> HalvingPlan:
@@ -132,10 +143,10 @@ class HalvingBook:
         got = self.values.setdefault(task_id, {})
         for it, v in (result.get("curve") or {}).items():
             if int(it) in self.plan.rungs:
-                got.setdefault(int(it), _finite(v))
+                got.setdefault(int(it), finite_or_none(v))
         it = result.get("iteration")
         if it is not None and int(it) in self.plan.rungs and "frame_acc" in result:
-            got.setdefault(int(it), _finite(result["frame_acc"]))
+            got.setdefault(int(it), finite_or_none(result["frame_acc"]))
 
     def drop(self, task_id: str) -> None:
         """``task_id`` will report nothing more (failed, skipped, or done before)."""
@@ -178,27 +189,11 @@ def halved_rung(tags: Mapping[str, str]) -> int | None:
 
 def mark_halved(logger: Any, run_id: str, rung: int, iteration: Any) -> None:
     """Tag a halved fine-tune's run and say ``· stopped @ <iteration>`` in its name."""
-    from .mlflow_layout import RUN_NAME_TAG, stopped_name
-
     name = logger.get_run(run_id).tags.get(RUN_NAME_TAG, "")
     tags = {TAG_BUDGET: f"{HALVED}{rung}", TAG_BUDGET_BY: HALVING}
     if name and "stopped @" not in name:
         tags[RUN_NAME_TAG] = stopped_name(name, iteration)
     logger.set_tags(run_id, tags)
-
-
-def halving_dry_run_lines(plan: Any) -> list[str]:
-    """What ``run --dry-run`` says about halving (nothing without it)."""
-    hp = getattr(plan, "halving", None)
-    if hp is None:
-        return []
-    out = [f"budget: successive halving over {len(hp.members)} fine-tune(s) in "
-           f"{len(hp.groups)} group(s): at iterations {', '.join(map(str, hp.rungs))} each "
-           f"group's better 1/{hp.reduction_factor} (by frame_acc) continue, the others stop",
-           "  (the time estimate below counts every fine-tune in full: an upper bound)"]
-    for g in hp.groups:
-        out.append(f"  halving {g.name}: " + ", ".join(e.finetune for e in g.edges))
-    return out
 
 
 def halving_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
@@ -208,8 +203,6 @@ def halving_table(records: Iterable[Any], metric: str = "frame_acc") -> Any:
     (survived and FINISHED), ``value`` (the survivor's ``metric``; NaN for a halved run:
     it is not a measured result), no estimate or rank."""
     import pandas as pd
-
-    from .mlflow_layout import latest_finished, task_tag
 
     rows = []
     for r in latest_finished(records).values():

@@ -128,6 +128,9 @@ __all__ = [
     "error_tags",
     "experiment_name",
     "experiment_note",
+    "finite_or_none",
+    "int_or_none",
+    "metric_column",
     "flatten_params",
     "latest_finished",
     "metric_key",
@@ -307,6 +310,30 @@ def experiment_name(study_name: str) -> str:
 def metric_key(name: str) -> str:
     """MLflow metric key for a result name: ``f1@10`` -> ``f1_10`` (keys cannot hold '@')."""
     return name.replace("@", "_")
+
+
+def metric_column(metric: str) -> str:
+    """The result name of a metric given either way: ``f1@10`` or its MLflow key ``f1_10``
+    (the query API's columns and its readers accept both)."""
+    name = {metric_key(m): m for m in METRIC_NAMES}.get(metric, metric)
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRIC_NAMES)})")
+    return name
+
+
+def int_or_none(v: Any) -> int | None:
+    """An integer read back from MLflow (params and tags are strings, ``"3"`` or ``"3.0"``;
+    metrics are floats); None when absent or not a number."""
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def finite_or_none(v: Any) -> float | None:
+    """A result or metric value as a float when it is a finite number, else None (a missing,
+    NaN or infinite value ranks last wherever values are compared)."""
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
 def study_tags(name: str, study_hash: str, code_version: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .query import _metric_column
+from .mlflow_layout import metric_column
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,7 +32,7 @@ def plot_transfer_heatmap(study: StudyResults, metric: str = "frame_acc",
     fig = Figure(figsize=(1.6 + 1.2 * max(1, m.shape[1]), 1.4 + 0.8 * max(1, m.shape[0])),
                  layout="constrained")
     ax = fig.add_subplot()
-    col = _metric_column(metric)
+    col = metric_column(metric)
     arrs = m.attrs.get("arrangements") or ([arrangement] if arrangement else [])
     which = (f"arrangement {arrs[0]}" if len(arrs) == 1
              else f"arrangements {', '.join(arrs)}: one column each" if arrs else "")

@@ -66,6 +66,7 @@ from trainables.metrics import METRIC_NAMES
 
 from .mlflow_layout import (
     CURVE_METRIC,
+    ESTIMATE_PREFIX,
     ITERATION_METRIC,
     ROLE_STUDY,
     ROLE_TASK,
@@ -74,10 +75,14 @@ from .mlflow_layout import (
     TAG_STUDY_HASH,
     RunRecord,
     StudyNotFound,
+    int_or_none,
     latest_finished,
+    metric_column,
     metric_key,
     task_tag,
 )
+from .plots import plot_convergence, plot_transfer_heatmap
+from .search_results import search_summary, search_trials
 from .tracking import RunLogger, sqlite_path
 
 if TYPE_CHECKING:
@@ -103,25 +108,10 @@ _NO_CURVE_KINDS = ("search", "estimate")
 Histories = Callable[[Sequence[str], str], Mapping[str, Sequence[tuple[int, float]]]]
 
 
-def _metric_column(metric: str) -> str:
-    """Accept ``f1@10`` or MLflow's ``f1_10``; return the results column name."""
-    name = {metric_key(m): m for m in METRICS}.get(metric, metric)
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
-    return name
-
-
 def _task_runs(records: Iterable[RunRecord], include_unfinished: bool) -> list[RunRecord]:
     if include_unfinished:
         return [r for r in records if r.role == ROLE_TASK]
     return list(latest_finished(records).values())
-
-
-def _int_or_none(v: Any) -> int | None:
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        return None
 
 
 class StudyResults:
@@ -166,11 +156,11 @@ class StudyResults:
         for r in tasks:
             t, m = r.tags, r.metrics
             row: dict[str, Any] = {k: t.get(task_tag(k), "") for k in _KEYS}
-            row["seed"] = _int_or_none(row["seed"])
+            row["seed"] = int_or_none(row["seed"])
             for name in METRICS:
                 row[name] = m.get(metric_key(name), math.nan)
             it = m.get(ITERATION_METRIC)
-            row["iterations"] = _int_or_none(it if it is not None else r.params.get("iterations"))
+            row["iterations"] = int_or_none(it if it is not None else r.params.get("iterations"))
             row["run_id"] = r.run_id
             row["status"] = r.status
             row["node"] = t.get(task_tag("node"), "")
@@ -199,7 +189,7 @@ class StudyResults:
     def gains(self, metric: str = "frame_acc", mode: str | None = None) -> pd.DataFrame:
         """Each transfer/joint run paired with its baseline: the ``_PAIR`` columns, seed,
         ``value``, ``baseline``, ``gain``, run_id. ``mode`` None: both modes."""
-        col = _metric_column(metric)
+        col = metric_column(metric)
         df = self._results
         base = (df[df["kind"] == "baseline"].groupby(_BASE_KEY, dropna=False)[col].mean()
                 .rename("baseline").reset_index())
@@ -268,7 +258,7 @@ class StudyResults:
         # are stdtrit and stdtr) without the second of imports `kitchen-study best` waited for
         from scipy.special import stdtr, stdtrit
 
-        col = _metric_column(metric)
+        col = metric_column(metric)
         g = self.gains(col, mode)
         if target is not None:
             g = g[g["target"] == target]
@@ -345,7 +335,7 @@ class StudyResults:
         from .budget import budget_table
         from .halving import halving_table
 
-        key = metric_key(_metric_column(metric))
+        key = metric_key(metric_column(metric))
         halving = halving_table(self.records, key)  # study.halving: rows of its fine-tunes
         return halving if not halving.empty else budget_table(self.records, key)
 
@@ -387,15 +377,13 @@ class StudyResults:
     def _per_seed_estimates(self, by: str) -> pd.DataFrame:
         """target, target_split, arrangement, seed, source, ``by``: the estimate logged on
         each finished fine-tune (or estimate) run; NaN where none was."""
-        from .mlflow_layout import ESTIMATE_PREFIX
-
         rows = {}
         for r in self._tasks:
             t = r.tags
             if t.get(task_tag("kind")) not in ("finetune", "estimate"):
                 continue
             key = (t.get(task_tag("target"), ""), t.get(task_tag("target_split"), ""),
-                   t.get(task_tag("arrangement"), ""), _int_or_none(t.get(task_tag("seed"))),
+                   t.get(task_tag("arrangement"), ""), int_or_none(t.get(task_tag("seed"))),
                    t.get(task_tag("source"), ""))
             v = r.metrics.get(f"{ESTIMATE_PREFIX}{by}", math.nan)
             if key not in rows or rows[key] != rows[key]:
@@ -446,7 +434,7 @@ class StudyResults:
                 continue
             base = {k: t.get(task_tag(k), "") for k in
                     ("target", "target_split", "source", "source_split", "arrangement", "mode")}
-            base["seed"] = _int_or_none(t.get(task_tag("seed")))
+            base["seed"] = int_or_none(t.get(task_tag("seed")))
             base["run_id"] = r.run_id
             base["kind"] = t.get(task_tag("kind"), "")
             for it, v in curves.get(r.run_id, ()):
@@ -478,31 +466,23 @@ class StudyResults:
                       all_attempts: bool = False) -> pd.DataFrame:
         """One row per trial of each search, like Optuna's ``trials_dataframe()``
         (:func:`study.search_results.search_trials`)."""
-        from .search_results import search_trials
-
         return search_trials(self.records, task_id, all_attempts=all_attempts)
 
     def search_summary(self) -> pd.DataFrame:
         """One row per search: its best COMPLETE trial, params and trial counts
         (:func:`study.search_results.search_summary`)."""
-        from .search_results import search_summary
-
         return search_summary(self.records)
 
     # -- figures ------------------------------------------------------------------------------
     def plot_transfer_heatmap(self, metric: str = "frame_acc", mode: str = "transfer",
                               *, arrangement: str | None = None) -> Figure:
         """Heatmap of :meth:`transfer_matrix` (:func:`study.plots.plot_transfer_heatmap`)."""
-        from .plots import plot_transfer_heatmap
-
         return plot_transfer_heatmap(self, metric, mode, arrangement=arrangement)
 
     def plot_convergence(self, target: str, *, target_split: str | None = None,
                          mode: str = "transfer") -> Figure:
         """Frame accuracy vs iterations per source and the baseline with 95 % bands, like
         the paper's Figs 3-5 (:func:`study.plots.plot_convergence`)."""
-        from .plots import plot_convergence
-
         return plot_convergence(self, target, target_split=target_split, mode=mode)
 
 

@@ -35,10 +35,11 @@ from .mlflow_layout import (
     TAG_SEARCH_METRIC,
     TAG_TRIAL_PARAMS,
     RunRecord,
+    int_or_none,
+    metric_column,
     metric_key,
     task_tag,
 )
-from .query import _int_or_none, _metric_column
 
 __all__ = ["search_summary", "search_trials"]
 
@@ -62,7 +63,7 @@ def _search_metric(run: RunRecord) -> str:
     if name:
         return name
     best = [k[len(BEST_PREFIX):] for k in run.metrics if k.startswith(BEST_PREFIX)]
-    return _metric_column(best[0]) if best else "frame_acc"
+    return metric_column(best[0]) if best else "frame_acc"
 
 
 def search_trials(records: Sequence[RunRecord], task_id: str | None = None, *,
@@ -85,8 +86,8 @@ def search_trials(records: Sequence[RunRecord], task_id: str | None = None, *,
         for r in records:
             if r.role != ROLE_TRIAL or r.parent_run_id != srun.run_id:
                 continue
-            it = _int_or_none(r.metrics.get(ITERATION_METRIC))
-            goal = _int_or_none(r.params.get("iterations"))
+            it = int_or_none(r.metrics.get(ITERATION_METRIC))
+            goal = int_or_none(r.params.get("iterations"))
             last = r.metrics.get(key, math.nan)
             if r.status in ("FAILED", "KILLED"):
                 state = "FAIL"
@@ -99,7 +100,7 @@ def search_trials(records: Sequence[RunRecord], task_id: str | None = None, *,
                 state = "PRUNED"
             row: dict[str, Any] = {
                 "search_task_id": srun.task_id,
-                "number": _int_or_none(r.tags.get(TAG_OPTUNA_TRIAL)),
+                "number": int_or_none(r.tags.get(TAG_OPTUNA_TRIAL)),
                 "state": state,
                 # Optuna's value: a PRUNED trial keeps its last intermediate value
                 "value": last if state in ("COMPLETE", "PRUNED") else math.nan,
