@@ -63,7 +63,7 @@ from typing import Any
 from trainables.temporal import kind_of
 
 from .plan import Task
-from .trial import STUDY_KEY, StudyTrainable, _local_checkpoint
+from .trial import STUDY_KEY, StudyTrainable, local_checkpoint
 
 __all__ = [
     "MEMBERS_KEY",
@@ -432,7 +432,7 @@ class PackingStudyTrainable(StudyTrainable):
             m = dict(member)
             meta = dict(m.pop(STUDY_KEY, None) or {})
             if m.get("init_checkpoint"):
-                m["init_checkpoint"] = str(_local_checkpoint(
+                m["init_checkpoint"] = str(local_checkpoint(
                     m["init_checkpoint"], meta.get("tracking_uri"), self._download_dir))
             specs.append(TrainSpec.parse(m))
             metas.append(meta)

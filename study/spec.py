@@ -418,7 +418,9 @@ def _key_path(loc: Iterable[Any]) -> str:
     return out
 
 
-def _pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
+def pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
+    """(location, message) pairs of a pydantic error in the spec's words (the data checks of
+    :mod:`study.spec_data` report a model config's errors the same way)."""
     problems = []
     for err in e.errors():
         msg = err["msg"].removeprefix("Value error, ")
@@ -468,7 +470,7 @@ def validate_spec(
             break
         except ValidationError as e:
             if not problems:
-                problems = _pydantic_problems(e)
+                problems = pydantic_problems(e)
             rest, gone = _without_refused_keys(rest, e)
             if rest is None:
                 break

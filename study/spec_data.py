@@ -43,7 +43,7 @@ from data_prep.table import DatasetCard, verify_table
 from trainables.temporal import MODELS, kind_of
 from trainables.train_config import TrainConfig
 
-from .spec import SpecError, StudySpec, _pydantic_problems, read_spec
+from .spec import SpecError, StudySpec, pydantic_problems, read_spec
 
 __all__ = [
     "LoadedStudy",
@@ -285,7 +285,7 @@ def _model_problems(model: dict[str, Any]) -> list[tuple[str, str]]:
     try:
         TrainConfig.model_validate(model)
     except ValidationError as e:
-        return [(_flat_loc(k), m) for k, m in _pydantic_problems(e)]
+        return [(_flat_loc(k), m) for k, m in pydantic_problems(e)]
     return []
 
 

@@ -19,14 +19,14 @@ from urllib.parse import unquote, urlparse
 
 from trainables.temporal_trainable import LSTMTrainable
 
-__all__ = ["STUDY_KEY", "StudyTrainable"]
+__all__ = ["STUDY_KEY", "StudyTrainable", "local_checkpoint"]
 
 #: Config key with the runner's per-trial metadata; :class:`StudyTrainable` removes it
 #: before the LSTM config is validated, and it is never logged as a param.
 STUDY_KEY = "_study"
 
 
-def _local_checkpoint(uri: str, tracking_uri: str | None, dst: Callable[[], Path]) -> Path:
+def local_checkpoint(uri: str, tracking_uri: str | None, dst: Callable[[], Path]) -> Path:
     """A local path for a checkpoint URI: ``file://`` and plain paths are used in place,
     anything else (``mlflow-artifacts:/``, ``s3://``, ``runs:/``) is downloaded into
     ``dst()`` (a directory made only then)."""
@@ -67,7 +67,7 @@ class StudyTrainable(LSTMTrainable):
         init = cfg.get("init_checkpoint")
         if init:
             cfg["init_checkpoint"] = str(
-                _local_checkpoint(init, self._study_meta.get("tracking_uri"), self._download_dir)
+                local_checkpoint(init, self._study_meta.get("tracking_uri"), self._download_dir)
             )
         self._node_id = ray.get_runtime_context().get_node_id()
         super().setup(cfg)
