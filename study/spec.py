@@ -642,6 +642,15 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
     bad_model = sorted(set(spec.model) & _PER_TASK_KEYS)
     for k in bad_model:
         problems.append((f"model.{k}", "set per task by the study, not in model defaults"))
+    if spec.packing is not None and spec.packing.max_trials > 1:
+        from trainables.temporal import MODELS
+
+        kind = spec.model.get("kind", "lstm") if isinstance(spec.model, dict) else "lstm"
+        if kind in MODELS and not MODELS[kind].packable:
+            packable = ", ".join(k for k, m in MODELS.items() if m.packable)
+            problems.append(("packing", f"model.kind {kind!r} does not pack (packing trains "
+                             f"same-shape {packable} models as one computation); remove "
+                             "packing"))
     s = spec.search
     if s is not None:
         from search_spaces import SPACES
