@@ -1024,8 +1024,9 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                 _reap_ray()
             report["steps"][name] = collect(name, rc, seconds, limit, args)
         s = report["steps"][name]
+        what = [x for x in (_summary(name, s), s.get("reason")) if x]
         print(f"[gpu-check] {name}: {s['status']} in {s['seconds']:.0f} s"
-              + (f" - {s['reason']}" if s.get("reason") else ""), flush=True)
+              + (f" - {'; '.join(what)}" if what else ""), flush=True)
         report["seconds"] = round(time.monotonic() - start, 1)
         write_outputs(report, out)
     return report
@@ -1067,8 +1068,10 @@ def _summary(name: str, s: dict[str, Any]) -> str:
     r = s.get("result") or {}
     try:
         if name == "env" and r:
-            gpu = r["gpus"][0]["name"] if r.get("gpus") else "no GPU"
-            return f"{gpu}; torch {r.get('torch')}, CUDA {r.get('cuda_runtime')}"
+            gpu = (f"{r['gpus'][0]['name']}, driver {r.get('driver')}" if r.get("gpus")
+                   else f"no GPU ({r.get('host')})")
+            return (f"{gpu}; torch {r.get('torch')}, CUDA {r.get('cuda_runtime')}, cuDNN "
+                    f"{r.get('cudnn')}")
         if name == "cuda_tests" and r.get("counts"):
             c = r["counts"]
             return (f"{c['passed']} passed, {c['skipped']} skipped, "
