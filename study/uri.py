@@ -174,7 +174,7 @@ def open_study_at(path: str | Path, data_root: str | Path | None = None, *,
             how = (f"relative dataset paths resolve against {spec.base_dir}: the data root "
                    f"{Path(root).expanduser()} stands for the project folder and the spec's "
                    f"folder is {place.as_posix()!r} under it")
-            where = (" and must be there on every node that runs trials"
+            where = ("; the data must be there on every node that runs trials"
                      if job_dir is not None or _in_ray_job(env) else "")
             raise SpecError([*e.problems, ("datasets", how + where)], e.path) from None
         if job_dir is not None or _in_ray_job(env):
