@@ -36,3 +36,29 @@ def local_ray():
              logging_level="WARNING")
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(request, tmp_path_factory) -> tuple[str, str]:
+    """(tracking URI, study name): an MLflow SQLite store holding the fake study of known
+    numbers ``tests.study_data.RUNS`` (one store per test module)."""
+    import uuid
+
+    from study.tracking import MlflowRunLogger
+    from tests.helpers import empty_mlflow_db
+    from tests.study_data import populate
+
+    db = empty_mlflow_db(request.config, tmp_path_factory.mktemp("q") / "mlflow.db")
+    uri = f"sqlite:///{db}"
+    name = f"q{uuid.uuid4().hex[:8]}"
+    populate(MlflowRunLogger(uri), name)
+    return uri, name
+
+
+@pytest.fixture(scope="module")
+def study(store):
+    """``load_study`` of :func:`store`'s fake study (a ``StudyResults``)."""
+    from study.query import load_study
+
+    uri, name = store
+    return load_study(name, uri)

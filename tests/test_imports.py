@@ -1,5 +1,9 @@
 """The import graph's rules, checked on the source and on a fresh interpreter.
 
+- No product module imports another's ``_private`` name, and no import cycle, not even one
+  closed by an import inside a function (the source is parsed, nothing is imported).
+- No test module imports another: shared helpers live in ``tests/helpers.py`` and
+  ``tests/study_data.py``, fixtures in ``tests/conftest.py``.
 - The read side (queries, status, report, search tables, plots) loads neither torch, Ray nor
   Optuna: a laptop with only the MLflow store must be able to read a study, and ``kitchen-study
   status`` must stay fast. Each import runs in a fresh subprocess, since this test process may
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +190,27 @@ def test_no_import_cycle_closed_by_a_deferred_import() -> None:
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+# -- test modules -----------------------------------------------------------------------------
+
+
+def test_no_test_module_imports_another() -> None:
+    # Also in code run by a subprocess (``python -c "from tests.test_x import ..."``): a
+    # string constant that imports a test module counts too.
+    bad = []
+    for f in sorted((ROOT / "tests").glob("test_*.py")):
+        tree = ast.parse(f.read_text(), str(f))
+        for n in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom):
+                mod = n.module or ""
+                names = [mod] if n.level == 0 else [f"tests.{mod}"] if mod else [
+                    f"tests.{a.name}" for a in n.names]
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+                names = re.findall(r"(?:from|import)\s+(tests\.test_\w+)", n.value)
+            bad += [f"{f.name}:{n.lineno}: {m}" for m in names
+                    if m.startswith("tests.test_") or m.startswith("test_")]
+    assert bad == []

@@ -9,21 +9,16 @@ after 8 steps and losses at 1e-5 relative.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
-from trainables.arrangements import make_arrangement
+from tests.helpers import TOY_CLASSES, build_trainers, packed_members, toy_table, toy_trainer
 from trainables.lstm_model import FramewiseLSTM
 from trainables.packed_lstm import PackedAdam, PackedLSTM, PackedTrainer, member_keys
 from trainables.sampler import IGNORE
 from trainables.split_data import SplitData
-from trainables.train_config import TrainConfig
-from trainables.train_job import Trainer, load_checkpoint
-
-CLASSES = 5
+from trainables.train_job import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -31,50 +26,15 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def toy_table(seed: int, videos: int = 6, name: str = "toy") -> FrameTable:
-    """Videos of 10-50 frames (some shorter than the history, so batches carry padding) with
-    noisy softmax features over CLASSES classes."""
-    rng = np.random.default_rng(seed)
-    made = []
-    for i in range(videos):
-        n = int(rng.integers(10, 50))
-        labels = np.sort(rng.integers(0, CLASSES, n))
-        logits = 2.0 * np.eye(CLASSES)[labels] + rng.normal(size=(n, CLASSES))
-        feats = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
-        made.append(VideoLabels(f"v{i}", labels, f"P{i}", features=feats))
-    ids = tuple(v.video for v in made)
-    card = DatasetCard(name, 15.0, tuple(f"c{c}" for c in range(CLASSES)), "c0", "toy", "1",
-                       splits=(Split("split1", ids[2:], ids[:2]),))
-    return FrameTable.from_videos(card, made)
-
-
 @pytest.fixture(scope="module")
 def datasets() -> list[SplitData]:
     return [SplitData.load(toy_table(seed), 1) for seed in (0, 1)]
 
 
-def make_trainer(data: SplitData, **cfg) -> Trainer:
-    config = TrainConfig(**{"history": 24, "hidden": 8, "batch_size": 4, "lr": 0.01, **cfg})
-    return Trainer(config, make_arrangement("identity", data.space), data)
-
-
-def members(datasets, **shape) -> list[dict]:
-    """Three members differing in data, seed, learning rate and clipping."""
-    return [
-        dict(data=datasets[0], seed=0, lr=0.01, **shape),
-        dict(data=datasets[1], seed=1, lr=0.003, clip=0.5, **shape),
-        dict(data=datasets[0], seed=2, lr=0.02, **shape),
-    ]
-
-
-def build(specs: list[dict]) -> list[Trainer]:
-    return [make_trainer(**s) for s in specs]
-
-
 @pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize("cell", ["cudnn", "peephole"])
 def test_one_step_same_loss_and_gradients(datasets, cell, depth):
-    trainers = build(members(datasets, cell=cell, depth=depth))
+    trainers = build_trainers(packed_members(datasets, cell=cell, depth=depth))
     batches = [t.sampler.sample() for t in trainers]
     assert any((b.y == IGNORE).any() for b in batches), "the batches should include padding"
     pack = PackedTrainer(trainers)
@@ -83,7 +43,8 @@ def test_one_step_same_loss_and_gradients(datasets, cell, depth):
     losses = pack.loss_and_grad(x, y)
     for k, (t, b) in enumerate(zip(trainers, batches, strict=True)):
         logits, _ = t.model(b.x)
-        loss = F.cross_entropy(logits.reshape(-1, CLASSES), b.y.reshape(-1), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.reshape(-1, TOY_CLASSES), b.y.reshape(-1),
+                               ignore_index=IGNORE)
         t.model.zero_grad()
         loss.backward()
         assert abs(float(losses[k]) - loss.item()) < 1e-5
@@ -134,9 +95,9 @@ def test_packed_adam_is_torch_adam_per_member():
 
 @pytest.mark.parametrize("cell", ["cudnn", "peephole"])
 def test_n_packed_steps_match_separate_trainers(datasets, cell):
-    specs = members(datasets, cell=cell, depth=1)
-    pack = PackedTrainer(build(specs))
-    separate = build(specs)  # same seeds: same initial weights and batch streams
+    specs = packed_members(datasets, cell=cell, depth=1)
+    pack = PackedTrainer(build_trainers(specs))
+    separate = build_trainers(specs)  # same seeds: same initial weights and batch streams
     stats = pack.train(8)
     assert stats.iterations == [8, 8, 8]
     assert stats.frames == 3 * 8 * 4 * 24
@@ -156,17 +117,17 @@ def test_n_packed_steps_match_separate_trainers(datasets, cell):
 
 
 def test_unpacked_checkpoint_is_an_ordinary_checkpoint(datasets, tmp_path):
-    specs = members(datasets, cell="cudnn", depth=1)
-    pack = PackedTrainer(build(specs))
+    specs = packed_members(datasets, cell="cudnn", depth=1)
+    pack = PackedTrainer(build_trainers(specs))
     pack.train(3)
     path = pack.save(1, tmp_path / "m1.pt")
     ckpt = load_checkpoint(path)  # the ordinary loader (weights_only)
     assert ckpt.iteration == 3
-    model = FramewiseLSTM(CLASSES, CLASSES, hidden=8)
+    model = FramewiseLSTM(TOY_CLASSES, TOY_CLASSES, hidden=8)
     model.load_state_dict(ckpt.state["model"])  # strict: exactly FramewiseLSTM's keys
     assert list(ckpt.state["model"]) == member_keys("cudnn", 1)
     # resume: a fresh Trainer restored from it continues exactly as the pack does
-    resumed = make_trainer(**specs[1])
+    resumed = toy_trainer(**specs[1])
     resumed.restore(ckpt)
     resumed.train(2)
     pack.train(2)
@@ -179,9 +140,9 @@ def test_unpacked_checkpoint_is_an_ordinary_checkpoint(datasets, tmp_path):
 
 
 def test_a_non_finite_member_is_reported_and_frozen_without_touching_the_others(datasets):
-    specs = members(datasets, cell="peephole", depth=1)
-    pack = PackedTrainer(build(specs))
-    separate = build(specs)
+    specs = packed_members(datasets, cell="peephole", depth=1)
+    pack = PackedTrainer(build_trainers(specs))
+    separate = build_trainers(specs)
     pack.train(2)
     frozen = pack.model.member_state_dict(1)
     with torch.no_grad():
@@ -216,10 +177,10 @@ def test_a_non_finite_member_is_reported_and_frozen_without_touching_the_others(
 
 
 def test_members_must_share_the_shape(datasets):
-    a = make_trainer(datasets[0])
+    a = toy_trainer(datasets[0])
     with pytest.raises(ValueError, match="hidden 16 vs 8"):
-        PackedTrainer([a, make_trainer(datasets[0], hidden=16)])
+        PackedTrainer([a, toy_trainer(datasets[0], hidden=16)])
     with pytest.raises(ValueError, match="history 12 vs 24"):
-        PackedTrainer([a, make_trainer(datasets[0], history=12)])
+        PackedTrainer([a, toy_trainer(datasets[0], history=12)])
     with pytest.raises(ValueError, match="CUDA options"):
         PackedTrainer([a], tf32=True)

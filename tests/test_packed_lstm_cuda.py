@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.test_packed_lstm import CLASSES, build, members, toy_table
+from tests.helpers import TOY_CLASSES, build_trainers, packed_members, toy_table
 from trainables.packed_lstm import PackedTrainer
 from trainables.sampler import IGNORE
 from trainables.split_data import SplitData
@@ -40,7 +40,7 @@ def datasets() -> list[SplitData]:
 @pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize("cell", ["cudnn", "peephole"])
 def test_one_step_same_loss_and_gradients_on_cuda(datasets, cell, depth):
-    trainers = build(members(datasets, cell=cell, depth=depth))
+    trainers = build_trainers(packed_members(datasets, cell=cell, depth=depth))
     assert trainers[0].device.type == "cuda"
     batches = [t.sampler.sample() for t in trainers]
     pack = PackedTrainer(trainers)
@@ -48,7 +48,8 @@ def test_one_step_same_loss_and_gradients_on_cuda(datasets, cell, depth):
                                 torch.stack([b.y for b in batches]))
     for k, (t, b) in enumerate(zip(trainers, batches, strict=True)):
         logits, _ = t.model(b.x)
-        loss = F.cross_entropy(logits.reshape(-1, CLASSES), b.y.reshape(-1), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.reshape(-1, TOY_CLASSES), b.y.reshape(-1),
+                               ignore_index=IGNORE)
         t.model.zero_grad()
         loss.backward()
         assert abs(losses[k].item() - loss.item()) < ATOL
@@ -59,9 +60,9 @@ def test_one_step_same_loss_and_gradients_on_cuda(datasets, cell, depth):
 
 @pytest.mark.parametrize("cell", ["cudnn", "peephole"])
 def test_n_packed_steps_match_separate_trainers_on_cuda(datasets, cell):
-    specs = members(datasets, cell=cell, depth=1)
-    pack = PackedTrainer(build(specs))
-    separate = build(specs)
+    specs = packed_members(datasets, cell=cell, depth=1)
+    pack = PackedTrainer(build_trainers(specs))
+    separate = build_trainers(specs)
     stats = pack.train(8)
     for k, t in enumerate(separate):
         alone = t.train(8)
@@ -74,9 +75,9 @@ def test_n_packed_steps_match_separate_trainers_on_cuda(datasets, cell):
 
 @pytest.mark.parametrize("cell", ["cudnn", "peephole"])
 def test_compiled_cells_equal_the_eager_pack(datasets, cell):
-    specs = members(datasets, cell=cell, depth=1)
-    eager = PackedTrainer(build(specs))
-    fused = PackedTrainer(build(specs), compile=True)
+    specs = packed_members(datasets, cell=cell, depth=1)
+    eager = PackedTrainer(build_trainers(specs))
+    fused = PackedTrainer(build_trainers(specs), compile=True)
     a, b = eager.train(4), fused.train(4)
     for k in range(len(specs)):
         assert b.loss[k] == pytest.approx(a.loss[k], abs=ATOL)
@@ -86,9 +87,9 @@ def test_compiled_cells_equal_the_eager_pack(datasets, cell):
 
 
 def test_tf32_stays_close_and_restores_the_global_flag(datasets):
-    specs = members(datasets, cell="cudnn", depth=1)
-    exact = PackedTrainer(build(specs)).train(4)
-    fast = PackedTrainer(build(specs), tf32=True).train(4)
+    specs = packed_members(datasets, cell="cudnn", depth=1)
+    exact = PackedTrainer(build_trainers(specs)).train(4)
+    fast = PackedTrainer(build_trainers(specs), tf32=True).train(4)
     assert torch.backends.cuda.matmul.allow_tf32 is False
     for k in range(len(specs)):
         assert fast.loss[k] == pytest.approx(exact.loss[k], abs=1e-2)

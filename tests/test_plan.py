@@ -10,33 +10,14 @@ from pathlib import Path
 import pytest
 
 from study.plan import KINDS, TASK_KINDS, Task, asha_rungs, checkpoint_of, make_plan
-from study.spec import SpecError, load_spec, parse_spec
+from study.spec import SpecError, load_spec
+from tests.study_data import plan_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _spec(**experiments):
-    ex = {"seeds": [0, 1], "iterations": 40, "pretrain_iterations": 60, "eval_at": [10, 20]}
-    ex.update(experiments)
-    return parse_spec(
-        {
-            "name": "p",
-            "datasets": {
-                "a": {"path": "a.parquet", "splits": [1, 2]},
-                "b": {"path": "b.parquet", "splits": [1]},
-                "c": {"path": "c.parquet", "splits": [1, 3]},
-            },
-            "model": {"hidden": 8},
-            "experiments": ex,
-            "search": {"space": "small", "target": "b", "num_samples": 5,
-                       "asha": {"grace_period": 10, "reduction_factor": 2}},
-        },
-        base_dir="/data/study",
-    )
-
-
 def test_counts_all_pairs():
-    plan = make_plan(_spec(all_pairs=True))
+    plan = make_plan(plan_spec(all_pairs=True))
     c = plan.counts()
     # 3 datasets with 2 + 1 + 2 splits, 2 seeds
     assert c["baseline"] == 5 * 2
@@ -51,7 +32,7 @@ def test_counts_all_pairs():
 
 
 def test_no_duplicate_pretraining_and_dependencies():
-    plan = make_plan(_spec(all_pairs=True, edges=[
+    plan = make_plan(plan_spec(all_pairs=True, edges=[
         {"source": "a", "target": "b", "mode": ["transfer", "joint"],
          "arrangement": ["merged", "concat"]},
     ]))
@@ -86,7 +67,7 @@ def test_no_duplicate_pretraining_and_dependencies():
 
 
 def test_multiple_random_pretrains_per_target():
-    plan = make_plan(_spec(edges=[
+    plan = make_plan(plan_spec(edges=[
         {"source": "a", "target": "b", "arrangement": ["concat", "multiple_random"], "k": 4},
         {"source": "a", "target": "c", "arrangement": "multiple_random"},
     ]))
@@ -111,7 +92,7 @@ def test_multiple_random_pretrains_per_target():
 
 
 def test_configs():
-    plan = make_plan(_spec(all_pairs=True))
+    plan = make_plan(plan_spec(all_pairs=True))
     base = plan["baseline:c.split3:s1"]
     assert base.trial_config()["target_path"] == "/data/study/c.parquet"
     assert base.trial_config()["target_split"] == "split3" and base.trial_config()["seed"] == 1
@@ -129,7 +110,7 @@ def test_configs():
 def test_configs_are_valid_trainable_configs():
     from trainables.train_config import TrainSpec
 
-    plan = make_plan(_spec(all_pairs=True, edges=[
+    plan = make_plan(plan_spec(all_pairs=True, edges=[
         {"source": "a", "target": "b", "mode": ["transfer", "joint"],
          "arrangement": ["merged", "random", "multiple_random", "concat"]}]))
     for t in plan:
@@ -143,7 +124,7 @@ def test_configs_are_valid_trainable_configs():
 
 
 def test_a_config_the_trainable_rejects_is_a_spec_error_naming_the_task():
-    spec = _spec(baselines=["b"])
+    spec = plan_spec(baselines=["b"])
     bad = spec.model_copy(update={"model": {"hidden": 0}})
     with pytest.raises(SpecError) as ei:
         make_plan(bad)
@@ -154,7 +135,7 @@ def test_a_config_the_trainable_rejects_is_a_spec_error_naming_the_task():
 def test_task_kinds_and_modes_are_one_vocabulary():
     from trainables.train_config import TrainSpec
 
-    t = make_plan(_spec(baselines=["b"]))["baseline:b.split1:s0"]
+    t = make_plan(plan_spec(baselines=["b"]))["baseline:b.split1:s0"]
     assert list(TASK_KINDS) == list(KINDS)
     with pytest.raises(ValueError, match="a baseline task runs in mode none"):
         Task(id="x", kind="baseline", target="b", target_split="split1", seed=0,
@@ -166,13 +147,13 @@ def test_task_kinds_and_modes_are_one_vocabulary():
 
 
 def test_deterministic_and_stable_ids():
-    a = make_plan(_spec(all_pairs=True))
-    b = make_plan(_spec(all_pairs=True))
+    a = make_plan(plan_spec(all_pairs=True))
+    b = make_plan(plan_spec(all_pairs=True))
     assert a == b and a.to_json() == b.to_json()
     # in a fresh interpreter too (no dependence on hash seeds or dict order)
     code = (
-        "from tests.test_plan import _spec; from study.plan import make_plan; "
-        "print(make_plan(_spec(all_pairs=True)).to_json())"
+        "from tests.study_data import plan_spec; from study.plan import make_plan; "
+        "print(make_plan(plan_spec(all_pairs=True)).to_json())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT, env={"PYTHONHASHSEED": "123", "PATH": ""})
@@ -180,14 +161,15 @@ def test_deterministic_and_stable_ids():
 
 
 def test_adding_an_edge_keeps_existing_ids():
-    a = make_plan(_spec(all_pairs=True))
-    b = make_plan(_spec(all_pairs=True, edges=[{"source": "a", "target": "b", "mode": "joint"}]))
+    a = make_plan(plan_spec(all_pairs=True))
+    b = make_plan(plan_spec(all_pairs=True,
+                            edges=[{"source": "a", "target": "b", "mode": "joint"}]))
     assert set(a.ids) < set(b.ids)
     assert all(a[i] == b[i] for i in a.ids)
 
 
 def test_no_edges_only_baselines():
-    plan = make_plan(_spec(baselines=["b"]))
+    plan = make_plan(plan_spec(baselines=["b"]))
     ids = [t.id for t in plan if t.kind != "search"]
     assert ids == ["baseline:b.split1:s0", "baseline:b.split1:s1"]
 
@@ -220,7 +202,7 @@ def test_shipped_plans(name):
 
 def test_a_pretrain_that_is_a_baseline_runs_once():
     """Same iterations, same split, baselines on: the pre-train and the baseline are one job."""
-    plan = make_plan(_spec(all_pairs=True, pretrain_iterations=40))
+    plan = make_plan(plan_spec(all_pairs=True, pretrain_iterations=40))
     c = plan.counts()
     assert "pretrain" not in c and c["baseline"] == 10 and c["finetune"] == 20
     by_id = {t.id: t for t in plan}
@@ -232,11 +214,11 @@ def test_a_pretrain_that_is_a_baseline_runs_once():
         assert ids.index(dep) < ids.index(t.id)  # still topological
         assert by_id[dep].trial_config()["iterations"] == 40
     # a source without baselines keeps its own pre-train
-    plan = make_plan(_spec(all_pairs=True, pretrain_iterations=40, baselines=["a", "b"]))
+    plan = make_plan(plan_spec(all_pairs=True, pretrain_iterations=40, baselines=["a", "b"]))
     assert {t.id for t in plan.of_kind("pretrain")} == {"pretrain:c.split1:s0",
                                                         "pretrain:c.split1:s1"}
     # multiple_random pre-trains in the joint space: never a baseline
-    plan = make_plan(_spec(pretrain_iterations=40, edges=[
+    plan = make_plan(plan_spec(pretrain_iterations=40, edges=[
         {"source": "a", "target": "b", "arrangement": "multiple_random"}]))
     assert [t.id for t in plan.of_kind("pretrain")] == [
         "pretrain:a.split1:multiple_random-k3>b:s0", "pretrain:a.split1:multiple_random-k3>b:s1"]

@@ -14,96 +14,13 @@ from data_prep.errors import DataError
 from study.mlflow_layout import TaskMeta
 from study.query import StudyNotFound, StudyResults, load_study
 from study.report import write_report
-from study.tracking import MlflowRunLogger, log_result
+from study.tracking import MlflowRunLogger
 from tests.memory_logger import InMemoryRunLogger
-from tests.test_tracking import empty_mlflow_db
+from tests.study_data import RUNS, S1, S2, populate, task_id
 
 matplotlib.use("Agg")
 
-# (kind, mode, source, source_split, target, target_split, arrangement, seed, frame_acc,
-#  curve {iteration: frame_acc} before the end or None). Every run reports frame_acc at its
-#  evaluation points and at the end (iteration 1024), as the trainable does: frame_acc's
-#  step history is the convergence curve.
-S1, S2 = "split1", "split2"
-RUNS = [
-    # no-transfer baselines
-    ("baseline", "none", "", "", "b", S1, "", 0, 50.0, {512: 30.0}),
-    ("baseline", "none", "", "", "b", S1, "", 1, 52.0, {512: 31.0}),
-    ("baseline", "none", "", "", "b", S1, "", 2, 54.0, {512: 32.0}),
-    ("baseline", "none", "", "", "b", S2, "", 0, 60.0, {512: 20.0}),
-    ("baseline", "none", "", "", "c", S1, "", 0, 40.0, None),
-    ("baseline", "none", "", "", "c", S1, "", 1, 41.0, None),
-    # pre-training (not a baseline, not a transfer)
-    ("pretrain", "none", "", "", "a", S1, "", 0, 70.0, None),
-    ("pretrain", "none", "", "", "b", S1, "", 0, 71.0, None),
-    ("pretrain", "none", "", "", "c", S1, "", 0, 72.0, None),
-    # a -> b transfer, concat: diffs on split1 5, 4, 6; on split2 -2
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 0, 55.0, {512: 45.0}),
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 1, 56.0, {512: 46.0}),
-    ("finetune", "transfer", "a", S1, "b", S1, "concat", 2, 60.0, {512: 47.0}),
-    ("finetune", "transfer", "a", S1, "b", S2, "concat", 0, 58.0, {512: 44.0}),
-    # a -> b transfer, merged, one seed: diff 7
-    ("finetune", "transfer", "a", S1, "b", S1, "merged", 0, 57.0, {512: 47.0}),
-    # c -> b transfer: diffs -1, 1, -1
-    ("finetune", "transfer", "c", S1, "b", S1, "concat", 0, 49.0, None),
-    ("finetune", "transfer", "c", S1, "b", S1, "concat", 1, 53.0, None),
-    ("finetune", "transfer", "c", S1, "b", S1, "concat", 2, 53.0, None),
-    # a -> c transfer: diffs 5, 2
-    ("finetune", "transfer", "a", S1, "c", S1, "concat", 0, 45.0, None),
-    ("finetune", "transfer", "a", S1, "c", S1, "concat", 1, 43.0, None),
-    # b -> c transfer: seed 0 diff 2; seed 5 has no baseline (no gain)
-    ("finetune", "transfer", "b", S1, "c", S1, "concat", 0, 42.0, None),
-    ("finetune", "transfer", "b", S1, "c", S1, "concat", 5, 99.0, None),
-    # a -> b joint: diffs 1, 1, 1 (zero variance)
-    ("joint", "joint", "a", S1, "b", S1, "concat", 0, 51.0, None),
-    ("joint", "joint", "a", S1, "b", S1, "concat", 1, 53.0, None),
-    ("joint", "joint", "a", S1, "b", S1, "concat", 2, 55.0, None),
-]
 N_FINISHED = len(RUNS)  # 24
-
-
-def task_id(run) -> str:
-    kind, mode, src, ssplit, tgt, tsplit, arr, seed = run[:8]
-    return f"{kind}/{src}:{ssplit}>{tgt}:{tsplit}/{arr}/s{seed}"
-
-
-def populate(logger, name: str, study_hash: str = "hq", runs=RUNS) -> str:
-    sid = logger.start_study(name, study_hash)
-    for run in runs:
-        kind, mode, src, ssplit, tgt, tsplit, arr, seed, acc, curve = run
-        meta = TaskMeta(task_id(run), kind, mode, tgt, tsplit, src, ssplit, arr, seed)
-        rid = logger.start_task(sid, meta, params={"iterations": 1024, "lr": 0.001})
-        for it, v in (curve or {}).items():
-            log_result(logger, rid, {"iteration": it, "loss": 1.0, "frame_acc": v})
-        log_result(logger, rid, {"iteration": 1024, "frame_acc": acc, "input_acc": acc - 20,
-                                 "edit": acc - 5, "f1@10": acc - 10, "f1@25": acc - 15,
-                                 "f1@50": acc - 30})
-        if run is runs[0]:
-            # what a store written before issue 11 also holds: ignored by the query
-            logger.log_metrics(rid, {"curve.frame_acc.256": 1.0, "curve.frame_acc.1024": 2.0})
-        logger.end_task(rid)
-    # a failed attempt with an absurd number: must not count anywhere
-    bad = logger.start_task(sid, TaskMeta("finetune/bad", "finetune", "transfer", "b", S1,
-                                          "a", S1, "concat", 3))
-    logger.log_metrics(bad, {"frame_acc": 99.0}, step=10)
-    logger.end_task(bad, "FAILED", reason="boom")
-    logger.end_study(sid)
-    return sid
-
-
-@pytest.fixture(scope="module")
-def store(request, tmp_path_factory):
-    db = empty_mlflow_db(request.config, tmp_path_factory.mktemp("q") / "mlflow.db")
-    uri = f"sqlite:///{db}"
-    name = f"q{uuid.uuid4().hex[:8]}"
-    populate(MlflowRunLogger(uri), name)
-    return uri, name
-
-
-@pytest.fixture(scope="module")
-def study(store) -> StudyResults:
-    uri, name = store
-    return load_study(name, uri)
 
 
 def test_results_table(study):

@@ -13,7 +13,7 @@ from matplotlib.colors import to_rgba
 from study.query import StudyResults
 from study.report import render_markdown
 from tests.memory_logger import InMemoryRunLogger
-from tests.test_query import S1, populate
+from tests.study_data import S1, populate
 
 matplotlib.use("Agg")
 

@@ -20,20 +20,11 @@ import pytest
 from study.plan import make_plan
 from study.spec_data import open_study
 from study.tracking import MlflowRunLogger
-from tests.study_data import A, B, link_data, merged, small_spec, write_spec
+from tests.study_data import A, B, edge_and_search_spec, link_data
 
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _spec(root: Path, name: str = "rt", **over) -> Path:
-    """One edge A -> B (transfer and joint), B's baseline and an ASHA search into B."""
-    d = small_spec(name, store=root, experiments={
-        "baselines": [B], "edges": [{"source": A, "target": B, "mode": ["transfer", "joint"]}]},
-        search={"space": "small", "target": B, "num_samples": 2, "max_concurrent": 2,
-                "iterations": 20, "asha": {"grace_period": 10, "reduction_factor": 2}})
-    return write_spec(root, merged(d, over))
 
 
 def _runs(uri: str, name: str):
@@ -47,7 +38,7 @@ def _tasks(runs):
 def test_study_end_to_end(kitchens_root, local_ray, capsys):
     from study.runner import run_study
 
-    spec_path = _spec(kitchens_root)
+    spec_path = edge_and_search_spec(kitchens_root)
     loaded = open_study(spec_path)
     out = run_study(loaded)
     assert out.status == "FINISHED", out
@@ -100,8 +91,11 @@ def test_study_end_to_end(kitchens_root, local_ray, capsys):
     trials = [r for r in runs if r.role == "trial"]
     assert len(trials) == 2 and all(t.parent_run_id == search.run_id for t in trials)
     assert all(t.status == "FINISHED" for t in trials)
-    best = max(t.metrics["frame_acc"] for t in trials if "ks.early_stopped" not in t.tags)
-    assert search.metrics["best.frame_acc"] == pytest.approx(best)
+    # the validation protocol (the default): the search maximises the validation part's
+    # frame_acc, never the test videos'
+    assert search.tags["ks.search_metric"] == "val.frame_acc"
+    best = max(t.metrics["val.frame_acc"] for t in trials if "ks.early_stopped" not in t.tags)
+    assert search.metrics["best.val.frame_acc"] == pytest.approx(best)
     assert "history" in search.tags["ks.best_params"]
     assert all(int(t.params["history"]) <= 128 for t in trials)
 
@@ -115,8 +109,8 @@ def test_study_end_to_end(kitchens_root, local_ray, capsys):
 def test_permanent_failure_is_recorded(kitchens_root, local_ray):
     from study.runner import run_study
 
-    spec_path = _spec(kitchens_root, name="rtfail", max_failures=0, search=None,
-                      experiments={"edges": [{"source": A, "target": B}]})
+    spec_path = edge_and_search_spec(kitchens_root, name="rtfail", max_failures=0, search=None,
+                                     experiments={"edges": [{"source": A, "target": B}]})
     loaded = open_study(spec_path)
     pid = f"pretrain:{A}.split1:s0"
     out = run_study(loaded, inject_faults={pid: 10}, progress=False)
@@ -148,8 +142,8 @@ def test_crash_once_recovers_from_checkpoint_with_equal_results(tmp_path, kitche
     for r in (clean_root, crash_root):
         link_data(kitchens_root, r)
     over = {"search": None, "experiments": {"edges": [{"source": A, "target": B}]}}
-    clean = open_study(_spec(clean_root, name="rec", **over))
-    crash = open_study(_spec(crash_root, name="rec", **over))
+    clean = open_study(edge_and_search_spec(clean_root, name="rec", **over))
+    crash = open_study(edge_and_search_spec(crash_root, name="rec", **over))
     assert clean.hash == crash.hash
     assert run_study(clean, progress=False).status == "FINISHED"
     pid, ft = f"pretrain:{A}.split1:s0", f"finetune:{A}.split1>{B}.split1:concat:s0"
@@ -175,7 +169,7 @@ def _kitchen_study(*args: str, **kw) -> subprocess.Popen:
 def test_driver_killed_then_resume(tmp_path, kitchens_root):
     link_data(kitchens_root, tmp_path)
     # longer tasks so that the kill lands mid-study
-    spec_path = _spec(tmp_path, name="kill", search=None, experiments={
+    spec_path = edge_and_search_spec(tmp_path, name="kill", search=None, experiments={
         "seeds": [0, 1], "iterations": 300, "pretrain_iterations": 300, "eval_at": [100]},
         iterations_per_step=50)
     loaded = open_study(spec_path)

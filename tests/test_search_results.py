@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from study.query import load_study
 from study.spec_data import open_study
-from tests.study_data import write_kitchens
-from tests.test_runner import B, _spec
+from tests.study_data import B, edge_and_search_spec, write_kitchens
 
 ray = pytest.importorskip("ray")
 optuna = pytest.importorskip("optuna")
@@ -23,9 +22,9 @@ def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     write_kitchens(root / "data", kitchens=2)
     storage = f"sqlite:///{root / 'optuna.db'}"
-    spec_path = _spec(root, name="srch", experiments={"baselines": [], "edges": []},
-                      search={"num_samples": 4, "max_concurrent": 2, "iterations": 20,
-                              "storage": storage})
+    spec_path = edge_and_search_spec(
+        root, name="srch", experiments={"baselines": [], "edges": []},
+        search={"num_samples": 4, "max_concurrent": 2, "iterations": 20, "storage": storage})
     loaded = open_study(spec_path)
     from study.runner import run_study
 

@@ -9,7 +9,6 @@ name so tests do not see each other's runs.
 from __future__ import annotations
 
 import math
-import shutil
 import uuid
 from pathlib import Path
 
@@ -32,27 +31,8 @@ from study.tracking import (
     log_checkpoint,
     log_result,
 )
+from tests.helpers import empty_mlflow_db
 from tests.memory_logger import InMemoryRunLogger
-
-
-def empty_mlflow_db(config: pytest.Config, dst: Path) -> Path:
-    """A fresh, empty MLflow SQLite store at ``dst``.
-
-    Creating MLflow's tables runs its schema migrations (seconds, tens on a busy machine), so
-    an empty store is built once per MLflow version in pytest's cache directory and copied.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    cache = config.cache.mkdir(f"mlflow-empty-db-{mlflow.__version__}")
-    template = cache / "mlflow.db"
-    if not template.is_file():
-        building = cache / f"building-{uuid.uuid4().hex}.db"
-        MlflowClient(f"sqlite:///{building}").search_experiments()  # creates the tables
-        building.replace(template)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, dst)
-    return dst
 
 
 @pytest.fixture(scope="module")
