@@ -942,8 +942,31 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def spawn_step(name: str, limit: float, args: argparse.Namespace) -> tuple[int | None, float]:
-    """Run step ``name`` in a new process group; (exit status or None on timeout, seconds)."""
+@dataclass
+class Running:
+    """A step's process (its own process group) and its hard limit."""
+
+    proc: subprocess.Popen
+    started: float
+    limit: float
+
+    def wait(self) -> tuple[int | None, float]:
+        """(exit status, or None when it ran past its limit and was killed; seconds). Call it
+        right after :func:`start_step`: the limit is enforced here."""
+        left = self.limit - (time.monotonic() - self.started)
+        try:
+            rc: int | None = self.proc.wait(timeout=max(left, 0.01))
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc)
+            rc = None
+        except BaseException:  # Ctrl-C: leave nothing running behind
+            _kill_group(self.proc)
+            raise
+        return rc, time.monotonic() - self.started
+
+
+def start_step(name: str, limit: float, args: argparse.Namespace) -> Running:
+    """Start step ``name``'s process in a new process group, output to its log."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--out",
            str(args.out), "--device", args.device, "--repeats", str(args.repeats),
            "--threads", str(args.threads), "--limit", f"{limit:.1f}"]
@@ -955,18 +978,10 @@ def spawn_step(name: str, limit: float, args: argparse.Namespace) -> tuple[int |
     env.pop("RAY_ADDRESS", None)
     log = args.out / "logs" / f"{name}.log"
     t0 = time.monotonic()
-    with log.open("w") as f:
+    with log.open("w") as f:  # the child holds its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-        try:
-            rc: int | None = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            rc = None
-        except BaseException:  # Ctrl-C: leave nothing running behind
-            _kill_group(proc)
-            raise
-    return rc, time.monotonic() - t0
+    return Running(proc, t0, limit)
 
 
 def _log_tail(path: Path, lines: int = 1) -> str:
@@ -1010,16 +1025,17 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "budget_s": budget, "repeats": args.repeats, "steps": {},
     }
+    # one step at a time, so that no measurement shares the machine with another step
     for name in args.steps:
         left = budget - (time.monotonic() - start)
         if left < MIN_STEP_S:
-            report["steps"][name] = {"status": "failed", "seconds": 0.0, "result": {},
-                                     "reason": f"not run: the check's budget of {budget:.0f} s "
-                                               "was spent"}
+            report["steps"][name] = {
+                "status": "failed", "seconds": 0.0, "result": {},
+                "reason": f"not run: the check's budget of {budget:.0f} s was spent"}
         else:
             limit = min(args.timeouts[name], left)
             print(f"[gpu-check] {name} (limit {limit:.0f} s) ...", flush=True)
-            rc, seconds = spawn_step(name, limit, args)
+            rc, seconds = start_step(name, limit, args).wait()
             if name == "study" and rc is None:
                 _reap_ray()
             report["steps"][name] = collect(name, rc, seconds, limit, args)
