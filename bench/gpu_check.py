@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import importlib
 import json
 import os
@@ -578,6 +579,10 @@ def _measure_pack(ctx: Ctx, api: Api, data: Any, k: int, variant: str, dev: Any,
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             dropped[wanted[-1]] = broken[wanted[-1]] = f"{type(e).__name__}: {first}"
             wanted = wanted[:-1]
+            candidate = None  # the failed pack's memory is not the next one's
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     row["pack_options"] = wanted
     row["dropped_options"] = dropped
     if dev.type == "cuda":
@@ -628,14 +633,16 @@ def step_packing(ctx: Ctx) -> None:
         r["one_trial_mib"] = (torch.cuda.max_memory_allocated(dev) - before) / 2**20
     ctx.save()
     broken: dict[str, str] = {}
-    for variant in ("exact", "fast"):
-        single = None
-        for k in S["ks"]:
+    single: dict[str, float] = {}  # one trial's rate (K = 1 sequential) per mode
+    # K outermost: a step cut short by its timeout loses the largest K of both modes
+    for k in S["ks"]:
+        for variant in ("exact", "fast"):
             row = _measure_pack(ctx, api, data, k, variant, dev, broken)
             pack = row.pop("_pack")
             if k == 1:
-                single = row["sequential_fps"]
-            row["vs_one_trial"] = row["packed_fps"] / single if single else None
+                single[variant] = row["sequential_fps"]
+            one = single.get(variant)
+            row["vs_one_trial"] = row["packed_fps"] / one if one else None
             is_target = k == PACK_TARGET_K or (ctx.smoke and k == max(S["ks"]))
             if is_target and row["vs_one_trial"] is not None:
                 row["target"] = PACK_TARGET

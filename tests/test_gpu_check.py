@@ -75,7 +75,7 @@ def test_smoke_runs_every_step_and_writes_json_and_markdown(tmp_path):
 
     rows = steps["packing"]["result"]["rows"]
     assert [(r["variant"], r["k"]) for r in rows] == [
-        (v, k) for v in ("exact", "fast") for k in (1, 2, 3)]
+        (v, k) for k in (1, 2, 3) for v in ("exact", "fast")]
     for r in rows:
         assert r["packed_fps"] > 0 and r["sequential_fps"] > 0
         if r["variant"] == "exact":  # same seeds, same batches: the same training
