@@ -67,6 +67,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from trainables.job import TEMPORAL_CHECKPOINT_FILE
 from trainables.metrics import METRIC_NAMES
 
 __all__ = [
@@ -147,7 +148,8 @@ __all__ = [
 EXPERIMENT_PREFIX = "kitchen-study/"
 #: where a study is tracked when nothing else is said (the precedence: :mod:`study.uri`)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-CHECKPOINT_ARTIFACT = "checkpoint/lstm.pt"
+#: A stored checkpoint's artifact path: the trial's checkpoint file, under ``checkpoint/``.
+CHECKPOINT_ARTIFACT = f"checkpoint/{TEMPORAL_CHECKPOINT_FILE}"
 PLOTS_DIR = "plots"
 #: MLflow's limits (mlflow/utils/validation.py in 3.x).
 MAX_PARAM_VALUE = 6000

@@ -60,6 +60,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trainables.job import TEMPORAL_CHECKPOINT_FILE
 from trainables.temporal import kind_of
 
 from .plan import Task
@@ -86,7 +87,7 @@ MEMBERS_KEY = "_members"
 #: A member result key: why the member failed (its run ends FAILED with it).
 MEMBER_ERROR = "member_error"
 #: The member checkpoint file inside ``m<i>/`` (the single-task trial's file name).
-_MEMBER_FILE = "lstm.pt"
+_MEMBER_FILE = TEMPORAL_CHECKPOINT_FILE
 _PACK_FILE = "pack.json"
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "CheckpointMismatch",
     "ConfigError",
     "MAX_ITERATIONS",
+    "TEMPORAL_CHECKPOINT_FILE",
     "StrictConfig",
     "checked_eval_at",
     "load_tensors",
@@ -60,6 +61,13 @@ log = logging.getLogger(__name__)
 #: it a value is a typo (10^9 iterations of the paper's batch are ~10^5 GPU-days), and an
 #: integer past 2^63 would overflow where it meets numpy or torch.
 MAX_ITERATIONS = 10**9
+
+#: The file name of a temporal model's checkpoint (any registered model, not only the LSTM),
+#: wherever one is written: a Tune checkpoint directory, a pack member's ``m<i>/``, the study's
+#: MLflow artifact (``study.mlflow_layout.CHECKPOINT_ARTIFACT``). Still ``lstm.pt``: stores,
+#: Tune results and packs written before other models existed hold that name, and resuming
+#: or reusing them must find it.
+TEMPORAL_CHECKPOINT_FILE = "lstm.pt"
 
 
 class ConfigError(ValueError):

@@ -27,13 +27,15 @@ from typing import Any
 
 import torch
 
+from .job import TEMPORAL_CHECKPOINT_FILE
 from .train_config import TrainSpec
 from .train_job import TrainRun
 from .tune_base import TorchTrainable
 
 __all__ = ["CHECKPOINT_FILE", "LSTMTrainable"]
 
-CHECKPOINT_FILE = "lstm.pt"
+#: The file ``save_checkpoint(dir)`` writes (:data:`trainables.job.TEMPORAL_CHECKPOINT_FILE`).
+CHECKPOINT_FILE = TEMPORAL_CHECKPOINT_FILE
 
 
 class LSTMTrainable(TorchTrainable):
