@@ -59,11 +59,14 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from .mlflow_layout import ESTIMATE_PREFIX, finite_or_none, task_tag
+
+if TYPE_CHECKING:
+    from .scheduling import StudyState
 
 __all__ = ["NEEDS_FINETUNE", "NOT_TRAINED", "TAG_BUDGET", "TAG_BUDGET_BY", "TAG_BUDGET_RANK",
            "BudgetBook", "BudgetEdge", "BudgetGroup", "BudgetPlan", "BudgetSpec", "Decision",
@@ -299,14 +302,13 @@ class BudgetBook:
                 self.values[task_id] = finite_or_none(est[self.plan.by])
 
 
-def _read_value(state: Any, run_id: str, by: str) -> float | None:
-    logger = getattr(state, "logger", None)
-    if logger is None:
+def _read_value(state: StudyState, run_id: str, by: str) -> float | None:
+    if state.logger is None:
         return None
-    return finite_or_none(logger.get_run(run_id).metrics.get(f"{ESTIMATE_PREFIX}{by}"))
+    return finite_or_none(state.logger.get_run(run_id).metrics.get(f"{ESTIMATE_PREFIX}{by}"))
 
 
-def release(state: Any) -> list[str]:
+def release(state: StudyState) -> list[str]:
     """Decide every group whose estimate tasks have all ended (``state``: the searcher's
     ``StudyState``: ``budget``, ``pending``, ``done``, ``failed``, ``skipped``, ``plan``,
     optional ``logger``): tag its estimate runs, move its chosen held fine-tunes into
@@ -330,7 +332,7 @@ def release(state: Any) -> list[str]:
         cand = [e.estimate for e in g.edges if e.estimate not in state.skipped]
         d = choose(g, book.values, bp.per_target, bp.higher_is_better, cand)
         book.decisions[g.name] = d
-        logger = getattr(state, "logger", None)
+        logger = state.logger
         for e in d.ranked:
             if logger is not None and e.estimate in state.done:
                 logger.set_tags(state.done[e.estimate], d.tags(e, bp.by))

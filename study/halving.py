@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budget import (
     TAG_BUDGET,
@@ -59,6 +59,9 @@ from .budget import (
     edge_fields,
 )
 from .mlflow_layout import RUN_NAME_TAG, finite_or_none, latest_finished, stopped_name, task_tag
+
+if TYPE_CHECKING:
+    from .tracking import RunLogger
 
 __all__ = ["HALVED", "HALVING", "HalvingBook", "HalvingPlan",
            "HalvingSpec", "halved_rung", "halving_table",
@@ -187,7 +190,7 @@ def halved_rung(tags: Mapping[str, str]) -> int | None:
     return int(v[len(HALVED):]) if v.startswith(HALVED) else None
 
 
-def mark_halved(logger: Any, run_id: str, rung: int, iteration: Any) -> None:
+def mark_halved(logger: RunLogger, run_id: str, rung: int, iteration: Any) -> None:
     """Tag a halved fine-tune's run and say ``· stopped @ <iteration>`` in its name."""
     name = logger.get_run(run_id).tags.get(RUN_NAME_TAG, "")
     tags = {TAG_BUDGET: f"{HALVED}{rung}", TAG_BUDGET_BY: HALVING}

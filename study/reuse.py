@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .halving import halved_rung
 from .mlflow_layout import (
     ROLE_STUDY,
     ROLE_TASK,
@@ -49,6 +50,7 @@ from .mlflow_layout import (
 )
 from .plan import Plan, Task
 from .spec_data import LoadedStudy, dataset_digest
+from .tracking import MlflowRunLogger, RunLogger, sqlite_path
 
 __all__ = ["adopt", "adopt_finished", "finished_by_key", "origin_run", "reusable",
            "study_params", "version_change"]
@@ -65,7 +67,7 @@ def study_params(loaded: LoadedStudy) -> dict[str, Any]:
     return {"datasets": {n: dataset_digest(c) for n, c in sorted(loaded.cards.items())}}
 
 
-def version_change(logger: Any, loaded: LoadedStudy) -> tuple[str, str] | None:
+def version_change(logger: RunLogger, loaded: LoadedStudy) -> tuple[str, str] | None:
     """``(earlier short hash, what changed)`` against the most recently started version of
     the study with another hash, or None when there is none (or it is this version).
     "What changed" names the datasets whose content digest differs (or that were added or
@@ -98,14 +100,11 @@ def version_change(logger: Any, loaded: LoadedStudy) -> tuple[str, str] | None:
     return old_hash[:12], "; ".join(why) if why else "the spec changed"
 
 
-def finished_by_key(logger: Any, name: str) -> dict[str, RunRecord]:
+def finished_by_key(logger: RunLogger, name: str) -> dict[str, RunRecord]:
     """``{task key: run}``: the latest-started FINISHED task run of each key over every
     version of study ``name``. Empty when the store or the study does not exist (nothing
     is created). Loggers other than :class:`~study.tracking.MlflowRunLogger` take part
     through a ``finished_task_runs(name)`` method returning records, else reuse nothing."""
-    from .halving import halved_rung
-    from .tracking import MlflowRunLogger, sqlite_path
-
     find = getattr(logger, "finished_task_runs", None)
     if find is not None:
         records = list(find(name))
@@ -143,12 +142,12 @@ def reusable(plan: Plan, by_key: Mapping[str, RunRecord], done: Mapping[str, str
             if t.id not in done and t.key and t.key in by_key}
 
 
-def origin_run(logger: Any, run_id: str) -> str:
+def origin_run(logger: RunLogger, run_id: str) -> str:
     """The run that actually trained: ``run_id``, or the run it was adopted from."""
     return logger.get_run(run_id).tags.get(TAG_REUSED_FROM) or run_id
 
 
-def adopt(logger: Any, study_run: str, task: Task, record: RunRecord) -> str:
+def adopt(logger: RunLogger, study_run: str, task: Task, record: RunRecord) -> str:
     """A light FINISHED run of ``task`` in this version standing for ``record`` (see the
     module doc); returns its id."""
     rid = logger.start_task(study_run, TaskMeta.from_task(task), params=dict(record.params))
@@ -166,7 +165,7 @@ def adopt(logger: Any, study_run: str, task: Task, record: RunRecord) -> str:
     return rid
 
 
-def adopt_finished(logger: Any, study_run: str, plan: Plan, done: Mapping[str, str],
+def adopt_finished(logger: RunLogger, study_run: str, plan: Plan, done: Mapping[str, str],
                    name: str) -> dict[str, str]:
     """Adopt every reusable task of ``plan`` (:func:`reusable`); ``{task id: new run id}``."""
     found = reusable(plan, finished_by_key(logger, name), done)

@@ -56,6 +56,7 @@ from .mlflow_layout import (
     clean_metrics,
 )
 from .plan import Plan, Task
+from .tracking import RunLogger
 from .trial import STUDY_KEY
 
 __all__ = ["USER_ATTR_RUN_ID", "NotPickled", "SearchState", "StudyScheduler", "StudySearcher",
@@ -197,7 +198,7 @@ class StudyState(NotPickled):
                 self.halving.drop(tid)
         self.pending: list[str] = [t.id for t in todo if t.id not in held]
         #: the RunLogger (the runner sets it): budget decisions read and tag estimate runs
-        self.logger: Any = None
+        self.logger: RunLogger | None = None
         self.done: dict[str, str] = dict(done)  # task id -> FINISHED run id
         self.failed: dict[str, str] = {}  # task id -> reason
         self.skipped: dict[str, str] = {}  # task id -> why never started
