@@ -347,8 +347,10 @@ class Trainer:
         self._input_acc: float | None | bool = False  # False: not computed yet
 
     # -- training ----------------------------------------------------------------------
-    def train(self, iterations: int) -> TrainStats:
-        """Run ``iterations`` optimiser steps; the mean loss over them and the throughput."""
+    def train(self, iterations: int, tick: Callable[[int], None] | None = None) -> TrainStats:
+        """Run ``iterations`` optimiser steps; the mean loss over them and the throughput.
+        ``tick(iteration)`` after every step: a caller's wall-clock progress (it must be
+        cheap; it sees no loss, which would cost a host sync per step)."""
         self.model.train()
         losses = torch.empty(iterations, device=self.device)
         start = time.perf_counter()
@@ -357,6 +359,8 @@ class Trainer:
             for i in range(iterations):
                 losses[i] = self._step()
                 self.iteration += 1
+                if tick is not None:
+                    tick(self.iteration)
             self._model_rng = torch.get_rng_state()
         mean = losses.mean().item() if iterations else None  # the one host sync
         if mean is not None and not math.isfinite(mean):
@@ -451,14 +455,33 @@ class Trainer:
                 self._input_acc = float(frame_accuracy(pred, gt))
         return self._input_acc  # type: ignore[return-value]
 
-    def evaluate(self) -> dict[str, float | None]:
-        """``frame_acc, edit, f1@10, f1@25, f1@50`` (percent) and ``input_acc``."""
+    def evaluate(self, videos: np.ndarray | None = None) -> dict[str, float | None]:
+        """``frame_acc, edit, f1@10, f1@25, f1@50`` (percent) and ``input_acc`` on the
+        evaluated dataset's test videos (or ``videos``, e.g. its validation part)."""
         data = self.eval_data
+        videos = data.test if videos is None else np.asarray(videos, dtype=np.int64)
+        if videos is not data.test:
+            return self._evaluate_videos(videos)
         preds = self.predict()
         gts = [data.table.video_labels(v).astype(np.int64) for v in data.test]
         metrics = evaluate_metrics(preds, gts, background=segment_background(data.space.classes))
         out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()}
         out["input_acc"] = self.input_accuracy()
+        return out
+
+    def _evaluate_videos(self, videos: np.ndarray) -> dict[str, float | None]:
+        data = self.eval_data
+        preds = self.predict(videos=videos)
+        gts = [data.table.video_labels(v).astype(np.int64) for v in videos]
+        metrics = evaluate_metrics(preds, gts, background=segment_background(data.space.classes))
+        out: dict[str, float | None] = {k: float(v) for k, v in metrics.items()}
+        if data.mapped:
+            pred = np.concatenate([data.table.features[data.table.offsets[v]:
+                                                       data.table.offsets[v + 1]].argmax(1)
+                                   for v in videos])
+            out["input_acc"] = float(frame_accuracy(pred, np.concatenate(gts)))
+        else:
+            out["input_acc"] = None
         return out
 
     # -- state -------------------------------------------------------------------------
@@ -630,6 +653,13 @@ class TrainRun:
     init_how: str | None = None
     train_frames: int = 0
     train_seconds: float = 0.0
+    #: ``tick(phase, iteration)`` after every optimiser step, ``phase`` "pretrain" (a transfer
+    #: run's source pre-training) or "train": wall-clock progress for a command line
+    tick: Callable[[str, int], None] | None = None
+    #: validation: the best validation evaluation so far (iteration, val frame_acc) and its
+    #: weights (CPU), the model a finished run reports
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def create(cls, spec: TrainSpec | Mapping[str, Any], device: str | torch.device | None = None
@@ -643,7 +673,8 @@ class TrainRun:
             else None
         )
         source = (
-            SplitData.load(resolve_trial_path(spec.source_path), spec.source_split, device)
+            SplitData.load(resolve_trial_path(spec.source_path), spec.source_split, device,
+                           validation=spec.validation == "people")
             if spec.source_path is not None
             else None
         )
@@ -651,7 +682,8 @@ class TrainRun:
             target_space = LabelSpace.from_card(read_card(resolve_trial_path(spec.target_path)))
             target = None
         else:
-            target = SplitData.load(resolve_trial_path(spec.target_path), spec.target_split, device)
+            target = SplitData.load(resolve_trial_path(spec.target_path), spec.target_split,
+                                    device, validation=spec.validation == "people")
             target_space = target.space
         cfg = spec.train_config()
         assert mode == "none" or source is not None or init is not None
@@ -701,7 +733,8 @@ class TrainRun:
             else:
                 pre = Trainer(cfg, make_arrangement("identity", a.source), self.source)
             n = spec.pretrain_iterations or spec.iterations
-            stats = pre.train(n)
+            tick = self.tick
+            stats = pre.train(n, None if tick is None else lambda it: tick("pretrain", it))
             self.init_how = self.trainer.init_from(pre.checkpoint())
             out = dict(zip(PRETRAIN_KEYS, (n, stats.loss, stats.seconds), strict=True))
         self.started = True
@@ -716,7 +749,9 @@ class TrainRun:
     def step(self) -> dict[str, Any]:
         result = {} if self.started else self._start()
         stop = self.next_stop()
-        stats = self.trainer.train(max(stop - self.trainer.iteration, 0))
+        tick = self.tick
+        stats = self.trainer.train(max(stop - self.trainer.iteration, 0),
+                                   None if tick is None else lambda it: tick("train", it))
         self.train_frames += stats.frames
         self.train_seconds += stats.seconds
         it = self.trainer.iteration
@@ -725,11 +760,46 @@ class TrainRun:
             iteration=it, loss=stats.loss, frames_per_s=stats.frames_per_s, done=done,
         )
         if it in self.spec.eval_at or done:
-            metrics = self.trainer.evaluate()
-            self.curve[str(it)] = metrics["frame_acc"]  # type: ignore[assignment]
-            result.update(metrics)
-            result["curve"] = dict(self.curve)
+            result.update(self.evaluate_at(it, done))
         return result
+
+    @property
+    def validating(self) -> bool:
+        return self.spec.validation == "people" and len(self.trainer.eval_data.val) > 0
+
+    def evaluate_at(self, it: int, done: bool) -> dict[str, Any]:
+        """The result keys of an evaluation point (the trainer holds the weights of
+        iteration ``it``): the test metrics and ``curve``; with validation also ``val.*``,
+        ``best_iteration`` and, when the run ends, the *reported* model's test metrics (the
+        best validation iteration's weights, restored into the trainer) with the last
+        iteration's under ``last.*``."""
+        out: dict[str, Any] = {}
+        metrics = self.trainer.evaluate()
+        if self.validating:
+            val = self.trainer.evaluate(self.trainer.eval_data.val)
+            out.update({f"val.{k}": v for k, v in val.items()})
+            # ties keep the earlier iteration: fewer updates for the same validation score
+            if self.best is None or float(val["frame_acc"]) > self.best["val"]:
+                self.best = {"iteration": it, "val": float(val["frame_acc"]), "metrics": val}
+                self.best_state = {k: v.detach().cpu().clone()
+                                   for k, v in self.trainer.model.state_dict().items()}
+            out["best_iteration"] = int(self.best["iteration"])
+            if done and self.best["iteration"] != it:
+                out.update({f"last.{k}": v for k, v in metrics.items()})
+                # the reported model's own validation score: what a search maximises
+                out.update({f"val.{k}": v for k, v in self.best["metrics"].items()})
+                self._restore_best()
+                metrics = self.trainer.evaluate()
+        self.curve[str(it)] = metrics["frame_acc"]  # type: ignore[assignment]
+        out.update(metrics)
+        out["curve"] = dict(self.curve)
+        return out
+
+    def _restore_best(self) -> None:
+        """Put the reported (best validation) weights into the trainer: a finished run
+        trains no more, so its checkpoint and every later use get the selected model."""
+        if self.best_state is not None:
+            self.trainer.model.load_state_dict(self.best_state)
 
     def run(self, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Step until done and return the final result: the last step's keys plus
@@ -754,10 +824,15 @@ class TrainRun:
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint(self) -> ModelCheckpoint:
-        return self.trainer.checkpoint(
+        if self.done and self.validating:
+            self._restore_best()  # the model a finished run reports is the selected one
+        ckpt = self.trainer.checkpoint(
             run={"spec": self.spec.model_dump(mode="json"), "curve": self.curve,
-                 "started": self.started, "init_how": self.init_how}
+                 "started": self.started, "init_how": self.init_how, "best": self.best}
         )
+        if self.best_state is not None:
+            ckpt.state["best_model"] = self.best_state
+        return ckpt
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(path, self.checkpoint())
@@ -771,5 +846,7 @@ class TrainRun:
         run = ckpt.meta.get("run") or {}
         self.curve = {str(k): float(v) for k, v in run.get("curve", {}).items()}
         self.init_how = run.get("init_how")
+        self.best = run.get("best")
+        self.best_state = ckpt.state.get("best_model")
         self.started = True
 
