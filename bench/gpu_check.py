@@ -128,18 +128,20 @@ SMOKE: dict[str, Any] = {
 #: step -> (hard timeout on a device, hard timeout in --smoke), seconds. Each step gets the
 #: smaller of its own and what is left of the whole check's budget (BUDGET_S; on a device
 #: 465 s: 8 minutes less a margin for process starts), so the check never runs past it.
+#: The smoke limits are safety nets sized for a shared 2-core CPU under heavy load (a smoke
+#: run took 189 s at load average 13-16, its study 96 s), not the smoke run's target.
 TIMEOUTS: dict[str, tuple[float, float]] = {
-    "env": (30, 30),
-    "cuda_tests": (120, 60),  # the compile tests compile on the device
-    "lstm_trial": (45, 40),
-    "packing": (150, 60),
-    "projection": (20, 20),
-    "cnn": (45, 60),
-    "tcn": (25, 40),
-    "study": (110, 120),
+    "env": (30, 40),
+    "cuda_tests": (120, 90),  # the compile tests compile on the device
+    "lstm_trial": (45, 60),
+    "packing": (150, 90),
+    "projection": (20, 40),
+    "cnn": (45, 90),
+    "tcn": (25, 60),
+    "study": (110, 240),
 }
 STEPS = tuple(TIMEOUTS)
-BUDGET_S = {"full": 465.0, "smoke": 240.0}
+BUDGET_S = {"full": 465.0, "smoke": 540.0}
 #: a step is not started with less time than this left in the budget
 MIN_STEP_S = 5.0
 

@@ -41,10 +41,12 @@ def _log(out: Path, step: str) -> str:
     return path.read_text()[-3000:] if path.exists() else "(no log)"
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(620)
 def test_smoke_runs_every_step_and_writes_json_and_markdown(tmp_path):
+    # the limits are safety nets for a heavily loaded machine, not a timed assert: the smoke
+    # run takes about 2 minutes on the 2-core CPU (docs/benchmarks.md, GPU check)
     out = tmp_path / "out"
-    proc = _run("--smoke", "--out", str(out), timeout=580)
+    proc = _run("--smoke", "--out", str(out), timeout=600)
     report = json.loads((out / "gpu_check.json").read_text())
     md = (out / "gpu_check.md").read_text()
     steps = report["steps"]
