@@ -878,9 +878,11 @@ def step_study(ctx: Ctx) -> None:
              tasks=len(plan), trials=plan.trial_count, ray_cpus=S["study_cpus"])
     ctx.save()
     t0 = time.perf_counter()
-    out = run_study(loaded, progress=False, tracking_uri=loaded.spec.tracking_uri,
-                    num_cpus=S["study_cpus"])
+    with _ray_usage() as used:
+        out = run_study(loaded, progress=False, tracking_uri=loaded.spec.tracking_uri,
+                        num_cpus=S["study_cpus"])
     r["seconds"] = time.perf_counter() - t0
+    r["ray_in_use"] = dict(used)
     r["outcome"] = {"status": out.status, "finished": len(out.finished),
                     "failed": dict(out.failed), "not_run": dict(out.not_run)}
     ctx.save()
@@ -901,8 +903,43 @@ def step_study(ctx: Ctx) -> None:
         problems.append(f"not one run per task: {dict(per_task)}")
     if r["mlflow_finished"] != len(plan):
         problems.append(f"{r['mlflow_finished']} FINISHED task runs for {len(plan)} tasks")
+    if gpu and not used.get("GPU"):
+        problems.append(f"Ray never had a GPU in use during the study ({dict(used)})")
     r["one_run_per_task"] = not problems
     ctx.status, ctx.reason = ("failed", "; ".join(problems)) if problems else ("ok", None)
+
+
+@contextlib.contextmanager
+def _ray_usage(every: float = 0.5) -> Any:
+    """While the block runs: the most CPUs and GPUs the local Ray had handed to trials
+    (cluster total - available, sampled every ``every`` s): GPU > 0 shows Ray scheduled
+    the trials on the GPU."""
+    import threading
+
+    import ray
+
+    used: dict[str, float] = {"CPU": 0.0, "GPU": 0.0, "samples": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            try:
+                if not ray.is_initialized():
+                    continue
+                total, free = ray.cluster_resources(), ray.available_resources()
+            except Exception:  # Ray starting or shutting down: the next sample
+                continue
+            for res in ("CPU", "GPU"):
+                used[res] = max(used[res], float(total.get(res, 0)) - float(free.get(res, 0)))
+            used["samples"] += 1
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield used
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 STEP_FUNCS: dict[str, Callable[[Ctx], None]] = {
@@ -1252,8 +1289,10 @@ def render_md(report: dict[str, Any]) -> str:
                   f"{r['tasks']} tasks ({r['trials']} trials) on a local Ray of "
                   f"{r['ray_cpus']} CPUs: {r['outcome']['status']} in {r['seconds']:.0f} s; "
                   f"MLflow: {r['mlflow_task_runs']} task runs, {r['mlflow_finished']} FINISHED, "
-                  f"{r['packed_runs']} of them in {r['packs']} pack(s); num_gpus per trial "
-                  f"{', '.join(r['num_gpus_param'])}; one run per task: "
+                  f"{r['packed_runs']} of them in {r['packs']} pack(s); num_gpus per task "
+                  f"{', '.join(r['num_gpus_param'])}; most held by trials at once: "
+                  f"{r.get('ray_in_use', {}).get('CPU', 0):g} CPU, "
+                  f"{r.get('ray_in_use', {}).get('GPU', 0):g} GPU; one run per task: "
                   f"{'yes' if r['one_run_per_task'] else '**no**'}."]
     return "\n".join(lines) + "\n"
 

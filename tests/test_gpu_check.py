@@ -106,6 +106,9 @@ def test_smoke_runs_every_step_and_writes_json_and_markdown(tmp_path):
     assert study["outcome"]["status"] == "FINISHED" and study["one_run_per_task"]
     assert study["mlflow_task_runs"] == study["mlflow_finished"] == study["tasks"]
     assert study["packed_runs"] == study["tasks"]  # every task ran in a pack
+    # Ray handed resources to the trials (sampled while the study ran); GPUs on a device
+    assert study["ray_in_use"]["CPU"] > 0
+    assert (study["ray_in_use"]["GPU"] > 0) == _cuda()
 
 
 def _processes_mentioning(text: str) -> list[str]:
