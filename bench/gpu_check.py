@@ -47,7 +47,8 @@ reason: an exception, a timeout, a crash). Steps, in order:
 ``study``
     a small real study (two synthetic kitchens, baselines, pre-trains and fine-tunes, two
     seeds, packing on) under a local Ray with ``resources: {cpu: 1, gpu: 0.25}``, logged to
-    a SQLite MLflow store; checks one FINISHED task run per planned task. (``--smoke`` on a
+    a SQLite MLflow store; checks one FINISHED task run per planned task, and (sampling
+    Ray's resources while it runs) that Ray handed the trials a GPU. (``--smoke`` on a
     CPU: ``gpu: 0`` and packing forced on CPU trials.)
 
 Timing: each figure is the median of ``--repeats`` (>= 3) rounds, the measured code and its
