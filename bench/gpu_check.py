@@ -1,7 +1,7 @@
 """One prepared GPU check (issue 18): the platform's GPU figures in one short, safe run.
 
     make gpu-check             # .venv/bin/python bench/gpu_check.py: needs CUDA, <= 8 min
-    make gpu-check SMOKE=1     # ... --smoke: tiny shapes on any machine, < 2 min on a CPU
+    make gpu-check SMOKE=1     # ... --smoke: tiny shapes on any machine (target < 2 min)
     .venv/bin/python bench/gpu_check.py [--smoke] [--out DIR] [--steps a,b,...]
         [--device auto|cuda|cpu] [--repeats N] [--budget S] [--timeout STEP=S ...] [--write-doc]
 
@@ -37,13 +37,15 @@ reason: an exception, a timeout, a crash). Steps, in order:
 ``cnn``
     the CNN stage's model throughput: the project's ``FrameClassifier`` (Inception-v3 from
     torchvision, random weights, uint8 input normalised on the device, channels-last on
-    CUDA) against bare torchvision Inception-v3 on float input, 299 x 299, training step
-    (SGD) and inference (forward + softmax), bf16 autocast off and on. Video decoding is not
-    in it (``bench/bench_cnn.py`` measures the loader).
+    CUDA) against bare torchvision Inception-v3 on float input (channels-last too), 299 x
+    299, batch 64, training step (SGD) and inference (forward + softmax), bf16 autocast off
+    and on. Video decoding is not in it (``bench/bench_cnn.py`` measures the loader).
 ``tcn``
     a temporal model's training frames/s from the registry ``trainables.temporal.MODELS``
-    (a model with ``tcn`` in its name) against the bare LSTM loop at the same shapes;
-    ``skipped`` while that registry does not exist.
+    (the first model with ``tcn`` in its name, its default config, built by the registry's
+    ``build``, trained on its own ``loss``) on 8 whole-video samples of 2048 frames,
+    against the bare LSTM loop at the paper's shapes; ``skipped`` while no such registry
+    or model exists.
 ``study``
     a small real study (two synthetic kitchens, baselines, pre-trains and fine-tunes, two
     seeds, packing on) under a local Ray with ``resources: {cpu: 1, gpu: 0.25}``, logged to
