@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-quick test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kitchen-study demo
 
+# every test that runs without a GPU, slow ones included (CI: .ci/run; <= 15 min on 2 cores)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
-test-all: $(STAMP)
-	$(PY) -m pytest -q -m ""
+# the quick loop while editing: no slow tests (real-data training, Ray clusters, kills)
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: test  # kept for habit: `make test` is now everything
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

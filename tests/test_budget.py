@@ -355,7 +355,7 @@ def test_budget_table_report_and_regret_against_a_full_study():
 
 
 @pytest.mark.slow  # a 3-dataset study on local Ray: minutes on a loaded 2-core machine
-def test_real_budgeted_run(tmp_path):
+def test_real_budgeted_run(tmp_path, local_ray):  # one Ray for the module's studies
     """3 datasets, all pairs, budget 1 per target by LEEP: 3 baselines (= pre-trains),
     6 estimate tasks, 3 fine-tunes trained, 3 estimated, not trained; status and report
     say so; a full version after it trains only the 3 skipped fine-tunes."""
@@ -619,7 +619,7 @@ def test_query_leaves_halved_finetunes_out_of_the_measured_results():
 
 
 @pytest.mark.slow  # a 3-dataset study on local Ray: minutes on a loaded 2-core machine
-def test_real_halving_run(tmp_path):
+def test_real_halving_run(tmp_path, local_ray):
     """3 datasets, all pairs, halving from rung 2: each target has 2 sources, so at rung 2
     one continues and one stops; the stopped ones are FINISHED runs tagged ``halved @ 2``,
     named ``· stopped @``, and left out of the gains."""

@@ -191,7 +191,7 @@ def _tiny(names: list[str], folder: Path) -> dict:
 
 
 @pytest.mark.slow  # about 2.5 min on a loaded 2-core machine (two studies on local Ray)
-def test_real_run_pair_trains_only_the_new_tasks(tmp_path):
+def test_real_run_pair_trains_only_the_new_tasks(tmp_path, local_ray):  # one Ray for both
     """v1 on two datasets, v2 adds a third: v2 trains its baseline and the four new edges
     and adopts the rest (local Ray, SQLite MLflow)."""
     pytest.importorskip("ray")
