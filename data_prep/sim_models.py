@@ -68,6 +68,7 @@ validation and the last pass (logits -> argmax hits -> softmax in place).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -89,10 +90,13 @@ __all__ = [
     "DEFAULT_PRIOR_WEIGHT",
     "DEFAULT_SEGMENT_SHARE",
     "DEFAULT_VIDEO_SHARE",
+    "CONFUSER_DATASET_DEFAULTS",
     "MODELS",
     "VERSIONS",
     "SimOptions",
     "class_similarity",
+    "dataset_defaults",
+    "resolve_options",
     "simulate_features",
 ]
 
@@ -131,6 +135,19 @@ DEFAULT_CONFUSER_WEIGHT = 0.45
 DEFAULT_PRIOR_WEIGHT = 2.0
 DEFAULT_AR_SHARE = 0.9
 
+#: ``confuser`` model: the knobs calibrated per dataset (docs/data.md has the measurements),
+#: looked up by card name like the accuracy (exact, else the longest prefix); a dataset not
+#: listed gets :data:`DEFAULT_CONFUSER_WEIGHT` and :data:`DEFAULT_BOUNDARY_S`. The datasets
+#: differ in how short their segments are (50 Salads fine: many sub-second prep/post
+#: segments; MPII: 47 % of segments are short background gaps), so one blur does not fit all.
+CONFUSER_DATASET_DEFAULTS: dict[str, dict[str, float]] = {
+    "breakfast": {"confuser_weight": 0.45, "boundary_s": 0.5},
+    "salads": {"confuser_weight": 0.42, "boundary_s": 0.25},
+    "50salads": {"confuser_weight": 0.42, "boundary_s": 0.25},
+    "50_salads": {"confuser_weight": 0.42, "boundary_s": 0.25},
+    "mpii": {"confuser_weight": 0.4, "boundary_s": 1.0},
+}
+
 #: Frames per chunk: bounds the temporaries (chunk x classes float32) while keeping numpy
 #: calls large. Chunks are whole videos.
 _CHUNK_FRAMES = 1 << 18
@@ -158,9 +175,9 @@ class SimOptions:
     model: str = DEFAULT_MODEL
     segment_share: float = DEFAULT_SEGMENT_SHARE
     video_share: float = DEFAULT_VIDEO_SHARE
-    boundary_s: float = DEFAULT_BOUNDARY_S
+    boundary_s: float | None = None  # None: the model's (and dataset's) default
     confusers: int = DEFAULT_CONFUSERS
-    confuser_weight: float = DEFAULT_CONFUSER_WEIGHT
+    confuser_weight: float | None = None  # None: the dataset's default
     prior_weight: float = DEFAULT_PRIOR_WEIGHT
     ar_share: float = DEFAULT_AR_SHARE
 
@@ -170,6 +187,7 @@ def simulate_features(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The softmax array (frames, classes) float32 of ``options.model`` and how it was made
     (the card's ``features`` description). ``ValueError`` for parameters out of range."""
+    options = resolve_options(options, table.card.name)
     if options.model == "confuser":
         from .sim_confuser import simulate_confuser
 
@@ -181,6 +199,27 @@ def simulate_features(
     raise ValueError(
         f"unknown simulation model {options.model!r} (choose from {', '.join(MODELS)})"
     )
+
+
+def dataset_defaults(name: str) -> dict[str, float]:
+    """The ``confuser`` knobs calibrated for a dataset name (empty when not listed)."""
+    key = name.lower()
+    if key in CONFUSER_DATASET_DEFAULTS:
+        return dict(CONFUSER_DATASET_DEFAULTS[key])
+    prefixes = [k for k in CONFUSER_DATASET_DEFAULTS if key.startswith(k)]
+    return dict(CONFUSER_DATASET_DEFAULTS[max(prefixes, key=len)]) if prefixes else {}
+
+
+def resolve_options(options: SimOptions, name: str) -> SimOptions:
+    """``options`` with its None knobs filled in: the dataset's calibrated values for the
+    ``confuser`` model, the module defaults otherwise."""
+    known = dataset_defaults(name) if options.model == "confuser" else {}
+    changes: dict[str, Any] = {}
+    if options.boundary_s is None:
+        changes["boundary_s"] = known.get("boundary_s", DEFAULT_BOUNDARY_S)
+    if options.confuser_weight is None:
+        changes["confuser_weight"] = known.get("confuser_weight", DEFAULT_CONFUSER_WEIGHT)
+    return dataclasses.replace(options, **changes) if changes else options
 
 
 # -- shared pieces -----------------------------------------------------------------------
@@ -547,6 +586,8 @@ def _check_confuser_options(o: SimOptions) -> None:
         raise ValueError(f"prior_weight must be in [0, 10], got {o.prior_weight}")
     if not 0.0 <= o.ar_share <= 1.0:
         raise ValueError(f"ar_share must be in [0, 1], got {o.ar_share}")
+    if not o.boundary_s >= 0.0:
+        raise ValueError(f"boundary_s must be >= 0 seconds, got {o.boundary_s}")
 
 
 def _fit_scale(
