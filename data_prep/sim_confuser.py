@@ -7,10 +7,16 @@ were frequent in its training frames. Nothing in it is drawn once per segment or
 as an isotropic random vector, so a per-frame classifier fitted on its scores cannot learn
 "fingerprints" of the training videos (the failure of ``segment`` v1, issue 16)::
 
-    mu_t     = (1 - lam) * e[y_t] + lam * e[c(s)]          c(s) one of y's confusers, per segment
+    mu_t     = (1 - wp - wn) * [(1 - lam) e[y_t] + lam e[c(s)]] + wp e[prev] + wn e[next]
     n_t      = sqrt(1 - r) * eps_t + sqrt(r) * u_t           eps ~ N(0, I_C), u unit AR(1) per video
-    logits_t = (a_f * mu_t + n_t + beta * log pi_f) / T_f
+    logits_t = (a_f * (a_f * mu_t + n_t) + beta * log pi_f) / T_f
     scores_t = softmax(logits_t)
+
+``c(s)`` is one of ``y``'s confusers, per segment; ``wp``/``wn`` = 1/2 exp(-d / (boundary_s
+fps)) at distance ``d`` frames from the boundary with the previous/next segment of the
+video (0 where there is none), as in ``segment``'s boundary blend. The evidence
+``a mu + n`` is weighted as a Gaussian log-likelihood (``a``), so ``beta = 1`` would be the
+prior of a Bayes classifier and ``beta > 1`` over-weights it.
 
 * **Folds.** Every video is scored with the parameters of *its fold*: the first split that
   lists it as a test video (a table whose splits are leave-person-out partitions gives each
@@ -33,10 +39,13 @@ as an isotropic random vector, so a per-frame classifier fitted on its scores ca
   over-weighted by ``beta`` (a CNN trained with cross-entropy on skewed classes
   over-predicts the frequent ones when the evidence is weak; it is what a per-frame
   recalibration on the scores can partly undo, as the paper's SVM on the softmax did).
-* **Scale** ``a_f``: bisection on log ``a`` until the argmax accuracy on an evenly spaced
-  sample of the fold's *training* frames equals the target; the test frames' accuracy is
-  an outcome (the all-frames accuracy lands within a few tenths of the target on the real
-  datasets, ``docs/data.md``). A target at or below what the prior alone gives is an error.
+* **Scale** ``a_f``: bisection until the argmax accuracy on an evenly spaced sample of the
+  fold's *training* frames equals the target, each training participant scored with the
+  prior and confusers of the *other* training participants (:data:`_INNER_GROUPS` groups
+  of people): the fit sees the same train -> test mismatch as the test people, with no
+  test label. The test frames' accuracy is an outcome (within a few tenths of the target
+  on the real datasets, ``docs/data.md``). A target at or below what the prior alone gives
+  is an error.
 * **Temperature** ``T_f``: by default the one at which the mean top score on that sample
   equals the target accuracy (confidence-calibrated on training frames); a given
   ``temperature`` fixes it. It never changes the argmax.
