@@ -309,11 +309,24 @@ class TrackingCallback(NotPickled, tune.Callback):
             self._end(s.run_id, "FAILED", reason)
             st.failed[s.task.id] = reason
 
+    def _where(self, rid: str) -> str:
+        """How far an open run had come: ``at iteration N`` (its last logged result), or how
+        many of a search's trials had ended."""
+        for s in self.state.searches.values():
+            if s.run_id == rid:
+                return f"after {s.completed} of {s.task.trials} trials ended"
+        tid = next((t for t, r in self.runs.items() if r == rid), None)
+        it = self.logged_to.get(tid) if tid is not None else None
+        return "before its first result" if it is None else f"at iteration {it}"
+
     def close_open(self, status: str, reason: str) -> list[str]:
-        """End every run still open (interrupt or error): no run is left RUNNING."""
+        """End every run still open (interrupt or error): no run is left RUNNING, and each
+        says why and where (``interrupted by the user (SIGINT, Ctrl-C) at iteration 200``)."""
         closed = []
         for rid in list(self.open):
+            first, _, rest = reason.partition("\n")  # (a driver error's traceback after)
             with contextlib.suppress(Exception):
-                self._end(rid, status, reason)
+                self._end(rid, status, f"{first} {self._where(rid)}" + (f"\n{rest}" if rest
+                                                                       else ""))
                 closed.append(rid)
         return closed

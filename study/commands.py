@@ -200,7 +200,7 @@ def status(
     data_root: Path | None = _DATA_ROOT,
 ) -> None:
     """Per-task state of a study (from MLflow; no Ray needed)."""
-    from .status import study_status
+    from .status import study_status, summary_text
 
     loaded = _open(spec, data_root)
     _check_store(loaded, tracking_uri)
@@ -208,11 +208,8 @@ def status(
     if json_out:
         typer.echo(json.dumps(rows, indent=1))
         return
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    typer.echo(f"study {loaded.spec.name} (hash {loaded.short_hash}): "
-               + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    # the driver's last line counts with the same rule (study.status.summary_text)
+    typer.echo(f"study {loaded.spec.name} (hash {loaded.short_hash}): {summary_text(rows)}")
     for r in rows:
         acc = "" if r["frame_acc"] is None else f"{r['frame_acc']:6.2f}"
         typer.echo(f"  {r['status']:<9} {acc:>6}  {r['id']}")
@@ -421,10 +418,11 @@ def demo(
         raise typer.Exit(_EXIT.get(outcome.status, 1))
 
 
-def _best_model_run(results: Any, target: str, metric: str, spec: Path) -> tuple[str, str]:
-    """(run id, description) of the model to register for ``target``: the first pair of
-    ``best_transfer_pairs`` (the ranking ``best`` prints), and of its runs (one per seed) the
-    one with the highest ``metric``."""
+def _best_model_run(results: Any, target: str, metric: str, spec: Path
+                    ) -> tuple[str, str, dict[str, str]]:
+    """(run id, description, tags of the registered version) of the model to register for
+    ``target``: the first pair of ``best_transfer_pairs`` (the ranking ``best`` prints), and
+    of its runs (one per seed) the one with the highest ``metric``."""
     pairs = results.best_transfer_pairs(target=target, metric=metric, k=1)
     if pairs.empty:
         raise DataError(f"no transfer run into {target!r} has a matching baseline yet "
@@ -437,7 +435,15 @@ def _best_model_run(results: Any, target: str, metric: str, spec: Path) -> tuple
     row = g.sort_values(["value", "seed"], ascending=[False, True]).iloc[0]
     what = (f"{top['source']}→{top['target']} {top['mode']} {top['arrangement']} seed "
             f"{row['seed']} ({metric} {row['value']:.2f}, gain {row['gain']:+.2f})")
-    return str(row["run_id"]), what
+    ci = ("one seed: no interval" if math.isnan(float(top["ci_low"])) else
+          f"95 % CI {float(top['ci_low']):+.2f} to {float(top['ci_high']):+.2f}")
+    tags = {**{f"ks.{k}": str(top[k]) for k in keys}, "ks.seed": str(row["seed"]),
+            "ks.study": results.name, "ks.study_hash": results.study_hash,
+            "ks.run_id": str(row["run_id"]), "ks.metric": metric,
+            f"ks.{metric}": f"{row['value']:.2f}", f"ks.gain.{metric}": f"{row['gain']:+.2f}",
+            f"ks.pair_gain.{metric}": f"{float(top['gain']):+.2f}", "ks.pair_ci": ci,
+            "ks.pair_seeds": str(int(top["n_seeds"]))}
+    return str(row["run_id"]), what, tags
 
 
 def register_best(
@@ -453,7 +459,7 @@ def register_best(
     from .models import register_model
 
     results = _load_results(spec, tracking_uri, target)
-    run_id, what = _best_model_run(results, target, metric, spec)
+    run_id, what, tags = _best_model_run(results, target, metric, spec)
     name = name or f"{results.name}-{target}"
     from mlflow.exceptions import MlflowException
 
@@ -461,7 +467,18 @@ def register_best(
 
     uri = resolve_tracking_uri(tracking_uri, _open(spec).spec.tracking_uri)
     try:
-        version = register_model(f"runs:/{run_id}/model", name, tracking_uri=uri)
+        description = (
+            f"The best transfer pair into {target} of study {results.name} (version "
+            f"{results.study_hash[:12]}) as `kitchen-study best` ranks them (by the lower bound of "
+            f"the 95 % CI of the mean per-seed gain): {tags['ks.source']}→{target} "
+            f"{tags['ks.mode']} {tags['ks.arrangement']}, {metric} gain "
+            f"{tags[f'ks.pair_gain.{metric}']} points ({tags['ks.pair_ci']}, "
+            f"{tags['ks.pair_seeds']} seeds). This version is its seed {tags['ks.seed']} "
+            f"model ({metric} {tags[f'ks.{metric}']}, gain {tags[f'ks.gain.{metric}']}), run "
+            f"{run_id}. Input: one video's frame features in order, shape (T, input_dim) "
+            "float32; output (T, classes) probabilities (study/models.py).")
+        version = register_model(f"runs:/{run_id}/model", name, tracking_uri=uri,
+                                 description=description, tags=tags)
     except MlflowException as e:
         raise DataError(f"run {run_id} ({what}) has no logged model to register (it ran "
                         f"before models were logged; run the study again): {e.message}",

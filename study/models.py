@@ -17,19 +17,30 @@ frame by frame when the model is causal.
   over ``classes``: :meth:`trainables.predictor.FramewisePredictor.predict_video` (causal
   models carry their state from frame to frame, started fresh on each call). For
   frame-at-a-time use open the same model with ``FramewisePredictor.from_mlflow(uri)``.
-- :func:`register_model` registers a logged model under a name (a new version per call).
+- What the MLflow UI shows of a logged model: every task's model is named ``model`` (so
+  ``runs:/<run id>/model`` finds it), its ``model_type`` is the model kind (``lstm``,
+  ``mstcn``), and it carries ``tags`` (the study driver passes the task's ``ks.*`` tags and
+  its run name as ``ks.run_name``: what tells 32 models of a study apart) and ``metrics``
+  linked to it by MLflow 3's ``model_id`` (the task's final ``frame_acc``, ``edit``, F1s;
+  :func:`log_model_metrics` adds the gain once it is known), which its page lists.
+- Logging goes through ``mlflow.start_run(run_id)``, which sets the run RUNNING; the run
+  gets back the status it had (a finished task's run stays FINISHED even when the driver
+  is stopped mid-log: MLflow's own context manager would mark it FAILED without a reason).
+- :func:`register_model` registers a logged model under a name (a new version per call)
+  from its ``models:/<model id>`` (so MLflow does not warn that the run has no artifacts at
+  ``model``: MLflow 3 keeps them with the logged model), with a description and tags.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_NAME", "TemporalPyfunc", "log_temporal_model", "register_model",
-           "using_tracking_uri"]
+__all__ = ["MODEL_NAME", "TemporalPyfunc", "log_model_metrics", "log_temporal_model",
+           "logged_model_id", "register_model", "using_tracking_uri"]
 
 #: the run-relative name every logged model has (``runs:/<run id>/model``)
 MODEL_NAME = "model"
@@ -103,10 +114,14 @@ class TemporalPyfunc(PythonModel):
 
 
 def log_temporal_model(run_id: str, checkpoint: str | Path,
-                       tracking_uri: str | None = None) -> str:
+                       tracking_uri: str | None = None, *,
+                       tags: Mapping[str, Any] | None = None,
+                       metrics: Mapping[str, float] | None = None, step: int = 0) -> str:
     """Log ``checkpoint`` as ``run_id``'s MLflow model; returns its ``runs:/`` URI.
 
-    Works on a finished or running run (the driver logs it right after the task ends)."""
+    ``tags`` become the logged model's tags, ``metrics`` its metrics (also on the run, at
+    ``step``). Works on a finished or running run (the driver logs it right after the task
+    ends) and leaves a finished run with the status it had."""
     import mlflow
     import numpy as np
     from mlflow.models.signature import ModelSignature
@@ -120,26 +135,97 @@ def log_temporal_model(run_id: str, checkpoint: str | Path,
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c))]),
     )
-    with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
-        mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=str(_CODE),  # models from code: no pickle in the model
-            artifacts={_ARTIFACT: str(checkpoint)},
-            model_config={"checkpoint_sha256": _sha256(checkpoint)},
-            signature=signature,
-            metadata={"classes": list(predictor.classes), "input_dim": d,
-                      "feature_mapped": predictor.feature_mapped,
-                      "model_kind": predictor.kind, "causal": predictor.causal},
-            # the model runs with this package installed; do not let MLflow guess a pip list
-            # by importing and timing the model (slow, and wrong for a local checkout)
-            pip_requirements=[],
-        )
+    with using_tracking_uri(tracking_uri):
+        client = mlflow.MlflowClient()
+        before = client.get_run(run_id).info.status
+        mlflow.start_run(run_id=run_id, nested=True)
+        ok = False
+        try:
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(_CODE),  # models from code: no pickle in the model
+                artifacts={_ARTIFACT: str(checkpoint)},
+                model_config={"checkpoint_sha256": _sha256(checkpoint)},
+                signature=signature,
+                metadata={"classes": list(predictor.classes), "input_dim": d,
+                          "feature_mapped": predictor.feature_mapped,
+                          "model_kind": predictor.kind, "causal": predictor.causal},
+                # the model runs with this package installed; do not let MLflow guess a pip
+                # list by importing and timing the model (slow, and wrong for a checkout)
+                pip_requirements=[],
+                tags={k: str(v) for k, v in (tags or {}).items()} or None,
+                model_type=predictor.kind,
+                step=step,
+            )
+            ok = True
+        finally:
+            # not `with mlflow.start_run(...)`: its exit marks the run FAILED on any exception,
+            # Ctrl-C included, so a finished task would read as failed, with no reason
+            mlflow.end_run(before if before in ("FINISHED", "FAILED", "KILLED")
+                           else "FINISHED" if ok else "FAILED")
+        if metrics:
+            log_model_metrics(client, run_id, info.model_id, metrics, step)
     return f"runs:/{run_id}/{MODEL_NAME}"
 
 
-def register_model(model_uri: str, name: str, tracking_uri: str | None = None) -> Any:
-    """Register ``model_uri`` under ``name`` (a new version); returns the ModelVersion."""
+def log_model_metrics(client: Any, run_id: str, model_id: str,
+                      metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log ``metrics`` on ``run_id`` linked to its logged model ``model_id`` (MLflow 3: the
+    model's page lists them). NaN and None are not logged."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, int(step), model_id=model_id)
+             for k, v in metrics.items()
+             if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if items:
+        client.log_batch(run_id, metrics=items)
+
+
+def logged_model_id(client: Any, run_id: str, name: str = MODEL_NAME) -> str | None:
+    """The id of the model ``name`` that ``run_id`` logged (the latest step's when it logged
+    several), or None."""
+    run = client.get_run(run_id)
+    outputs = getattr(run, "outputs", None)
+    steps = {o.model_id: o.step for o in (outputs.model_outputs if outputs else [])}
+    found = [m for m in (client.get_logged_model(mid) for mid in steps) if m.name == name]
+    return max(found, key=lambda m: steps[m.model_id]).model_id if found else None
+
+
+def register_model(model_uri: str, name: str, tracking_uri: str | None = None, *,
+                   description: str | None = None,
+                   tags: Mapping[str, Any] | None = None) -> Any:
+    """Register ``model_uri`` (``runs:/<run id>/model`` or ``models:/<model id>``) under
+    ``name`` (a new version, with ``description`` and ``tags``); returns the ModelVersion.
+
+    A ``runs:/`` URI is resolved to its logged model first and registered from
+    ``models:/<model id>``, as MLflow 3 keeps the files there (``mlflow.register_model``
+    would find none under the run and warn before doing the same). An unknown run or model
+    raises ``MlflowException``."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     with using_tracking_uri(tracking_uri):
-        return mlflow.register_model(model_uri, name)
+        client = mlflow.MlflowClient()
+        run_id, model_id, source = None, None, model_uri
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+            model_id = logged_model_id(client, run_id, path or MODEL_NAME)
+            if model_id is None:
+                raise MlflowException(f"run {run_id} has no logged model {path!r}")
+            source = f"models:/{model_id}"
+        elif model_uri.startswith("models:/m-"):
+            model_id = model_uri.removeprefix("models:/")
+            run_id = client.get_logged_model(model_id).source_run_id
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        return client.create_model_version(
+            name, source, run_id=run_id, description=description, model_id=model_id,
+            tags={k: str(v) for k, v in (tags or {}).items()} or None)

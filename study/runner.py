@@ -388,7 +388,7 @@ def _run_study(
             _fit(state, callback, trainable or StudyTrainable, spec, loaded,
                  storage_path, pr.total, verbose)
     except KeyboardInterrupt as e:
-        status, reason = "KILLED", f"interrupted ({e or 'KeyboardInterrupt'})"
+        status, reason = "KILLED", _interrupt_reason(e)
     except BaseException as e:
         status, reason = "FAILED", f"study driver error: {e!r}\n{traceback.format_exc()[-3000:]}"
         raise
@@ -418,10 +418,38 @@ def _run_study(
 
             ray.shutdown()
         out.seconds = time.monotonic() - t0
-        pr.line(f"study {spec.name}: {status} in {out.seconds:.0f}s - {len(out.finished)} "
-                f"finished, {len(out.failed)} failed, {len(out.not_run)} not run"
-                + (f", {len(finished_before)} skipped (done before)" if finished_before else ""))
+        this_call = (f"{len(out.finished)} finished, {len(out.failed)} failed, "
+                     f"{len(out.not_run)} not run"
+                     + (f", {len(finished_before)} skipped (done before)"
+                        if finished_before else ""))
+        stored = _stored_summary(logger, plan, spec.name, loaded.hash)
+        pr.line(f"study {spec.name}: {status} in {out.seconds:.0f}s - "
+                + (f"tasks: {stored} (as `kitchen-study status` counts them); this call: "
+                   f"{this_call}" if stored else this_call))
     return out
+
+
+def _stored_summary(logger: RunLogger, plan: Plan, name: str, study_hash: str) -> str | None:
+    """The tasks by the status of the run that counts for each, read back from the store
+    with ``kitchen-study status``'s rule (:func:`study.status.status_rows`), so the two
+    never disagree; None when the store cannot be read (the driver's own counts then)."""
+    try:
+        from .status import status_rows, summary_text
+
+        return summary_text(status_rows(plan, logger.study_runs(name, study_hash)))
+    except Exception as e:
+        log.warning("could not read the study's runs back: %r", e)
+        return None
+
+
+def _interrupt_reason(e: KeyboardInterrupt) -> str:
+    """What stopped the driver, in words (the ``ks.error`` of the runs it ends KILLED)."""
+    text = str(e)
+    m = re.fullmatch(r"signal (\d+)", text)  # _sigterm_as_interrupt
+    if m:
+        return (f"stopped by {signal.Signals(int(m.group(1))).name} (`ray job stop`, "
+                "`kill`)")
+    return f"interrupted ({text})" if text else "interrupted by the user (SIGINT, Ctrl-C)"
 
 
 def _fit(state: Any, callback: Any, trainable: type, spec: Any, loaded: LoadedStudy,
@@ -498,8 +526,9 @@ def _progress(total: int, enabled: bool) -> Any:
 
 def _end_study(logger: RunLogger, study_run: str, status: str, reason: str | None = None
                ) -> None:
-    """End the parent run; a FINISHED study first gets its convergence plots. A plot that
-    fails is a warning, never a study left RUNNING."""
+    """End the parent run; a FINISHED study first gets its convergence plots, a FINISHED or
+    FAILED one the summary of its best pair (:func:`study.run_view.publish_best_pair`). A
+    plot or summary that fails is a warning, never a study left RUNNING."""
     if status == "FINISHED":
         try:
             from .report import publish_convergence_plots
@@ -507,4 +536,11 @@ def _end_study(logger: RunLogger, study_run: str, status: str, reason: str | Non
             publish_convergence_plots(logger, study_run)
         except Exception as e:  # the results are stored; only the figures are missing
             log.warning("convergence plots not logged: %r", e)
+    if status in ("FINISHED", "FAILED"):  # (an interrupted driver stops without it)
+        try:  # the best pair as `kitchen-study best` names it, where the MLflow UI shows it
+            from .run_view import publish_best_pair
+
+            publish_best_pair(logger, study_run)
+        except Exception as e:
+            log.warning("the best pair's summary not logged: %r", e)
     logger.end_study(study_run, status, reason)

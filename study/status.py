@@ -24,7 +24,7 @@ from .spec_data import LoadedStudy
 from .tracking import MlflowRunLogger, sqlite_path
 from .uri import resolve_tracking_uri
 
-__all__ = ["study_status"]
+__all__ = ["status_counts", "status_rows", "study_status", "summary_text"]
 
 
 def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[dict[str, Any]]:
@@ -47,6 +47,12 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
     if db is None or db.is_file():
         with contextlib.suppress(StudyNotFound):
             runs = MlflowRunLogger(uri).study_runs(spec.name, loaded.hash)
+    return status_rows(plan, runs)
+
+
+def status_rows(plan: Any, runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """:func:`study_status`'s rows for a plan and the study's run records (pure): the one
+    rule both ``kitchen-study status`` and the driver's closing line count with."""
     by_task: dict[str, list[RunRecord]] = {}
     for r in runs:
         if r.role == ROLE_TASK:
@@ -76,3 +82,17 @@ def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[d
             "budget": decided.get(t.id),
         })
     return rows
+
+
+def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """``{status: tasks}`` of :func:`study_status` rows, by status name."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def summary_text(rows: list[dict[str, Any]]) -> str:
+    """``1 failed, 6 finished, 1 killed, 25 pending``: the tasks by the status of the run
+    that counts for each (``kitchen-study status``'s header and the driver's last line)."""
+    return ", ".join(f"{n} {s.lower()}" for s, n in status_counts(rows).items())

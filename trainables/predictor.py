@@ -132,7 +132,7 @@ class FramewisePredictor:
         if not self.causal:
             raise ValueError("this model is not causal (its output at a frame depends on later "
                              "frames): predict whole videos with predict_video")
-        x = torch.as_tensor(np.asarray(frame, dtype=np.float32), device=self.device)
+        x = torch.as_tensor(_writable_float32(frame), device=self.device)
         if x.shape != (self.input_dim,):
             raise ValueError(f"a frame has {self.input_dim} features, got shape {tuple(x.shape)}")
         return self._run(x.view(1, 1, -1))[0]
@@ -142,7 +142,7 @@ class FramewisePredictor:
         """``(T, input_dim)`` frames of one whole video -> ``(T, C)`` probabilities; the same
         as :meth:`reset` then :meth:`step` per frame, computed in one pass (state cleared
         every ``reset_every`` frames as there)."""
-        x = torch.as_tensor(np.asarray(frames, dtype=np.float32), device=self.device)
+        x = torch.as_tensor(_writable_float32(frames), device=self.device)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"expected (frames, {self.input_dim}), got shape {tuple(x.shape)}")
         self.reset()
@@ -162,6 +162,14 @@ class FramewisePredictor:
         logits, self._state = self.model(x, self._state if self.causal else None)
         self._t += x.shape[1]
         return torch.softmax(restrict(logits[0], self._map), dim=-1).cpu().numpy()
+
+
+def _writable_float32(a: Any) -> np.ndarray:
+    """``a`` as a float32 array that torch may share: a read-only one (a pyarrow or pandas
+    zero-copy column, ``np.frombuffer``, MLflow's schema-checked input) is copied, as
+    ``torch.as_tensor`` warns that writing through the tensor would be undefined."""
+    arr = np.asarray(a, dtype=np.float32)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def _trained_on_source(meta: dict[str, Any]) -> bool:
