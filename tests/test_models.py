@@ -145,3 +145,102 @@ def test_an_offline_tcn_logs_and_predicts_whole_videos(tmp_path):
     for v, expected in zip(data.test, tr.predict(), strict=True):
         frames = data.table.features[data.table.offsets[v]:data.table.offsets[v + 1]]
         np.testing.assert_array_equal(model.predict(frames).argmax(1), expected)
+
+
+def _one_video(data):
+    v = data.test[0]
+    return data.table.features[data.table.offsets[v]:data.table.offsets[v + 1]]
+
+
+def test_logged_models_are_told_apart_and_carry_their_metrics(logged, tmp_path):
+    """What the MLflow UI shows of a logged model (issue 19): every task's model is named
+    ``model`` (so ``runs:/<run>/model`` finds it), told apart by its tags and kind, and its
+    page lists the metrics linked to it (MLflow 3 ``model_id``), the gain added later."""
+    from study.models import log_model_metrics, logged_model_id
+
+    tr, data, _, uri, run_id = logged
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.get_run(run_id).info.experiment_id)
+    rid = run.info.run_id
+    client.set_terminated(rid)
+    ckpt = save_checkpoint(tmp_path / "other.pt", tr.checkpoint())
+    log_temporal_model(rid, ckpt, tracking_uri=uri,
+                       tags={"ks.task_id": "finetune:a>b:s0", "ks.run_name": "finetune a→b"},
+                       metrics={"frame_acc": 61.5, "edit": 40.0}, step=20)
+    mid = logged_model_id(client, rid)
+    assert mid is not None and mid != logged_model_id(client, run_id)
+    log_model_metrics(client, rid, mid, {"gain.frame_acc": 3.25})
+    model = client.get_logged_model(mid)
+    assert model.name == "model" and model.model_type == "lstm"
+    assert model.tags["ks.task_id"] == "finetune:a>b:s0"
+    assert model.tags["ks.run_name"] == "finetune a→b"
+    assert {m.key: m.value for m in model.metrics} == {"frame_acc": 61.5, "edit": 40.0,
+                                                       "gain.frame_acc": 3.25}
+    after = client.get_run(rid)
+    assert after.info.status == "FINISHED" and after.data.metrics["gain.frame_acc"] == 3.25
+
+
+def test_an_interrupted_model_log_leaves_a_finished_run_finished(logged, monkeypatch,
+                                                                 tmp_path):
+    """Ctrl-C while a finished task's model is being logged (the driver logs it right after
+    the task ends): the run stays FINISHED, as it was (MLflow's ``with start_run`` would end
+    it FAILED, with no reason). The interrupt is injected where the upload happens."""
+    tr, data, _, uri, run_id = logged
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", interrupted)
+    client = mlflow.MlflowClient(uri)
+    ckpt = save_checkpoint(tmp_path / "again.pt", tr.checkpoint())
+    with pytest.raises(KeyboardInterrupt):
+        log_temporal_model(run_id, ckpt, tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert mlflow.active_run() is None
+
+
+def test_a_registered_version_says_what_it_is_without_mlflow_warnings(logged, caplog):
+    """``register_model`` registers from the logged model's ``models:/<id>`` (no "has no
+    artifacts at artifact path 'model'" warning), with a description and tags."""
+    import logging
+
+    from study.models import logged_model_id
+
+    _, _, model_uri, uri, run_id = logged
+    caplog.set_level(logging.WARNING)
+    v = register_model(model_uri, "described", tracking_uri=uri,
+                       description="the best pair's seed 0", tags={"ks.target": "b"})
+    assert not [r for r in caplog.records if "no artifacts" in r.getMessage()]
+    client = mlflow.MlflowClient(uri)
+    got = client.get_model_version("described", v.version)
+    assert got.description == "the best pair's seed 0" and got.tags == {"ks.target": "b"}
+    assert got.run_id == run_id
+    assert got.source == f"models:/{logged_model_id(client, run_id)}"
+    assert mlflow.pyfunc.load_model("models:/described/1").metadata.metadata["input_dim"] == 5
+
+
+def test_a_read_only_array_predicts_without_a_warning(logged, tmp_path):
+    """Frames in a read-only array (a pyarrow or pandas zero-copy column) predict without
+    torch's non-writable-array warning. In a fresh interpreter: torch warns once per
+    process."""
+    import subprocess
+    import sys
+
+    tr, data, model_uri, uri, _ = logged
+    frames = np.ascontiguousarray(_one_video(data), dtype=np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    ckpt = save_checkpoint(tmp_path / "p.pt", tr.checkpoint())
+    code = ("import sys, numpy as np, warnings\n"
+            "from trainables.predictor import FramewisePredictor\n"
+            "f = np.load(sys.argv[1], mmap_mode='r')\n"  # a read-only array
+            "assert not f.flags.writeable\n"
+            "p = FramewisePredictor.from_checkpoint(sys.argv[2])\n"
+            "with warnings.catch_warnings():\n"
+            "    warnings.simplefilter('error')\n"
+            "    out = p.predict_video(f)\n"
+            "    p.reset(); p.step(f[0])\n"
+            "print(out.shape)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "frames.npy"),
+                          str(ckpt)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"({len(frames)}, 5)"

@@ -99,6 +99,38 @@ def test_study_end_to_end(kitchens_root, local_ray, capsys):
     assert "history" in search.tags["ks.best_params"]
     assert all(int(t.params["history"]) <= 128 for t in trials)
 
+    # what the MLflow UI shows of the result (issue 19): the study run names the pair
+    # `kitchen-study best` ranks first, with its mean gain, and holds the transfer heatmap
+    from study.query import load_study
+    from study.run_view import BEST_PAIR_TAG, HEATMAP_ARTIFACT, pair_label
+    from study.status import study_status, summary_text
+
+    top = load_study("rt", uri).best_transfer_pairs(k=None).iloc[0]
+    assert parent.tags[BEST_PAIR_TAG] == pair_label(top)
+    assert parent.metrics["best.gain.frame_acc"] == pytest.approx(top["gain"])
+    assert parent.metrics["best_gain.frame_acc"] == pytest.approx(top["gain"])
+    assert parent.metrics["best.seeds"] == 1 and "best.gain_ci_low.frame_acc" not in \
+        parent.metrics  # one seed: no interval, and the description says so
+    assert "one seed: no interval" in parent.tags["mlflow.note.content"]
+    assert parent.tags["mlflow.runName"].startswith(f"study rt · best {A}→{B} concat ")
+    arts = logger.client.list_artifacts(parent.run_id, "plots")
+    assert HEATMAP_ARTIFACT in [a.path for a in arts]
+    # the driver's last line counts the tasks as `kitchen-study status` does
+    assert ("FINISHED in" in printed and f"tasks: {summary_text(study_status(loaded))} "
+            "(as `kitchen-study status` counts them)" in printed)
+    # each task's model (all named `model`) is told apart by its tags, and carries its
+    # accuracy and gain (MLflow 3 logged-model metrics)
+    from study.models import logged_model_id
+
+    model = logger.client.get_logged_model(logged_model_id(logger.client, ft.run_id))
+    assert model.name == "model" and model.model_type == "lstm"
+    assert model.tags["ks.task_id"] == ft.tags["ks.task_id"]
+    assert model.tags["ks.run_name"] == ft.tags["mlflow.runName"]
+    on_model = {m.key: m.value for m in model.metrics}
+    assert on_model["frame_acc"] == ft.metrics["frame_acc"]
+    assert on_model["gain.frame_acc"] == ft.metrics["gain.frame_acc"]
+    assert logger.client.get_run(ft.run_id).info.status == "FINISHED"
+
     # idempotent: running again skips every finished task and adds no task run
     again = run_study(loaded)
     assert again.status == "FINISHED" and again.finished == []
@@ -219,3 +251,66 @@ def test_driver_killed_then_resume(tmp_path, kitchens_root):
     killed = [r for r in tasks if r.status == "KILLED"]
     assert killed and all("driver stopped" in r.tags["ks.error"] for r in killed)
     assert not {r.tags["ks.task_id"] for r in killed} & set(finished_before)
+
+
+@pytest.mark.slow
+def test_ctrl_c_every_run_says_why_and_the_counts_agree_with_status(tmp_path, kitchens_root):
+    """Ctrl-C in the terminal (SIGINT to the driver's process group, as a shell sends it)
+    mid-study: the driver exits 130; its last line counts the tasks as `kitchen-study
+    status` does; every run it did not finish is KILLED (none FAILED: a finished task stays
+    finished even when the interrupt lands while its model is logged) with a reason that says
+    what happened and where."""
+    link_data(kitchens_root, tmp_path)
+    spec_path = edge_and_search_spec(tmp_path, name="sigint", search=None, experiments={
+        "seeds": [0, 1], "iterations": 300, "pretrain_iterations": 300, "eval_at": [100]},
+        iterations_per_step=50)
+    uri = open_study(spec_path).spec.tracking_uri
+    proc = _kitchen_study("run", str(spec_path), "--num-cpus", "2", cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    interrupted = False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(2)
+            if not (tmp_path / "mlflow.db").exists():
+                continue
+            try:
+                tasks = _tasks(_runs(uri, "sigint"))
+            except Exception:
+                continue
+            running = [r for r in tasks if r.status == "RUNNING" and "iteration" in r.metrics]
+            if any(r.status == "FINISHED" for r in tasks) and running:
+                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+                interrupted = True
+                break
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert interrupted, "the study never reached a mid-point: " + (out or "")
+    assert proc.returncode == 130, out
+    last = next((ln for ln in out.splitlines() if ln.startswith("study sigint: KILLED in ")),
+                None)
+    assert last, out
+    exe = str(Path(sys.executable).with_name("kitchen-study"))
+    status = subprocess.run([exe, "status", str(spec_path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    counts = status.stdout.splitlines()[0].split(": ", 1)[1]
+    assert f"tasks: {counts} (as `kitchen-study status` counts them)" in last, (last, counts)
+    assert "killed" in counts and "failed" not in counts
+
+    runs = _runs(uri, "sigint")
+    assert not [r for r in runs if r.status == "RUNNING"]
+    ended = [r for r in _tasks(runs) if r.status != "FINISHED"]
+    assert ended and all(r.status == "KILLED" for r in ended), [r.status for r in ended]
+    for r in ended:
+        why = r.tags["ks.error"]
+        assert why.startswith("interrupted by the user (SIGINT, Ctrl-C) "), why
+        # where it stopped: the iteration it last reported, or that it reported none
+        it = r.metrics.get("iteration")
+        assert (f"at iteration {int(it)}" in why if it is not None
+                else "before its first result" in why), (why, it)
+    parent = next(r for r in runs if r.role == "study")
+    assert parent.status == "KILLED"
+    assert parent.tags["ks.error"].startswith("interrupted by the user (SIGINT, Ctrl-C)")
