@@ -144,12 +144,16 @@ class HalvingBook:
         if task_id not in self.plan.members:
             return
         got = self.values.setdefault(task_id, {})
-        for it, v in (result.get("curve") or {}).items():
-            if int(it) in self.plan.rungs:
-                got.setdefault(int(it), finite_or_none(v))
+        # a validating run (the validation protocol) is ranked by its validation part alone;
+        # the curve holds test values, read only under the paper's protocol
+        key = "val.frame_acc" if "val.frame_acc" in result else "frame_acc"
+        if key == "frame_acc":
+            for it, v in (result.get("curve") or {}).items():
+                if int(it) in self.plan.rungs:
+                    got.setdefault(int(it), finite_or_none(v))
         it = result.get("iteration")
-        if it is not None and int(it) in self.plan.rungs and "frame_acc" in result:
-            got.setdefault(int(it), finite_or_none(result["frame_acc"]))
+        if it is not None and int(it) in self.plan.rungs and key in result:
+            got.setdefault(int(it), finite_or_none(result[key]))
 
     def drop(self, task_id: str) -> None:
         """``task_id`` will report nothing more (failed, skipped, or done before)."""

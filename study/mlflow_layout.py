@@ -155,9 +155,19 @@ PLOTS_DIR = "plots"
 MAX_PARAM_VALUE = 6000
 _MAX_TAG_VALUE = 8000
 
-#: Result keys (as the LSTM trainable reports them) that become metrics; everything else a
+#: Prefixes of the validation protocol's result keys: the validation part's metrics, and the
+#: last iteration's test metrics when the reported model is an earlier (best validation) one.
+VAL_PREFIX = "val."
+LAST_PREFIX = "last."
+#: Result keys (as the trainable reports them) that become metrics; everything else a
 #: Tune result carries (timestamps, pids, ...) is not a study metric.
-RESULT_METRICS: tuple[str, ...] = ("loss", *METRIC_NAMES, "frames_per_s")
+RESULT_METRICS: tuple[str, ...] = (
+    "loss", *METRIC_NAMES, "frames_per_s",
+    # the validation protocol (trainables.train_job.TrainRun.evaluate_at): the validation
+    # part's metrics, the reported (best validation) iteration and the last iteration's test
+    *(f"{VAL_PREFIX}{m}" for m in METRIC_NAMES), "best_iteration",
+    *(f"{LAST_PREFIX}{m}" for m in METRIC_NAMES),
+)
 ITERATION_METRIC = "iteration"
 #: The metric whose step history (step = iteration) is a run's convergence curve.
 CURVE_METRIC = "frame_acc"
@@ -307,6 +317,13 @@ class RunRecord:
 
 def experiment_name(study_name: str) -> str:
     return f"{EXPERIMENT_PREFIX}{study_name}"
+
+
+def selection_metric(metric: str, validation: str) -> str:
+    """The result key a choice reads for ``metric`` (a search's objective, ASHA's and
+    halving's rungs): the validation part's (``val.<metric>``) when the task validates
+    (``TrainSpec.validation == "people"``), else the metric itself (the paper's protocol)."""
+    return f"{VAL_PREFIX}{metric}" if validation == "people" else metric
 
 
 def metric_key(name: str) -> str:

@@ -7,7 +7,7 @@ frame by frame when the model is causal.
   which MLflow executes on load; there is no ``python_model.pkl``, so loading a run's model
   never unpickles anything. The checkpoint is the model's one artifact, read with
   ``torch.load(weights_only=True)`` (tensors and plain containers only), and its SHA-256 is
-  in the model's metadata and checked on load. What the loader trusts: this package's code
+  stored beside it and checked on load. What the loader trusts: this package's code
   (installed, and the copy of ``pyfunc_code.py`` stored with the model, which imports it),
   and nothing of the artifact store beyond tensors, JSON metadata and that digest.
   The model's metadata also carries the label space (``classes``), the input width, the
@@ -45,6 +45,7 @@ __all__ = ["MODEL_NAME", "TemporalPyfunc", "log_model_metrics", "log_temporal_mo
 #: the run-relative name every logged model has (``runs:/<run id>/model``)
 MODEL_NAME = "model"
 _ARTIFACT = "checkpoint"
+_DIGEST = "checkpoint_sha256"
 #: the models-from-code file MLflow stores with the model and runs on load
 _CODE = Path(__file__).with_name("pyfunc_code.py")
 
@@ -100,7 +101,8 @@ class TemporalPyfunc(PythonModel):
         from trainables.predictor import FramewisePredictor
 
         path = context.artifacts[_ARTIFACT]
-        want = (getattr(context, "model_config", None) or {}).get("checkpoint_sha256")
+        digest = context.artifacts.get(_DIGEST)
+        want = Path(digest).read_text().strip() if digest else None
         if want and _sha256(path) != want:
             raise CheckpointError("the model's checkpoint does not match the digest logged "
                                   "with it (changed after logging)", Path(path))
@@ -135,7 +137,12 @@ def log_temporal_model(run_id: str, checkpoint: str | Path,
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, d))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c))]),
     )
-    with using_tracking_uri(tracking_uri):
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory()
+    digest = Path(tmp.name) / "checkpoint.sha256"
+    digest.write_text(_sha256(checkpoint) + "\n")
+    with tmp, using_tracking_uri(tracking_uri):
         client = mlflow.MlflowClient()
         before = client.get_run(run_id).info.status
         mlflow.start_run(run_id=run_id, nested=True)
@@ -144,8 +151,8 @@ def log_temporal_model(run_id: str, checkpoint: str | Path,
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
                 python_model=str(_CODE),  # models from code: no pickle in the model
-                artifacts={_ARTIFACT: str(checkpoint)},
-                model_config={"checkpoint_sha256": _sha256(checkpoint)},
+                # the digest as an artifact, not model_config (MLflow logs that as run params)
+                artifacts={_ARTIFACT: str(checkpoint), _DIGEST: str(digest)},
                 signature=signature,
                 metadata={"classes": list(predictor.classes), "input_dim": d,
                           "feature_mapped": predictor.feature_mapped,

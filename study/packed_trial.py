@@ -363,11 +363,8 @@ class PackRun:
                          frames_per_s=n * per_member / stats.seconds if stats.seconds else 0.0,
                          done=its[i] >= spec.iterations)
                 if its[i] in spec.eval_at or r["done"]:
-                    run = self.runs[i]
-                    metrics = self.packed.unpack(i).evaluate()
-                    run.curve[str(its[i])] = metrics["frame_acc"]
-                    r.update(metrics)
-                    r["curve"] = dict(run.curve)
+                    self.packed.unpack(i)  # the member's weights into its own trainer
+                    r.update(self.runs[i].evaluate_at(its[i], r["done"]))
                 out[i] = r
         its = self.iterations()
         for i, reason in self.failed.items():
@@ -396,8 +393,12 @@ class PackRun:
         meta = json.loads((d / _PACK_FILE).read_text())
         if int(meta["members"]) != self.k:
             raise ValueError(f"{d}: a checkpoint of a pack of {meta['members']}, not {self.k}")
+        failed = {int(k) for k in meta["failed"]}
         for i, run in enumerate(self.runs):
-            run.load(d / f"m{i}" / _MEMBER_FILE)
+            # a failed member's weights are what failed it (NaN/inf), which checkpoint
+            # loading refuses; it stays frozen, so its state is never used again
+            if i not in failed:
+                run.load(d / f"m{i}" / _MEMBER_FILE)
         self.first = {}
         self.packed = PackedTrainer([r.trainer for r in self.runs])
         self.failed = {}

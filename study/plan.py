@@ -269,6 +269,7 @@ def _base_config(spec: StudySpec, seed: int, iterations: int, eval_at: list[int]
         "eval_at": [p for p in eval_at if p <= iterations],
         "init_checkpoint": None,
         "arrangement_seed": seed,
+        "validation": "people" if spec.experiments.protocol == "validation" else "none",
         "num_cpus": spec.resources.cpu,
         "num_gpus": spec.resources.gpu,
     }
@@ -293,6 +294,13 @@ def _pretrain_id(source: str, ssplit: str, seed: int, mr: tuple[str, int] | None
     return f"pretrain:{source}.{ssplit}{extra}:s{seed}"
 
 
+def _key_config(config: TrainSpec) -> dict[str, Any]:
+    d = config.flat(exclude=set(EXECUTION_CONFIG_FIELDS))
+    if d.get("validation") == "none":
+        del d["validation"]
+    return d
+
+
 def task_key(kind: str, config: TrainSpec, data: Mapping[str, str | None],
              deps: Sequence[str] = (), search: SearchSpec | None = None) -> str:
     """A task's identity by content (see the module doc): sha256 (hex) of the canonical
@@ -301,8 +309,9 @@ def task_key(kind: str, config: TrainSpec, data: Mapping[str, str | None],
     and the search settings (without ``storage``)."""
     doc = {
         "kind": kind,
-        # flat: the paper's LSTM keeps the keys it had before models were plug-ins
-        "config": config.flat(exclude=set(EXECUTION_CONFIG_FIELDS)),
+        # flat: the paper's LSTM keeps the keys it had before models were plug-ins (and the
+        # paper's protocol the keys it had before validation existed)
+        "config": _key_config(config),
         "data": dict(data),
         "deps": list(deps),
         "search": None if search is None else search.model_dump(mode="json",

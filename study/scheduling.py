@@ -54,6 +54,7 @@ from .mlflow_layout import (
     TAG_SEARCH_METRIC,
     TAG_TRIAL_PARAMS,
     clean_metrics,
+    selection_metric,
 )
 from .plan import Plan, Task
 from .tracking import RunLogger
@@ -470,9 +471,12 @@ def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
     storage = optuna.storages.RDBStorage(s.storage) if s.storage else None
     space = get_space(s.space, **s.space_args)
     name = optuna_study_name(study_name, short_hash, task.id)
+    # what the search maximises: the validation part's metric under the validation protocol,
+    # so neither Optuna nor ASHA ever reads a test video
+    metric = selection_metric(s.metric, task.config.validation)
     optuna_search = OptunaSearch(
         space=_wrap_space(space),
-        metric=s.metric,
+        metric=metric,
         mode="max",
         sampler=optuna.samplers.TPESampler(seed=s.seed),
         study_name=name,
@@ -483,11 +487,11 @@ def make_search(task: Task, study_name: str, short_hash: str) -> SearchState:
     if s.asha is not None:
         asha = AsyncHyperBandScheduler(
             time_attr="iteration",
-            metric=s.metric,
+            metric=metric,
             mode="max",
             max_t=task.config.iterations,
             grace_period=s.asha.grace_period,
             reduction_factor=s.asha.reduction_factor,
         )
-    return SearchState(task=task, searcher=limited, scheduler=asha, metric=s.metric,
+    return SearchState(task=task, searcher=limited, scheduler=asha, metric=metric,
                        optuna_study=name, searched=_searched_keys(space))

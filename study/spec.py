@@ -234,6 +234,12 @@ class ExperimentsSpec(_Model):
     baselines: list[str] = Field(default=["*"], description='["*"] = every dataset')
     all_pairs: AllPairsSpec | None = None
     edges: list[EdgeSpec] = []
+    #: ``validation`` (default): every split's training people give up a validation part
+    #: (``data_prep.splits.validation_people``), and every choice - a search's objective,
+    #: ASHA's and halving's rungs, the reported iteration of a run - reads it; test metrics
+    #: are only reported. ``paper``: the paper's protocol, no validation, the last iteration
+    #: reported (choices then read test videos: the results are optimistic).
+    protocol: Literal["validation", "paper"] = "validation"
 
     _seeds = field_validator("seeds", mode="before")(_as_list)
 

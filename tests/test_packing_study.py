@@ -88,7 +88,11 @@ def test_pack_checkpoint_round_trip_and_member_failure(kitchens_root, tmp_path):
     # each member's file is an ordinary single-model checkpoint
     c0 = load_checkpoint(tmp_path / "ckpt" / "m0" / "lstm.pt")
     assert c0.iteration == 20 and c0.meta["run"]["curve"].keys() == {"10", "20"}
-    assert load_checkpoint(tmp_path / "ckpt" / "m1" / "lstm.pt").iteration == 10
+    # the failed member's weights are what failed it: loading them is refused (one line)
+    from trainables.job import CheckpointError
+
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_checkpoint(tmp_path / "ckpt" / "m1" / "lstm.pt")
 
     # a fresh pack restored from it: the failed member stays failed, member 0 finishes
     restored = PackRun(_runs(configs))

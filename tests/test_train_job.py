@@ -421,3 +421,59 @@ def test_a_batch_beyond_the_machines_memory_is_refused_at_start(tables):
     c = TrainConfig(history=10, hidden=4, batch_size=2, depth=1)
     params = 4 * 4 * (3 + 4 + 2) + 4 * 5 + 5
     assert engine.memory_estimate(c, 3, 5, 10) == 4 * (2 * 10 * (6 * 4 + 3 + 3 * 5) + 4 * params)
+
+
+# -- the validation protocol --------------------------------------------------------------------
+
+
+def test_validation_people_are_whole_people_apart_from_train_and_test():
+    from data_prep.splits import validation_people
+
+    table = recipe_table(videos=12, classes=4)  # one person per video
+    data = SplitData.load(table, 1, validation=True)
+    person = np.asarray(table.participant)
+    train, val, test = (set(person[d].tolist()) for d in (data.train, data.val, data.test))
+    assert val and train and not (train & val) and not (val & test) and not (train & test)
+    # deterministic, and the validation part holds >= 15 % of the training videos
+    again = SplitData.load(table, 1, validation=True)
+    assert again.val.tolist() == data.val.tolist()
+    assert len(data.val) >= 0.15 * (len(data.train) + len(data.val))
+    # many videos per person: all of a person's videos go to one side
+    tr, va = validation_people(range(8), ["a", "a", "b", "b", "c", "c", "d", "d"], "x")
+    assert {p for v in va for p in "aabbccdd"[v]} & {p for v in tr for p in "aabbccdd"[v]} == set()
+    with pytest.raises(ValueError, match="at least two"):
+        validation_people([0, 1], ["a", "a"], "x")
+
+
+def test_the_reported_model_is_the_best_validation_iteration(tables):
+    """Test and validation disagree along the run: the reported iteration follows
+    validation, the reported test metrics are that iteration's, and the last iteration's are
+    kept under last.*"""
+    spec = small(target_path=tables[0], iterations=60, eval_at=[10, 20, 30, 40, 50],
+                 iterations_per_step=10, validation="people", lr=0.05)
+    run = TrainRun.create(spec)
+    steps = []
+    while not run.done:
+        steps.append(run.step())
+    evals = [r for r in steps if "val.frame_acc" in r]
+    final = evals[-1]
+    by_val = max(evals[:-1] + [{**final, "val.frame_acc": final["val.frame_acc"]}],
+                 key=lambda r: r["val.frame_acc"])
+    best_it = final["best_iteration"]
+    vals = {r["iteration"]: r["val.frame_acc"] for r in evals[:-1]}
+    # on this seed an earlier iteration is best on validation (and another one on test)
+    assert best_it < 60 and vals[best_it] == max(vals.values())
+    earlier = next(r for r in evals if r["iteration"] == best_it)
+    assert final["frame_acc"] == earlier["frame_acc"]  # that iteration's test metrics
+    best_test = max(evals[:-1], key=lambda r: r["frame_acc"])
+    assert best_test["iteration"] != best_it  # test would have picked another iteration
+    assert final["last.frame_acc"] != final["frame_acc"]
+    assert by_val["val.frame_acc"] == final["val.frame_acc"]
+    # the saved model is the reported one
+    ckpt = run.checkpoint()
+    again = TrainRun.create(spec)
+    again.load(ckpt)
+    assert again.trainer.evaluate()["frame_acc"] == final["frame_acc"]
+    # the paper's protocol: no validation part, the last iteration
+    paper = TrainRun.create({**spec, "validation": "none"}).run()
+    assert "val.frame_acc" not in paper and "best_iteration" not in paper

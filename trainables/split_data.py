@@ -6,18 +6,21 @@ copied from the host), the split's training and test video indices and the datas
 :class:`~trainables.arrangements.LabelSpace`. Whether the features are class scores
 (``mapped``: feature dim == class count) decides how an arrangement places them
 (``trainables.train_job``'s module docstring). A table without features, an unknown split
-or a split without training or test videos is refused when loading.
+or a split without training or test videos is refused when loading. With ``validation``, the
+split's training videos give up whole people to a validation part
+(:func:`data_prep.splits.validation_people`): ``train`` then holds the rest, ``val`` those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from data_prep.errors import DataError
+from data_prep.splits import validation_people
 from data_prep.table import FrameTable, read_table
 
 from .arrangements import LabelSpace
@@ -38,6 +41,8 @@ class SplitData:
     features: torch.Tensor
     labels: torch.Tensor
     path: Path | None = None
+    #: validation videos (carved from the training people; empty without validation)
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def load(
@@ -45,6 +50,8 @@ class SplitData:
         table: FrameTable | str | Path,
         split: int | str,
         device: torch.device | str = "cpu",
+        *,
+        validation: bool = False,
     ) -> SplitData:
         path = None
         if not isinstance(table, FrameTable):
@@ -64,6 +71,13 @@ class SplitData:
         name = table.card.split(key).name
         if len(train) == 0 or len(test) == 0:
             raise DataError(f"split {name} has no training or no test videos", path)
+        val = np.zeros(0, dtype=np.int64)
+        if validation:
+            try:
+                train, val = validation_people(train, table.participant,
+                                               f"{table.card.name}/{name}")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         device = torch.device(device)
         return cls(
             table=table,
@@ -74,6 +88,7 @@ class SplitData:
             features=torch.as_tensor(table.features).to(device),
             labels=torch.as_tensor(table.labels.astype(np.int64)).to(device),
             path=path,
+            val=val,
         )
 
     @property

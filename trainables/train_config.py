@@ -118,6 +118,11 @@ class TrainSpec(TrainConfig):
     iterations_per_step: int = Field(256, ge=1)
     eval_at: tuple[int, ...] = ()
     device: str | None = Field(None, description="cpu, cuda, cuda:N; None: cuda if available")
+    validation: Literal["none", "people"] = Field(
+        "none", description="people: carve a validation part from the target split's training "
+        "people, evaluate it at every evaluation point and report the test metrics of the "
+        "best validation iteration; none: the paper's protocol (no validation, the last "
+        "iteration)")
     num_cpus: float = Field(1, gt=0, description="Ray Tune CPUs per trial (and torch threads)")
     num_gpus: float = Field(0, ge=0, description="Ray Tune GPUs per trial (fractions allowed)")
 
