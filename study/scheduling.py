@@ -41,14 +41,13 @@ from ray.air.constants import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from trainables.metrics import METRIC_NAMES
-
 from .budget import BudgetBook, release
 from .estimates import estimate_request
 from .halving import HalvingBook, mark_halved
 from .mlflow_layout import (
     BEST_PREFIX,
     ITERATION_METRIC,
+    RESULT_METRICS,
     TAG_OPTUNA_STUDY,
     TAG_OPTUNA_TRIAL,
     TAG_SEARCH_METRIC,
@@ -158,8 +157,8 @@ class SearchState:
         final evaluation metrics and iteration as the search run's own."""
         assert self.best is not None
         r = self.best_result or {}
-        own = {m: r[m] for m in (*METRIC_NAMES, ITERATION_METRIC)
-               if isinstance(r.get(m), int | float)}
+        own = {m: r[m] for m in (*RESULT_METRICS, ITERATION_METRIC)
+               if m not in ("loss", "frames_per_s") and isinstance(r.get(m), int | float)}
         return clean_metrics({**own, f"{BEST_PREFIX}{self.metric}": self.best[0]})
 
     def best_run_params(self) -> dict[str, Any]:
