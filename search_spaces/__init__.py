@@ -1,40 +1,37 @@
 """Named Optuna search spaces (define-by-run functions) that a study spec refers to.
 
-``SPACES[name](trial, **space_args) -> dict`` of flat config values for the model
-``SPACE_MODELS[name]`` (a kind of ``trainables.temporal.MODELS``): the LSTM's spaces are in
-:mod:`search_spaces.lstm`, MS-TCN's in :mod:`search_spaces.tcn`. A study's search must use a
-space of its model's kind (checked when the spec is read).
+One module per registered temporal model, named by its kind (``search_spaces/<kind>.py`` for
+every key of ``trainables.temporal.MODELS``: :mod:`search_spaces.lstm`,
+:mod:`search_spaces.mstcn`), each with a ``SPACES`` dict of its spaces. This package collects
+them: ``SPACES[name](trial, **space_args) -> dict`` of flat config values for the model
+``SPACE_MODELS[name]``. A study's search must use a space of its model's kind (checked when
+the spec is read). Adding a model's spaces is its module here; nothing else lists them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from . import lstm as _lstm
-from . import tcn as _tcn
+from trainables.temporal import MODELS
 
 __all__ = ["SPACES", "SPACE_MODELS", "SpaceFn", "get_space"]
 
 SpaceFn = Callable[..., dict[str, Any]]
 
-#: Registry: adding a space is one function and one entry here (and its model kind below).
-SPACES: dict[str, SpaceFn] = {
-    "paper": _lstm.paper,
-    "lstm": _lstm.lstm,
-    "lstm_joint": _lstm.lstm_joint,
-    "small": _lstm.small,
-    "mstcn": _tcn.mstcn,
-    "mstcn_small": _tcn.mstcn_small,
-}
-
-#: The temporal model each space's configs are for (``trainables.temporal.MODELS`` keys).
-SPACE_MODELS: dict[str, str] = {
-    "paper": "lstm", "lstm": "lstm", "lstm_joint": "lstm", "small": "lstm",
-    "mstcn": "mstcn", "mstcn_small": "mstcn",
-}
-assert set(SPACE_MODELS) == set(SPACES)
+#: Every space by name, and the temporal model each searches (``MODELS`` keys).
+SPACES: dict[str, SpaceFn] = {}
+SPACE_MODELS: dict[str, str] = {}
+for _kind in MODELS:
+    _module = importlib.import_module(f".{_kind}", __name__)
+    for _name, _fn in _module.SPACES.items():
+        if _name in SPACES:
+            raise RuntimeError(f"search space {_name!r} is defined for {SPACE_MODELS[_name]} "
+                               f"and {_kind}")
+        SPACES[_name] = _fn
+        SPACE_MODELS[_name] = _kind
 
 
 def get_space(name: str, **space_args: Any) -> Callable[[Any], dict[str, Any]]:

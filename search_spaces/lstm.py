@@ -28,6 +28,7 @@ from trainables.lstm_config import LSTM, LSTMConfig
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
+    "SPACES",
     "JOINT_ARRANGEMENTS",
     "PAPER_CONFIG",
     "fits",
@@ -203,3 +204,6 @@ def small(
         classes=classes,
     )
 
+
+#: This model's spaces (collected by ``search_spaces``).
+SPACES = {"paper": paper, "lstm": lstm, "lstm_joint": lstm_joint, "small": small}

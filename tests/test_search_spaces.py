@@ -7,7 +7,7 @@ import pytest
 
 from search_spaces import SPACE_MODELS, SPACES, get_space
 from search_spaces.lstm import PAPER_CONFIG, lstm, lstm_joint, paper, small
-from search_spaces.tcn import mstcn
+from search_spaces.mstcn import mstcn
 from trainables.lstm_config import LSTM
 from trainables.tcn_config import MSTCN_KIND
 from trainables.temporal import MODELS

@@ -15,7 +15,7 @@ from trainables.tcn_config import MSTCN_KIND, TCNConfig
 
 from .lstm import largest
 
-__all__ = ["mstcn", "mstcn_small"]
+__all__ = ["SPACES", "mstcn", "mstcn_small"]
 
 
 def _fits(stages: int, layers: int, maps: int, *, batch_size: int, window: int,
@@ -66,3 +66,7 @@ def mstcn_small(trial: Any, *, lr: tuple[float, float] = (1e-3, 3e-2),
     """A narrow, cheap MS-TCN space for the demo and tests."""
     return mstcn(trial, memory_budget_mb=64.0, max_stages=2, min_layers=2, max_layers=4,
                  maps=(8, 16), lr=lr, window=256, input_dim=classes, classes=classes)
+
+
+#: This model's spaces (collected by ``search_spaces``).
+SPACES = {"mstcn": mstcn, "mstcn_small": mstcn_small}
