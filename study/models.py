@@ -21,8 +21,9 @@ frame by frame when the model is causal.
   ``runs:/<run id>/model`` finds it), its ``model_type`` is the model kind (``lstm``,
   ``mstcn``), and it carries ``tags`` (the study driver passes the task's ``ks.*`` tags and
   its run name as ``ks.run_name``: what tells 32 models of a study apart) and ``metrics``
-  linked to it by MLflow 3's ``model_id`` (the task's final ``frame_acc``, ``edit``, F1s;
-  :func:`log_model_metrics` adds the gain once it is known), which its page lists.
+  linked to it by MLflow 3's ``model_id`` (logged at the task's last step, MLflow links the
+  run's final ``frame_acc``, ``edit``, F1s; :func:`log_model_metrics` adds the gain once it
+  is known), which its page lists; the tag ``mlflow.note.content`` is its description.
 - Logging goes through ``mlflow.start_run(run_id)``, which sets the run RUNNING; the run
   gets back the status it had (a finished task's run stays FINISHED even when the driver
   is stopped mid-log: MLflow's own context manager would mark it FAILED without a reason).
@@ -121,9 +122,11 @@ def log_temporal_model(run_id: str, checkpoint: str | Path,
                        metrics: Mapping[str, float] | None = None, step: int = 0) -> str:
     """Log ``checkpoint`` as ``run_id``'s MLflow model; returns its ``runs:/`` URI.
 
-    ``tags`` become the logged model's tags, ``metrics`` its metrics (also on the run, at
-    ``step``). Works on a finished or running run (the driver logs it right after the task
-    ends) and leaves a finished run with the status it had."""
+    ``tags`` become the logged model's tags. The model is logged at ``step``: MLflow links
+    the run's metrics of that step to it (the driver passes the task's last iteration, so the
+    final accuracy shows on the model's page); ``metrics`` adds others (also on the run).
+    Works on a finished or running run (the driver logs it right after the task ends) and
+    leaves a finished run with the status it had."""
     import mlflow
     import numpy as np
     from mlflow.models.signature import ModelSignature

@@ -218,15 +218,18 @@ class RunView:
         try:
             with checkpoint() as d, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                from .mlflow_layout import metrics_from_result
                 from .models import log_temporal_model
 
                 # what tells a study's models (all named `model`) apart on the Models tab
-                tags = {**TaskMeta.from_task(task).to_tags(),
-                        "ks.run_name": self.names.get(task.id, task.id)}
+                name = self.names.get(task.id, task.id)
+                tags = {**TaskMeta.from_task(task).to_tags(), "ks.run_name": name,
+                        layout.NOTE_TAG: (  # the model page's description
+                            f"The final model of `{name}` (task `{task.id}`); load it with "
+                            f"`mlflow.pyfunc.load_model(\"runs:/{run_id}/model\")`.")}
+                # at the run's last step: MLflow links the run's metrics of that step (the
+                # final frame_acc, edit, F1s) to the model, which its page then lists
                 log_temporal_model(run_id, Path(d) / Path(CHECKPOINT_ARTIFACT).name,
                                    self.tracking_uri, tags=tags,
-                                   metrics=metrics_from_result(result),
                                    step=int(result.get("iteration") or 0))
             from .models import logged_model_id
 
@@ -298,6 +301,14 @@ def pair_label(row: Mapping[str, Any]) -> str:
             f"{split(row['target_split'])} {row['mode']} {row['arrangement']}")
 
 
+def _short_label(row: Mapping[str, Any]) -> str:
+    """``a→b concat``, with the mode unless ``transfer`` and the splits unless split1."""
+    splits = (row["source_split"], row["target_split"])
+    return (f"{row['source']}→{row['target']} {row['arrangement']}"
+            + ("" if row["mode"] == "transfer" else f" {row['mode']}")
+            + ("" if splits == ("split1", "split1") else f" ({splits[0]}→{splits[1]})"))
+
+
 def _ci_text(row: Mapping[str, Any], digits: int = 2) -> str:
     lo, hi = row.get("ci_low"), row.get("ci_high")
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
@@ -326,8 +337,7 @@ def best_summary(pairs: Any, study_name: str, short_hash: str, metric: str = _ME
         metrics[f"best.gain_ci_low.{metric}"] = float(top["ci_low"])
         metrics[f"best.gain_ci_high.{metric}"] = float(top["ci_high"])
     ci = _ci_text(top)
-    short = (f"{top['source']}→{top['target']} {top['arrangement']}"
-             + ("" if top["mode"] == "transfer" else f" {top['mode']}"))
+    short = _short_label(top)
     name = (f"study {study_name} · best {short} {float(top['gain']):+.2f} "
             + ("(1 seed)" if math.isnan(float(top["ci_low"]))
                else f"[{float(top['ci_low']):+.2f}, {float(top['ci_high']):+.2f}]"))
@@ -351,8 +361,12 @@ def best_summary(pairs: Any, study_name: str, short_hash: str, metric: str = _ME
                          float(largest["ci_low"])) else "with one seed it has no interval."))
     lines += ["", f"Heatmap of the transfer gains: artifact `{HEATMAP_ARTIFACT}`; every pair: "
               f"`kitchen-study best <spec> --all`."]
-    note = (f"{_NOTE_MARK}** ({metric} gain over baseline, version {short_hash}): {label}, "
-            f"**{float(top['gain']):+.2f}** points, {ci}, {n} seed{'s' if n != 1 else ''}.")
+    # one short line: the description bar shows its first line only (about 110 characters
+    # beside the runs table); the rest of the description follows it
+    note = (f"{_NOTE_MARK}: {short}, {float(top['gain']):+.2f}** {metric} points over the "
+            f"baseline ({ci}, {n} seed{'s' if n != 1 else ''})\n\n(study version "
+            f"{short_hash}, ranked as `kitchen-study best` ranks them; the study run "
+            f"`{name}` has the details and the heatmap `{HEATMAP_ARTIFACT}`)")
     return tags, metrics, name, "\n".join(lines), note
 
 
@@ -379,8 +393,9 @@ def publish_best_pair(logger: RunLogger, study_run_id: str, metric: str = _METRI
     if client is not None and set_note is not None:
         exp = client.get_experiment(client.get_run(study_run_id).info.experiment_id)
         old = [ln for ln in (exp.tags.get(NOTE_TAG) or "").splitlines()]
-        while old and (old[0].startswith(_NOTE_MARK) or not old[0].strip()):
-            old.pop(0)  # an earlier call's line
+        while old and (old[0].startswith((_NOTE_MARK, "(study version"))
+                       or not old[0].strip()):
+            old.pop(0)  # an earlier call's lines
         set_note(name, "\n".join([note, "", *old]))
     if heatmap and len(pairs):
         import tempfile

@@ -126,6 +126,7 @@ def test_study_end_to_end(kitchens_root, local_ray, capsys):
     assert model.name == "model" and model.model_type == "lstm"
     assert model.tags["ks.task_id"] == ft.tags["ks.task_id"]
     assert model.tags["ks.run_name"] == ft.tags["mlflow.runName"]
+    assert f"runs:/{ft.run_id}/model" in model.tags["mlflow.note.content"]  # its description
     on_model = {m.key: m.value for m in model.metrics}
     assert on_model["frame_acc"] == ft.metrics["frame_acc"]
     assert on_model["gain.frame_acc"] == ft.metrics["gain.frame_acc"]
