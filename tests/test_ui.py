@@ -76,9 +76,11 @@ def test_the_study_run_names_the_pair_kitchen_study_best_ranks_first(published, 
     # ... and the first line of the experiment's description (once, after two calls)
     note = client.get_experiment_by_name(f"kitchen-study/{name}").tags["mlflow.note.content"]
     first = note.splitlines()[0]
-    assert first.startswith("**Best pair**") and "a s1→b s1 transfer concat" in first
-    assert f"+5.00** points, 95 % CI {top['ci_low']:+.2f} to {top['ci_high']:+.2f}" in first
-    assert note.count("**Best pair") == 1 and "the fake study" in note
+    assert first == (f"**Best pair: a→b concat, +5.00** frame_acc points over the baseline "
+                     f"(95 % CI {top['ci_low']:+.2f} to {top['ci_high']:+.2f}, 3 seeds)")
+    assert len(first) < 110  # the bar shows one line of about 110 characters
+    assert note.count("**Best pair") == 1 and note.count("(study version hq") == 1
+    assert "the fake study" in note
     # the run's description says it in words, and why the largest mean gain is not first
     text = tags["mlflow.note.content"]
     assert "**Best pair: a s1→b s1 transfer concat**" in text and "3 seeds" in text
@@ -160,6 +162,6 @@ def test_the_mlflow_ui_in_a_browser_shows_the_best_pair(published, tmp_path):
         os.killpg(server.pid, 15)
         server.wait(30)
     text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
-    assert "Best pair (frame_acc gain over baseline, version hq): a s1→b s1 transfer " \
-           "concat, +5.00 points, 95 % CI +2.52 to +7.48, 3 seeds." in text, text[:2000]
+    assert "Best pair: a→b concat, +5.00 frame_acc points over the baseline (95 % CI " \
+           "+2.52 to +7.48, 3 seeds)" in text, text[:2000]
     assert f"study {name} · best a→b concat +5.00 [+2.52, +7.48]" in text
