@@ -4,7 +4,7 @@ on the edge's run, read back by the query API, and used to budget the graph.
 Where and when (rules):
 
 * **Per fine-tune, before it trains.** In the fine-tune trial's setup
-  (:class:`study.trial.StudyTrainable`): the source is pre-trained (its checkpoint is the
+  (:class:`study.trial.TaskJob`): the source is pre-trained (its checkpoint is the
   fine-tune's ``init_checkpoint``), nothing of the fine-tune's budget is spent yet. The
   driver adds what the worker cannot know to the trial's ``_study`` meta
   (:func:`estimate_request`: the source table and split, for the label-structure score).

@@ -30,7 +30,7 @@ Rules:
   through :func:`pack_members` as if it were a trial of its own: the same task run, params,
   metrics, checkpoint artifact as unpacked, plus the tag ``ks.pack`` = the pack's Tune
   trial id (the same on every member).
-* **Worker** (:class:`PackRun`, :class:`PackingStudyTrainable`): each member is an ordinary
+* **Worker** (:class:`PackRun`, :class:`PackJob`): each member is an ordinary
   :class:`~trainables.train_job.TrainRun` (data, arrangement, ``init_checkpoint``, curve,
   checkpoints); the pack replaces its ``trainer.train`` by the fused step and keeps the
   rest of ``TrainRun.step``'s semantics (evaluation at ``eval_at`` and the end, ``curve``).
@@ -64,7 +64,7 @@ from trainables.job import TEMPORAL_CHECKPOINT_FILE
 from trainables.temporal import kind_of
 
 from .plan import Task
-from .trial import STUDY_KEY, StudyTrainable, local_checkpoint
+from .trial import STUDY_KEY, Downloads, estimate_for, local_checkpoint
 
 __all__ = [
     "MEMBERS_KEY",
@@ -73,7 +73,7 @@ __all__ = [
     "PackMember",
     "PackRun",
     "Packer",
-    "PackingStudyTrainable",
+    "PackJob",
     "make_packer",
     "member_id",
     "pack_key",
@@ -408,74 +408,59 @@ class PackRun:
             self.packed.freeze(MemberFailure(i, int(f["iteration"]), f["why"]))
 
 
-class PackingStudyTrainable(StudyTrainable):
-    """:class:`~study.trial.StudyTrainable` that also runs pack trials (config with
-    :data:`PACK_KEY`): one :class:`PackRun` over the members' ordinary configs. Results are
-    ``{iteration, done, node_id, MEMBERS_KEY: {index: member result}}``; a trial without
-    :data:`PACK_KEY` is an ordinary study trial (actors are reused across both)."""
+class PackJob:
+    """A pack trial's job (config with :data:`PACK_KEY`): one :class:`PackRun` over the
+    members' ordinary configs; the study trial (:class:`study.worker.StudyTrainable`) runs
+    it. Results are ``{iteration, done, node_id, MEMBERS_KEY: {index: member result}}``."""
 
-    _pack: PackRun | None = None
-
-    def setup(self, config: dict[str, Any]) -> None:
-        self._pack = None
-        if PACK_KEY not in config:
-            super().setup(config)
-            return
-        import ray
-
+    def __init__(self, config: dict[str, Any], trial_resources: Any, node_id: str):
         from trainables.train_config import TrainSpec
         from trainables.train_job import TrainRun
+        from trainables.tune_base import claim_device
 
         cfg = dict(config)
-        self._study_meta = dict(cfg.pop(STUDY_KEY, None) or {})
-        self._node_id = ray.get_runtime_context().get_node_id()
+        cfg.pop(STUDY_KEY, None)
+        self.node_id = node_id
+        self.downloads = Downloads()
         specs, metas = [], []
         for member in cfg[PACK_KEY]:
             m = dict(member)
             meta = dict(m.pop(STUDY_KEY, None) or {})
             if m.get("init_checkpoint"):
                 m["init_checkpoint"] = str(local_checkpoint(
-                    m["init_checkpoint"], meta.get("tracking_uri"), self._download_dir))
+                    m["init_checkpoint"], meta.get("tracking_uri"), self.downloads))
             specs.append(TrainSpec.parse(m))
             metas.append(meta)
         s0 = specs[0]
-        device, _ = self.claim_device(s0.device, s0.num_cpus, s0.num_gpus)
+        device, _ = claim_device(trial_resources, s0.device, s0.num_cpus, s0.num_gpus)
         runs = [TrainRun.create(s, device=device) for s in specs]
         # a fine-tune's transferability estimates (``_study.estimate``), as the single-task
-        # trial computes them: on its TrainRun before training, reported with its first result
-        estimates: dict[int, dict[str, Any]] = {}
-        for i, (run, meta) in enumerate(zip(runs, metas, strict=True)):
-            if meta.get("estimate"):
-                self.run = run
-                estimates[i] = self._estimate(meta["estimate"])
-        self.run = None
-        self._pack = PackRun(runs, [meta.get("fail_once") for meta in metas])
+        # job computes them: on its TrainRun before training, reported with its first result
+        estimates = {i: estimate_for(run, meta.get("estimate"))
+                     for i, (run, meta) in enumerate(zip(runs, metas, strict=True))
+                     if meta.get("estimate")}
+        self.pack = PackRun(runs, [meta.get("fail_once") for meta in metas])
         for i, extra in estimates.items():
-            self._pack.first.setdefault(i, {}).update(extra)
+            self.pack.first.setdefault(i, {}).update(extra)
 
     def step(self) -> dict[str, Any]:
-        if self._pack is None:
-            return super().step()
         import torch
 
-        members = self._pack.step()
+        members = self.pack.step()
         for r in members.values():
-            r["node_id"] = self._node_id
+            r["node_id"] = self.node_id
             r["num_threads"] = torch.get_num_threads()
         its = [r["iteration"] for r in members.values()]
-        return {"iteration": max(its), "done": self._pack.done or not self._pack.live,
-                "node_id": self._node_id, MEMBERS_KEY: {str(i): r for i, r in members.items()}}
+        return {"iteration": max(its), "done": self.pack.done or not self.pack.live,
+                "node_id": self.node_id, MEMBERS_KEY: {str(i): r for i, r in members.items()}}
 
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        if self._pack is None:
-            super().save_checkpoint(checkpoint_dir)
-        else:
-            self._pack.save(checkpoint_dir)
+    def save(self, checkpoint_dir: str) -> None:
+        self.pack.save(checkpoint_dir)
 
-    def load_checkpoint(self, checkpoint: str | dict | None) -> None:
-        if self._pack is None:
-            super().load_checkpoint(checkpoint)
-        elif not isinstance(checkpoint, str):
+    def load(self, checkpoint: str | dict | None) -> None:
+        if not isinstance(checkpoint, str):
             raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
-        else:
-            self._pack.load(checkpoint)
+        self.pack.load(checkpoint)
+
+    def close(self) -> None:
+        self.downloads.close()

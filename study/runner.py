@@ -9,7 +9,7 @@ What runs where (one module per process role):
   search's ASHA to that search's trials only;
 * the MLflow writer in the driver (:mod:`study.callback`): a Tune callback, the only writer
   to the tracking store (layout: :mod:`study.mlflow_layout`);
-* the worker (:mod:`study.trial`): :class:`~study.trial.StudyTrainable`, the LSTM trainable
+* the worker (:mod:`study.worker`): :class:`~study.worker.StudyTrainable`, the trainable
   plus the study's plumbing (fetching a pre-train's checkpoint by URI, fault injection);
 * read-only status (:mod:`study.status`) and queries (:mod:`study.query`) need no Ray.
 
@@ -68,10 +68,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.errors import DataError
+
 from .mlflow_layout import CHECKPOINT_ARTIFACT
 from .plan import Plan, make_plan
 from .spec import SpecError
 from .spec_data import LoadedStudy
+from .store_checks import full_disk
 from .tracking import RunLogger
 from .uri import check_store_outlives_job, resolve_tracking_uri
 
@@ -295,6 +298,9 @@ def _run_study(
     check_store_outlives_job(uri)  # a SQLite file in a Ray job's temp dir: refused
     # MLflow prints "View run ... at: URL" per ended run on a tracking server: not progress
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow's SQL store logs every database error with its whole traceback before raising
+    # it (hundreds of lines for a full disk); the error reaches this driver, which says it
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logger = logger or MlflowRunLogger(uri)
     uri = getattr(logger, "tracking_uri", uri)  # absolute for sqlite: workers chdir
     lease = _take_lease(logger, loaded, resume)
@@ -353,7 +359,7 @@ def _run_study(
     from .callback import TrackingCallback
     from .local_ray import connect_ray
     from .scheduling import StudyState, make_search
-    from .trial import StudyTrainable
+    from .worker import StudyTrainable
 
     started_ray = connect_ray(address or spec.ray_address, num_cpus, verbose)
     staged: list[Path] = []
@@ -373,11 +379,9 @@ def _run_study(
     for t in todo:
         if t.kind == "search":
             state.searches[t.id] = make_search(t, spec.name, loaded.short_hash)
-    from .packed_trial import PackingStudyTrainable, make_packer
+    from .packed_trial import make_packer
 
     state.packer = make_packer(spec, loaded.cards, say=pr.line)  # None: packing is off
-    if state.packer is not None and trainable is None:
-        trainable = PackingStudyTrainable
     from .run_view import start_view
 
     view = start_view(logger, study_run, plan, loaded, uri, finished_before)
@@ -390,8 +394,17 @@ def _run_study(
     except KeyboardInterrupt as e:
         status, reason = "KILLED", _interrupt_reason(e)
     except BaseException as e:
-        status, reason = "FAILED", f"study driver error: {e!r}\n{traceback.format_exc()[-3000:]}"
-        raise
+        full = full_disk(e)
+        if full is None:
+            status, reason = ("FAILED",
+                              f"study driver error: {e!r}\n{traceback.format_exc()[-3000:]}")
+            raise
+        # a full disk (tracking store or artifacts): stop, close every run KILLED (no
+        # task failed: `resume` reruns them once there is space) and say so in one line
+        status, reason = "KILLED", f"the disk is full ({full})"
+        raise DataError(f"the disk is full ({full}) writing to the tracking store; the study "
+                        f"stopped (its open runs closed KILLED): free space, then `kitchen-study "
+                        f"resume {spec.source or spec.name}`", uri) from None
     finally:
         leftover = callback.close_open("KILLED" if status != "FAILED" else "FAILED",
                                        reason or "the Tune run ended before this run did")

@@ -12,7 +12,7 @@ from data_prep.table import write_table
 from tests.helpers import recipe_table
 from trainables.job import ConfigError
 from trainables.metrics import METRIC_NAMES
-from trainables.temporal_trainable import CHECKPOINT_FILE, LSTMTrainable
+from trainables.temporal_trainable import CHECKPOINT_FILE, TemporalTrainable
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,7 @@ def _strip(result: dict) -> dict:
 
 
 def test_steps_resume_exactly_through_save_and_restore(config, tmp_path):
-    whole = LSTMTrainable(config)
+    whole = TemporalTrainable(config)
     expected = [_strip(whole.train()) for _ in range(3)]
     whole.stop()
     assert [r["iteration"] for r in expected] == [8, 16, 24]
@@ -45,24 +45,24 @@ def test_steps_resume_exactly_through_save_and_restore(config, tmp_path):
     assert "frame_acc" in expected[0] and "frame_acc" not in expected[1]  # eval_at + end
     assert list(expected[2]["curve"]) == ["8", "24"]
 
-    first = LSTMTrainable(config)
+    first = TemporalTrainable(config)
     assert _strip(first.train()) == expected[0]
     ckdir = tmp_path / "ck"
     first.save(str(ckdir))
     first.stop()
     assert (ckdir / CHECKPOINT_FILE).is_file()
 
-    resumed = LSTMTrainable(config)
+    resumed = TemporalTrainable(config)
     resumed.restore(str(ckdir))
     assert [_strip(resumed.train()) for _ in range(2)] == expected[1:]
     resumed.stop()
 
 
 def test_resources_threads_and_device(config):
-    pgf = LSTMTrainable.default_resource_request({**config, "num_cpus": 2, "num_gpus": 0.5})
+    pgf = TemporalTrainable.default_resource_request({**config, "num_cpus": 2, "num_gpus": 0.5})
     assert pgf.required_resources == {"CPU": 2.0, "GPU": 0.5}
-    assert LSTMTrainable.default_resource_request(config).required_resources == {"CPU": 1.0}
-    t = LSTMTrainable({**config, "num_cpus": 2})  # outside Tune: the config's numbers
+    assert TemporalTrainable.default_resource_request(config).required_resources == {"CPU": 1.0}
+    t = TemporalTrainable({**config, "num_cpus": 2})  # outside Tune: the config's numbers
     assert torch.get_num_threads() == 2
     assert t.run.device.type == "cpu"  # no GPU requested
     t.stop()
@@ -71,7 +71,7 @@ def test_resources_threads_and_device(config):
 
 def test_unknown_key_fails_setup(config):
     with pytest.raises(ConfigError, match="unknown key 'lerning_rate'"):
-        LSTMTrainable({**config, "lerning_rate": 0.1})
+        TemporalTrainable({**config, "lerning_rate": 0.1})
 
 
 def test_real_tune_run(config, tmp_path):
@@ -83,7 +83,7 @@ def test_real_tune_run(config, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         tuner = tune.Tuner(
-            LSTMTrainable,
+            TemporalTrainable,
             param_space={**config, "iterations": 16, "seed": tune.grid_search([3])},
             run_config=tune.RunConfig(
                 storage_path=str(tmp_path / "tune"),

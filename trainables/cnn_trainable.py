@@ -14,7 +14,8 @@ evaluation points and at the end, ``frame_acc`` and ``curve``; the last step wit
 ``export_path`` writes the softmax table and adds ``export``. The trial ends itself
 (``done``) after ``iterations`` (and the export).
 
-Resources, as :class:`trainables.temporal_trainable.LSTMTrainable`: ``default_resource_request``
+Resources, as :class:`trainables.temporal_trainable.TemporalTrainable`
+(:mod:`trainables.tune_base`): ``default_resource_request``
 asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (fractions allowed);
 ``tune.with_resources`` overrides it. In ``setup`` the trial's actual allocation decides:
 ``torch.set_num_threads`` = its CPU count, CUDA when it holds a GPU (and CUDA works), else
@@ -29,22 +30,35 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray import tune
+
 from .cnn_config import CNNSpec
 from .cnn_job import CHECKPOINT_FILE, CNNRun
-from .tune_base import TorchTrainable
+from .tune_base import checkpoint_path, claim_device, resource_request
 
 __all__ = ["CHECKPOINT_FILE", "CNNTrainable"]
 
 
-class CNNTrainable(TorchTrainable):
+class CNNTrainable(tune.Trainable):
     """Ray Tune class trainable for one CNN training (and export) job."""
 
-    checkpoint_file = CHECKPOINT_FILE
+    run: CNNRun
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any]) -> Any:
+        return resource_request(config)
 
     def setup(self, config: dict[str, Any]) -> None:
         spec = CNNSpec.parse(config)
-        device, threads = self.claim_device(spec.device, spec.num_cpus, spec.num_gpus)
+        device, threads = claim_device(self.trial_resources, spec.device, spec.num_cpus,
+                                       spec.num_gpus)
         self.run = CNNRun.create(spec, device=device, cpus=threads)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.run.save(checkpoint_path(checkpoint_dir, CHECKPOINT_FILE))
+
+    def load_checkpoint(self, checkpoint: str | dict | None) -> None:
+        self.run.load(checkpoint_path(checkpoint, CHECKPOINT_FILE))
 
     def step(self) -> dict[str, Any]:
         return self.run.step()
