@@ -19,9 +19,11 @@ cores).
    (cross-entropy + 0.15 × T-MSE clamped at 16 per stage), then Adam;
 2. **module**: ``MSTCN.loss`` (the module's objective), then Adam.
 
-Hook: :data:`PATHS` maps a row name to a factory ``(Setup) -> step(n)``; the project's
-Trainer path goes in there as one more entry (it must train on the same shapes), and the
-table picks it up. Figures are printed only; nothing is written to docs/benchmarks.md.
+3. **project Trainer**: :class:`trainables.train_job.Trainer` with ``kind: mstcn`` from the
+   registry, sampling whole videos of the same length from a frame table on the device.
+
+:data:`PATHS` maps a row name to a factory ``(Setup) -> step(n)``. Figures are printed;
+``docs/benchmarks.md`` records them by hand with the machine and command.
 """
 
 from __future__ import annotations
@@ -103,11 +105,44 @@ def module_path(s: Setup) -> Callable[[int], None]:
     return step
 
 
+def trainer_path(s: Setup) -> Callable[[int], None]:
+    """The project's :class:`~trainables.train_job.Trainer` (``kind: mstcn``, the registry's
+    MS-TCN at the paper's Breakfast configuration): it samples each batch from a frame
+    table resident on the device (four training videos of ``frames`` frames, so every
+    sample is one whole video, as the reference trains), runs the model's own loss, Adam,
+    and keeps the losses on the device (one host sync per call)."""
+    import numpy as np
+
+    from data_prep.table import DatasetCard, FrameTable, Split, VideoLabels
+    from trainables.arrangements import make_arrangement
+    from trainables.split_data import SplitData
+    from trainables.train_config import TrainConfig
+    from trainables.train_job import Trainer
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"c{i}" for i in range(s.classes))
+    vids = [VideoLabels(f"v{i}", rng.integers(0, s.classes, s.frames), f"P{i}",
+                        features=rng.standard_normal((s.frames, s.input_dim)).astype(np.float32))
+            for i in range(5)]
+    card = DatasetCard("bench", 15.0, names, None, "bench", "1",
+                       splits=(Split("split1", tuple(f"v{i}" for i in range(4)), ("v4",)),))
+    data = SplitData.load(FrameTable.from_videos(card, vids), 1, s.device)
+    cfg = TrainConfig(kind="mstcn", batch_size=s.batch, lr=LR)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, make_arrangement("identity", data.space), data, device=s.device)
+
+    def step(n: int) -> None:
+        trainer.train(n)
+        sync(s.device)
+
+    return step
+
+
 #: row name -> factory; the first row is the baseline the ratios are taken against.
-#: Add the project's Trainer here (e.g. ``"Trainer (sampler + MSTCN.loss + Adam)"``).
 PATHS: dict[str, Callable[[Setup], Callable[[int], None]]] = {
     "bare loop (stage_logits + hand-written loss + Adam)": bare_path,
     "module (MSTCN.loss + Adam)": module_path,
+    "project Trainer (sampler + MSTCN.loss + Adam)": trainer_path,
 }
 
 
