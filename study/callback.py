@@ -45,6 +45,7 @@ from .packed_trial import MEMBER_ERROR, PackMember, pack_members
 from .plan import CHECKPOINT_KINDS
 from .run_view import RunView
 from .scheduling import NotPickled, SearchState, StudyState
+from .store_checks import full_disk, stops_on_full_disk
 from .tracking import RunLogger, log_checkpoint, log_result
 from .trial import STUDY_KEY
 
@@ -171,11 +172,13 @@ class TrackingCallback(NotPickled, tune.Callback):
             self.open.discard(rid)
 
     # -- Tune hooks -----------------------------------------------------------------
+    @stops_on_full_disk  # a full disk stops the study (one line), not this trial
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
             for t, _ in self._members(trial):
                 self._ensure_run(t)
 
+    @stops_on_full_disk
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         for t, r in self._members(trial, result):
             if r is not None:
@@ -203,6 +206,7 @@ class TrackingCallback(NotPickled, tune.Callback):
                 if tags:
                     self.logger.set_tags(rid, tags)
 
+    @stops_on_full_disk
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         for t, _ in self._members(trial):
             self._recover(t)
@@ -217,11 +221,13 @@ class TrackingCallback(NotPickled, tune.Callback):
                                f"{self.state.trial_task.get(trial.trial_id)}: "
                                f"{reason.splitlines()[0]}")
 
+    @stops_on_full_disk
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
             for t, _ in self._members(trial, trial.last_result):
                 self._complete(t)
 
+    @stops_on_full_disk
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         with self.state.lock:
             for t, _ in self._members(trial):
@@ -241,6 +247,8 @@ class TrackingCallback(NotPickled, tune.Callback):
                 with ckpt.as_directory() as d:
                     log_checkpoint(self.logger, rid, Path(d) / Path(CHECKPOINT_ARTIFACT).name)
             except Exception as e:  # the fine-tunes cannot start without it
+                if full_disk(e) is not None:
+                    raise  # not this task's fault: the study stops (stops_on_full_disk)
                 self._fail(trial, f"storing the checkpoint failed: {e!r}")
                 return
         s = st.searches.get(task.id)

@@ -424,8 +424,11 @@ class Lease:
         self._thread.join(timeout=HEARTBEAT_S)
         if self.lost or self._untrusted() is not None:
             return
-        try:
+        # the time of release is a new row, which a full disk refuses; the deletion alone
+        # releases the lease (Holder.released) and is an update in place, which still fits
+        with contextlib.suppress(Exception):
             self.client.set_experiment_tag(self.experiment_id, TAG_RELEASED, _iso(time.time()))
+        try:
             self.client.delete_experiment(self.experiment_id)
         except Exception as e:  # the heartbeat stops regardless: the lease expires
             log.warning("lease not released (%r); it expires in %.0fs", e, EXPIRY_S)

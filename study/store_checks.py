@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import os
 import re
 import sqlite3
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from data_prep.errors import DataError
 
@@ -42,7 +44,10 @@ __all__ = [
     "STORAGE_SCHEMES",
     "TRACKING_SCHEMES",
     "check_search_storage",
+    "DiskFull",
     "check_tracking_uri",
+    "full_disk",
+    "stops_on_full_disk",
     "storage_problem",
 ]
 
@@ -202,3 +207,52 @@ def check_search_storage(storage: str | None, *, key: str = "search.storage",
             _check_sqlite_path(db, storage, what="Optuna storage")
         except DataError as e:
             raise DataError(f"{key}: {e.reason}", where) from None
+
+
+#: errno values and texts that say a store's disk is full (an OSError's errno; SQLite's
+#: SQLITE_FULL as sqlite3/SQLAlchemy/MLflow word it; Ray Tune passes a callback's error on
+#: as a TuneError whose message is the original traceback, so text is all there is)
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
+def full_disk(e: BaseException) -> str | None:
+    """What the disk said (``No space left on device``, ...) when ``e``, an exception it
+    was raised from, or a traceback carried in its message, is a full disk; else None. A
+    full disk is the machine's state, not a task's fault: the runner stops the study on it
+    (one line, ``resume`` later) instead of failing one task after another."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _FULL_ERRNOS:
+            return os.strerror(cur.errno)
+        text = str(cur)
+        for t in _FULL_TEXTS:
+            if t in text:
+                return t
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class DiskFull(BaseException):  # noqa: N818 (a stop, like KeyboardInterrupt, not an error)
+    """Raised from a study's Ray Tune callback when a write found the disk full. A
+    BaseException on purpose: Tune turns a callback's ``Exception`` into a trial error and
+    retries the trial (which cannot help); this one reaches the runner, which stops the
+    study (:func:`full_disk` finds the original error as its ``__cause__``)."""
+
+
+def stops_on_full_disk(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a Tune callback hook) raising :class:`DiskFull` from a full-disk error."""
+
+    @functools.wraps(method)
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as e:
+            what = full_disk(e)
+            if what is None:
+                raise
+            raise DiskFull(what) from e
+
+    return hook

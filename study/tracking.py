@@ -442,10 +442,16 @@ class MlflowRunLogger:
         check_end_status(status)
         with self._lock:
             tags = error_tags(status, reason)
+            tag_error: Exception | None = None
             if tags:
-                self.set_tags(run_id, tags)
+                try:
+                    self.set_tags(run_id, tags)
+                except Exception as e:  # e.g. a full disk: new rows fail, an update may not;
+                    tag_error = e  # the run's status matters more than its reason
             self.check_fence()  # again, right before the write that decides the run's fate
             self.client.set_terminated(run_id, status)
+            if tag_error is not None:
+                raise tag_error
 
     def end_task(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         self._end(run_id, status, reason)
@@ -473,8 +479,14 @@ class MlflowRunLogger:
                 self._study_experiments(),
                 f"tags.`{TAG_STUDY_HASH}` = '{study_hash}' AND attributes.status = 'RUNNING'")
             ids = [r.run_id for r in records if r.role in RUN_ROLES]
-            for rid in ids:
-                self._end(rid, status, reason)
+            first: Exception | None = None
+            for rid in ids:  # one that cannot be closed must not leave the rest RUNNING
+                try:
+                    self._end(rid, status, reason)
+                except Exception as e:
+                    first = first or e
+            if first is not None:
+                raise first
         return ids
 
     def get_run(self, run_id: str) -> RunRecord:
