@@ -261,13 +261,24 @@ def best(
                         "--metric")
     if k < 1:
         raise DataError(f"must be at least 1, got {k} (--all shows every pair)", "--k")
-    every = _load_results(spec, tracking_uri, target).best_transfer_pairs(
-        target=target, metric=metric, k=None)
+    results = _load_results(spec, tracking_uri, target)
+    every = results.best_transfer_pairs(target=target, metric=metric, k=None)
     table = every if show_all else every.head(k).reset_index(drop=True)
     if json_out:
         typer.echo(table.to_json(orient="records"))
         return
     typer.echo(_best_text(table, metric, total=len(every)))
+    if not table.empty:
+        typer.echo(PROTOCOL_NOTE[results.protocol])
+
+
+#: What the numbers of ``best`` (and the report) are, by the study's protocol.
+PROTOCOL_NOTE = {
+    "validation": "metrics: test videos, of each run's reported model (its best validation "
+                  "iteration; every choice was made on the validation people)",
+    "paper": "metrics: test videos at each run's last iteration (the paper's protocol: no "
+             "validation part, any search or halving chose on test videos - optimistic)",
+}
 
 
 def _best_text(table: Any, metric: str, total: int | None = None) -> str:

@@ -177,6 +177,15 @@ class StudyResults:
             df[name] = df[name].astype(float)
         return df.sort_values(["task_id", "run_id"], ignore_index=True)
 
+    @property
+    def protocol(self) -> str:
+        """``validation`` when the study's runs validate (``TrainSpec.validation ==
+        "people"``: every metric of a run is its reported model's, chosen on the validation
+        part), else ``paper`` (the last iteration, choices made on test videos)."""
+        tasks = [r for r in self.records if r.params.get("validation") is not None]
+        return ("validation" if any(r.params["validation"] == "people" for r in tasks)
+                else "paper")
+
     def results(self, *, include_unfinished: bool = False) -> pd.DataFrame:
         """Tidy table, one row per finished task run (columns: task_id, kind, mode, source,
         source_split, target, target_split, arrangement, seed, frame_acc, input_acc, edit,
@@ -308,7 +317,9 @@ class StudyResults:
     def transferability(self, metric: str = "frame_acc") -> pd.DataFrame:
         """One row per transfer edge: every transferability estimate logged on its
         fine-tunes (``estimate.<name>``, mean over seeds) and the measured gain with its
-        95 % CI (:func:`study.estimates.transferability_table`)."""
+        95 % CI (:func:`study.estimates.transferability_table`). The gain is of test
+        metrics of each run's reported model: under :attr:`protocol` ``validation`` its best
+        validation iteration, under ``paper`` its last iteration."""
         from .estimates import transferability_table
 
         return transferability_table(self, metric)

@@ -204,6 +204,45 @@ def params_text(params: Mapping[str, Any], sep: str = ", ") -> str:
                     for k, v in sorted(params.items()))
 
 
+def _hmm_reference(study: StudyResults, res: pd.DataFrame) -> str:
+    """What temporal context gives without training, beside the trained models: the
+    HMM reference (:mod:`trainables.hmm_reference`, offline Viterbi and causal filtering,
+    label statistics from each split's training videos) on every baseline's target split."""
+    from data_prep.errors import DataError
+    from data_prep.table import read_table
+    from trainables.hmm_reference import reference
+
+    base = [r for r in study.records if r.tags.get("ks.kind") == "baseline"
+            and r.params.get("target_path")]
+    seen: dict[tuple[str, str], str] = {}
+    for r in base:
+        seen.setdefault((r.tags.get("ks.target", "?"), str(r.params.get("target_split"))),
+                        r.params["target_path"])
+    if not seen:
+        return ""
+    rows = []
+    for (target, split), path in sorted(seen.items()):
+        model = res[(res["kind"] == "baseline") & (res["target"] == target)]
+        trained = _fmt(float(model["frame_acc"].mean())) if len(model) else "-"
+        try:
+            ref = reference(read_table(path), split,
+                            decoders=("input", "hmm_causal", "hmm_offline"), source=path)
+        except (DataError, OSError, ValueError) as e:
+            rows.append([target, split, "-", "-", "-", trained, f"not computed: {e}"])
+            continue
+        m = ref["metrics"]
+        rows.append([target, split, _fmt(m["input"]["frame_acc"]),
+                     _fmt(m["hmm_causal"]["frame_acc"]), _fmt(m["hmm_offline"]["frame_acc"]),
+                     trained, ""])
+    return ("## Temporal-context reference (HMM)\n\nFrame accuracy on the test videos: the "
+            "input scores' argmax, an HMM decoding them with the split's training-label "
+            "statistics (causal filtering; offline Viterbi; no training), and the trained "
+            "baseline model (mean over seeds). What the HMM adds over the input is temporal "
+            "structure a model can use without any learning (docs/reproduction.md).\n\n"
+            + _table(["target", "split", "input", "HMM causal", "HMM offline", "baseline",
+                      "note"], rows))
+
+
 def render_markdown(study: StudyResults) -> str:
     """The report's markdown text (figures referenced by file name)."""
     res = study.results()
@@ -215,14 +254,20 @@ def render_markdown(study: StudyResults) -> str:
         f"Content hash `{study.study_hash}`; {len(res)} finished tasks "
         f"({', '.join(f'{n} {k}' for k, n in res['kind'].value_counts().sort_index().items())})."
         " Frame accuracy etc. in percent, means over seeds; (+g) = mean paired gain over the "
-        "no-transfer baseline of the same target split and seed.\n",
+        "no-transfer baseline of the same target split and seed. "
+        + ("Protocol `validation`: every metric is a run's reported model's (its best "
+           "validation iteration) on the test videos; every choice read the validation "
+           "people.\n" if study.protocol == "validation" else
+           "Protocol `paper`: the last iteration on the test videos; searches and halving "
+           "chose on test videos (optimistic).\n"),
         "## Baselines\n\n" + _baselines(res),
-        "## Arrangement x mode\n\nLSTM frame accuracy (gain).\n\n" + _arrangement_grid(res, best),
+        "## Arrangement x mode\n\nFrame accuracy (gain).\n\n" + _arrangement_grid(res, best),
         _transfer_tables(res, best),
         "![transfer gains](transfer_heatmap.png)\n" if not best.empty else "",
         "## Convergence\n\nFrame accuracy by target training iterations.\n\n"
         + _convergence(study, targets),
         "## Best transfer pairs\n\n" + _best(best),
+        _hmm_reference(study, res),
         _searches(study),
         report_section(study),  # transferability estimates vs measured gains (if logged)
         budget_section(study.budget()),  # study.budget: chosen and skipped edges (if any)

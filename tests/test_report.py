@@ -98,3 +98,37 @@ def test_report_ranks_by_ci_lower_bound_and_flags_few_seeds(study):
     assert rows[0].startswith("| a (split1) | b split1 | transfer | concat |")
     assert rows[0].endswith("| 3 |")
     assert any("| c split1 |" in r and r.endswith("| 2 ! |") for r in rows)
+
+
+def test_report_shows_the_hmm_reference_beside_the_baseline(tmp_path):
+    """The report's temporal-context reference: the HMM on each baseline's target split,
+    computed from the table the baseline trained on, beside the trained model."""
+    from data_prep.synth import make_kitchens
+    from data_prep.table import read_table, write_table
+    from study.mlflow_layout import TaskMeta
+    from study.tracking import log_result
+    from trainables.hmm_reference import reference
+
+    name, table = next(iter(make_kitchens(0, 1, 8, participants=4).items()))
+    path = write_table(table, tmp_path / f"{name}.parquet")
+    mem = InMemoryRunLogger()
+    sid = mem.start_study("hmm", "h1")
+    rid = mem.start_task(sid, TaskMeta(f"baseline:{name}.split1:s0", "baseline", "none", name,
+                                       "split1", "", "", "", 0),
+                         params={"target_path": str(path), "target_split": "split1",
+                                 "validation": "people"})
+    log_result(mem, rid, {"iteration": 10, "frame_acc": 12.5})
+    mem.end_task(rid)
+    mem.end_study(sid)
+    text = render_markdown(StudyResults.from_logger(mem, "hmm"))
+    assert "## Temporal-context reference (HMM)" in text
+    assert "Protocol `validation`" in text
+    ref = reference(read_table(path), "split1",
+                    decoders=("input", "hmm_causal", "hmm_offline"))["metrics"]
+    section = text.split("## Temporal-context reference (HMM)")[1]
+    row = next(ln for ln in section.splitlines() if ln.startswith(f"| {name} | split1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) == pytest.approx(ref["input"]["frame_acc"], abs=0.01)
+    assert float(cells[3]) == pytest.approx(ref["hmm_causal"]["frame_acc"], abs=0.01)
+    assert float(cells[4]) == pytest.approx(ref["hmm_offline"]["frame_acc"], abs=0.01)
+    assert float(cells[5]) == pytest.approx(12.5)
