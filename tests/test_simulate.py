@@ -207,8 +207,10 @@ def test_segment_errors_persist_for_the_segment(table):
         for model in MODELS
     }
     assert gain["segment"] < 5.0 and gain["ar1"] > 15.0
-    # the confuser model's errors persist too (its confusers hold for a whole segment)
-    assert gain["confuser"] < 5.0
+    # the confuser model's lean towards its confusers holds for a whole segment, so a
+    # segment average fixes less than ar1's (on this toy's random label order, far more
+    # than on real labels: docs/data.md and tests/test_calibration.py have those)
+    assert gain["confuser"] < gain["ar1"] - 5.0
     # and it is the per-segment/per-video draw that does it: without it (and without the
     # boundary blend) the errors are independent frame to frame
     iid = simulate_softmax(
