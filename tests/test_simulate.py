@@ -300,10 +300,14 @@ def _confusion_rates(f: np.ndarray, t: FrameTable) -> tuple[float, float]:
 
 
 def test_confusions_structured_by_shared_words(table):
-    shared, other = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.7), table)
+    # the word-similarity leak of segment and ar1 (confuser's confusers come from training
+    # adjacency instead: tests/test_sim_confuser.py)
+    f = simulate_softmax(table, 30.0, seed=4, confusion=0.7, model="segment")
+    shared, other = _confusion_rates(f, table)
     assert shared > 1.5 * other
     # and it is the similarity term that does it: without it the two are alike
-    shared0, other0 = _confusion_rates(simulate_softmax(table, 30.0, seed=4, confusion=0.0), table)
+    f0 = simulate_softmax(table, 30.0, seed=4, confusion=0.0, model="segment")
+    shared0, other0 = _confusion_rates(f0, table)
     assert shared0 < 1.3 * other0
 
 
@@ -363,7 +367,8 @@ def test_card_records_how_features_were_made(table, model):
     assert d["kind"] == "simulated" and d["model"] == model and d["version"]
     assert d["accuracy_target"] == 33.0
     assert d["accuracy_achieved"] == pytest.approx(_accuracy(out.features, out.labels), abs=1e-3)
-    assert abs(d["accuracy_achieved"] - 33.0) <= 0.5
+    # confuser: fitted on the other participants' frames, the accuracy is an outcome
+    assert abs(d["accuracy_achieved"] - 33.0) <= (2.0 if model == "confuser" else 0.5)
     assert (d["seed"], d["correlation_s"], d["confusion"], d["dim"]) == (5, 0.5, 0.25, 12)
     assert 0 < d["rho"] < 1
     if model == "confuser":
