@@ -57,14 +57,19 @@ draws, the i.i.d. draws and one uniform per frame (used at segment starts).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .sim_models import (
+    SimOptions,
+    ar1_noise,
+    count_hits,
+    sim_info,
+    sim_setup,
+    softmax_rows,
+)
 from .table import FrameTable
-
-if TYPE_CHECKING:
-    from .sim_models import SimOptions
 
 #: Frames sampled per fold to fit the scale and the temperature (evenly spaced over the
 #: fold's training frames: every training video contributes).
@@ -203,10 +208,9 @@ def simulate_confuser(
     table: FrameTable, accuracy: float, seed: int, options: SimOptions
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The ``confuser`` model's softmax array and how it was made (module docstring)."""
-    from .sim_models import _ar1_noise, _hits, _info, _setup, _softmax_rows
 
     o = options
-    s = _setup(table, accuracy, o)
+    s = sim_setup(table, accuracy, o)
     n, k = s.n, s.k
     m = min(o.confusers, k - 1)
     lam, beta, r = float(o.confuser_weight), float(o.prior_weight), float(o.ar_share)
@@ -217,7 +221,7 @@ def simulate_confuser(
     out = np.empty((n, k), dtype=np.float32)
     pick = np.empty(n, dtype=np.float64)
     for c in s.chunks:
-        noise = _ar1_noise(rng, c.offsets, k, s.rho)
+        noise = ar1_noise(rng, c.offsets, k, s.rho)
         noise *= np.float32(math.sqrt(r))
         eps = rng.standard_normal((c.hi - c.lo, k), dtype=np.float32)
         eps *= np.float32(math.sqrt(1.0 - r))
@@ -228,9 +232,9 @@ def simulate_confuser(
     slot = np.minimum((pick[segs.starts] * m).astype(np.intp), m - 1)[segs.of]
     blur = None
     if o.boundary_s > 0.0:
-        from .sim_models import _Segments
+        from .sim_models import Segments
 
-        b = _Segments(table, o.boundary_s)
+        b = Segments(table, o.boundary_s)
         blur = _Blur(b.w_prev, b.w_next, b.y_prev, b.y_next)
 
     video_counts = np.zeros((table.num_videos, k), dtype=np.float64)
@@ -266,7 +270,7 @@ def simulate_confuser(
         scale = _fit_scale(out[idx], y, c_idx, lam, lp_rows, sb, accuracy, table.card.name)
         logits = _logits_rows(out[idx], y, c_idx, scale, lam, lp_rows, sb)
         temperature = (
-            _confidence_temperature(logits, accuracy / 100.0, _softmax_rows)
+            _confidence_temperature(logits, accuracy / 100.0, softmax_rows)
             if o.temperature is None else float(o.temperature)
         )
         params.append(_FoldParams(log_prior, conf, scale, temperature))
@@ -274,7 +278,7 @@ def simulate_confuser(
             "fold": f.name, "test_videos": int(f.test.size), "train_videos": int(f.train.size),
             "inner_groups": len(parts), "scale": round(scale, 6),
             "temperature": round(temperature, 6),
-            "fit_accuracy": round(100.0 * _hits(logits, y) / y.size, 4),
+            "fit_accuracy": round(100.0 * count_hits(logits, y) / y.size, 4),
             "own_frames_in_fit": bool(np.isin(f.test, f.train).any()),
         })
 
@@ -289,14 +293,14 @@ def simulate_confuser(
             _logits_rows(
                 rows, y, p.conf[y, slot[lo:hi]], p.scale, lam, p.log_prior, vb, out=rows
             )
-            hits += _hits(rows, y)
+            hits += count_hits(rows, y)
             if p.temperature != 1.0:
                 rows /= np.float32(p.temperature)
-            _softmax_rows(rows, out=rows)
+            softmax_rows(rows, out=rows)
 
     names = table.card.classes
     first = params[0].conf if params else np.zeros((k, 0), np.intp)
-    info = _info(
+    info = sim_info(
         "confuser",
         "systematic confusions with adjacent classes (fixed per class, chosen from "
         "training labels), ~1 s correlated noise, over-weighted training-frame prior; "
@@ -340,10 +344,9 @@ def _fit_scale(
     blur: _Blur | None, accuracy: float, name: str,
 ) -> float:
     """The scale at which the sample's argmax accuracy reaches ``accuracy`` (bisection)."""
-    from .sim_models import _hits
 
     def acc(a: float) -> float:
-        return 100.0 * _hits(_logits_rows(noise, y, c, a, lam, log_prior, blur), y) / y.size
+        return 100.0 * count_hits(_logits_rows(noise, y, c, a, lam, log_prior, blur), y) / y.size
 
     prior_only = acc(0.0)
     if prior_only >= accuracy:

@@ -101,7 +101,14 @@ __all__ = [
     "class_similarity",
     "dataset_defaults",
     "resolve_options",
-    "simulate_features",
+    "Segments",
+    "ar1_noise",
+    "count_hits",
+    "sim_info",
+    "sim_setup",
+    "simulate_ar1",
+    "simulate_segment",
+    "softmax_rows",
 ]
 
 #: The simulation models, by name: what ``--model`` accepts and the card's ``model``.
@@ -186,25 +193,6 @@ class SimOptions:
     ar_share: float = DEFAULT_AR_SHARE
 
 
-def simulate_features(
-    table: FrameTable, accuracy: float, seed: int, options: SimOptions
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The softmax array (frames, classes) float32 of ``options.model`` and how it was made
-    (the card's ``features`` description). ``ValueError`` for parameters out of range."""
-    options = resolve_options(options, table.card.name)
-    if options.model == "confuser":
-        from .sim_confuser import simulate_confuser
-
-        return simulate_confuser(table, accuracy, seed, options)
-    if options.model == "segment":
-        return _simulate_segment(table, accuracy, seed, options)
-    if options.model == "ar1":
-        return _simulate_ar1(table, accuracy, seed, options)
-    raise ValueError(
-        f"unknown simulation model {options.model!r} (choose from {', '.join(MODELS)})"
-    )
-
-
 def dataset_defaults(name: str) -> dict[str, float]:
     """The ``confuser`` knobs calibrated for a dataset name (empty when not listed)."""
     key = name.lower()
@@ -275,7 +263,7 @@ def _chunks(offsets: np.ndarray, target: int = _CHUNK_FRAMES) -> list[_Chunk]:
     return out
 
 
-def _ar1_noise(
+def ar1_noise(
     rng: np.random.Generator, offsets: np.ndarray, classes: int, rho: float
 ) -> np.ndarray:
     """Unit-variance AR(1) noise (frames, classes) float32 for the videos of ``offsets``
@@ -307,7 +295,7 @@ def _ar1_noise(
     return np.ascontiguousarray(y.T)
 
 
-def _softmax_rows(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def softmax_rows(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Row-wise softmax; into ``out`` (which may be ``logits`` itself) when given."""
     z = np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
     np.exp(z, out=z)
@@ -315,7 +303,7 @@ def _softmax_rows(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return z
 
 
-def _hits(logits: np.ndarray, y: np.ndarray) -> int:
+def count_hits(logits: np.ndarray, y: np.ndarray) -> int:
     """Frames whose argmax is their label."""
     return int(np.count_nonzero(logits.argmax(axis=1) == y))
 
@@ -336,7 +324,7 @@ class _Setup(NamedTuple):
 _MakeLogits = Callable[[np.ndarray, _Chunk, np.ndarray], None]
 
 
-def _setup(table: FrameTable, accuracy: float, options: SimOptions) -> _Setup:
+def sim_setup(table: FrameTable, accuracy: float, options: SimOptions) -> _Setup:
     """Check the parameters both models take (``ValueError``) and derive what they share."""
     o = options
     if not 1.0 < accuracy < 100.0:
@@ -382,14 +370,14 @@ def _to_softmax(
         logits = out[c.lo : c.hi]
         y = s.labels[c.lo : c.hi]
         make_logits(logits, c, y)
-        hits += _hits(logits, y)
+        hits += count_hits(logits, y)
         if temperature != 1.0:  # (x / 1.0 is x exactly: skipping it changes no bit)
             logits /= np.float32(temperature)
-        _softmax_rows(logits, out=logits)
+        softmax_rows(logits, out=logits)
     return hits
 
 
-def _info(
+def sim_info(
     model: str, description: str, accuracy: float, hits: int, seed: int, s: _Setup,
     options: SimOptions, **details: Any,
 ) -> dict[str, Any]:
@@ -425,7 +413,7 @@ def _confidence_temperature(
     lo, hi = np.log(1e-2), np.log(1e2)
     for _ in range(24):  # T to 1e-6 relative: far below the sample's own noise
         mid = (lo + hi) / 2.0
-        top = float(_softmax_rows(logits / np.float32(np.exp(mid))).max(axis=1).mean())
+        top = float(softmax_rows(logits / np.float32(np.exp(mid))).max(axis=1).mean())
         if top > accuracy:
             lo = mid  # too confident: raise the temperature
         else:
@@ -433,11 +421,11 @@ def _confidence_temperature(
     return float(np.exp((lo + hi) / 2.0))
 
 
-def _simulate_ar1(
+def simulate_ar1(
     table: FrameTable, accuracy: float, seed: int, options: SimOptions
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The ``ar1`` model's softmax array and how it was made (see module docstring)."""
-    s = _setup(table, accuracy, options)
+    s = sim_setup(table, accuracy, options)
     n, k = s.n, s.k
     # 1 - confusion*S: how much of the margin a class keeps against each other class
     keep = (1.0 - options.confusion * s.sim).astype(np.float32)
@@ -448,7 +436,7 @@ def _simulate_ar1(
     thresholds = np.empty(n, dtype=np.float32)
     # pass 1: noise into `out`, and each frame's threshold margin
     for c in s.chunks:
-        noise = _ar1_noise(rng, c.offsets, k, s.rho)
+        noise = ar1_noise(rng, c.offsets, k, s.rho)
         y = s.labels[c.lo : c.hi]
         rows = np.arange(c.hi - c.lo)
         gap = (noise - noise[rows, y][:, None]) / keep[y]
@@ -477,7 +465,7 @@ def _simulate_ar1(
         logits += np.float32(margin) * template[y]
 
     hits = _to_softmax(out, s, temperature, logits_of)
-    return out, _info(
+    return out, sim_info(
         "ar1",
         "ar1-logit-noise+word-similarity (optimistic: no class prior, "
         "errors average out within a segment)",
@@ -491,7 +479,7 @@ def _simulate_ar1(
 # -- segment -----------------------------------------------------------------------------
 
 
-class _Segments:
+class Segments:
     """The ground-truth segments of a table (maximal runs of one label inside a video) and,
     per frame, the mixture of class templates its evidence is drawn around: its own class
     and, within about ``boundary_s`` of a boundary, the neighbouring segment's class."""
@@ -538,7 +526,7 @@ class _Posterior:
     ``bias_t[j] = m_t . T_j - |T_j|^2 / 2``, ``m_t`` the frame's template mixture (its own
     class's template, blended with the neighbour's near a boundary)."""
 
-    def __init__(self, log_prior: np.ndarray, template: np.ndarray, segs: _Segments):
+    def __init__(self, log_prior: np.ndarray, template: np.ndarray, segs: Segments):
         gram = template @ template
         self.log_prior = log_prior.astype(np.float32)
         self.gram = gram.astype(np.float32)
@@ -565,8 +553,8 @@ class _Posterior:
         out += self.log_prior
         return out
 
-    def hits(self, z: np.ndarray, bias: np.ndarray, y: np.ndarray, a: float) -> int:
-        return _hits(self.logits(z, bias, a), y)
+    def count_hits(self, z: np.ndarray, bias: np.ndarray, y: np.ndarray, a: float) -> int:
+        return count_hits(self.logits(z, bias, a), y)
 
 
 def _check_segment_options(o: SimOptions) -> None:
@@ -605,13 +593,13 @@ def _fit_scale(
     zs, bias_s, ys = z[idx], post.bias(idx), post.segs.y[idx]  # the sample's bias: once
 
     def sample(a: float) -> float:
-        return 100.0 * post.hits(zs, bias_s, ys, a) / idx.size
+        return 100.0 * post.count_hits(zs, bias_s, ys, a) / idx.size
 
     def full(a: float) -> float:
         hits = 0
         for c in chunks:
             rows = slice(c.lo, c.hi)
-            hits += post.hits(z[rows], post.bias(rows), post.segs.y[rows], a)
+            hits += post.count_hits(z[rows], post.bias(rows), post.segs.y[rows], a)
         return 100.0 * hits / n
 
     prior_only = sample(1e-6)
@@ -649,16 +637,16 @@ def _fit_scale(
     return best[1]
 
 
-def _simulate_segment(
+def simulate_segment(
     table: FrameTable, accuracy: float, seed: int, options: SimOptions
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The ``segment`` model's softmax array and how it was made (see module docstring)."""
     o = options
-    s = _setup(table, accuracy, o)
+    s = sim_setup(table, accuracy, o)
     n, k = s.n, s.k
     within_share = max(0.0, 1.0 - o.segment_share - o.video_share)
     counts = np.bincount(s.labels, minlength=k) + 1.0  # add-one: no class is impossible
-    segs = _Segments(table, o.boundary_s)
+    segs = Segments(table, o.boundary_s)
     post = _Posterior(np.log(counts / counts.sum()), s.template, segs)
     vid_of = np.repeat(np.arange(table.num_videos), table.lengths)
 
@@ -672,7 +660,7 @@ def _simulate_segment(
     # pass 1: z = noise @ T per frame (all the posterior needs of the noise)
     for c in s.chunks:
         if within_share > 0.0:
-            noise = _ar1_noise(rng, c.offsets, k, s.rho)
+            noise = ar1_noise(rng, c.offsets, k, s.rho)
             noise *= np.float32(math.sqrt(within_share))
         else:
             noise = np.zeros((c.hi - c.lo, k), dtype=np.float32)
@@ -687,7 +675,7 @@ def _simulate_segment(
         post.logits(logits, post.bias(slice(c.lo, c.hi)), scale, out=logits)
 
     hits = _to_softmax(out, s, temp, logits_of)
-    return out, _info(
+    return out, sim_info(
         "segment",
         "posterior of Gaussian evidence with the class prior; noise drawn per "
         "segment, per video and AR(1) within; word-similarity templates",

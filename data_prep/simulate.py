@@ -29,6 +29,7 @@ import typer
 
 from .calibration import MEMORISATION_DRAWS
 from .errors import DataError
+from .sim_confuser import simulate_confuser
 from .sim_models import (
     DEFAULT_AR_SHARE,
     DEFAULT_BOUNDARY_S,
@@ -43,7 +44,9 @@ from .sim_models import (
     VERSIONS,
     SimOptions,
     class_similarity,
-    simulate_features,
+    resolve_options,
+    simulate_ar1,
+    simulate_segment,
 )
 from .table import FrameTable, describe, read_table, write_table
 
@@ -80,6 +83,22 @@ DEFAULT_ACCURACY: dict[str, float] = {
     "mpii_cooking2": 36.1,
 }
 
+
+
+def simulate_features(
+    table: FrameTable, accuracy: float, seed: int, options: SimOptions
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The softmax array (frames, classes) float32 of ``options.model`` and how it was made
+    (the card's ``features`` description). ``ValueError`` for parameters out of range.
+    (The dispatch over ``sim_models.MODELS`` lives here, beside the command, so the models'
+    modules never import each other back.)"""
+    options = resolve_options(options, table.card.name)
+    run = {"confuser": simulate_confuser, "segment": simulate_segment,
+           "ar1": simulate_ar1}.get(options.model)
+    if run is None:
+        raise ValueError(
+            f"unknown simulation model {options.model!r} (choose from {', '.join(MODELS)})")
+    return run(table, accuracy, seed, options)
 
 def default_accuracy(name: str) -> float:
     """The paper's CNN accuracy (%) for a dataset name; ``KeyError`` when unknown."""

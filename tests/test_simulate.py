@@ -21,7 +21,7 @@ from data_prep.sim_models import (
     DEFAULT_VIDEO_SHARE,
     MODELS,
     VERSIONS,
-    _ar1_noise,
+    ar1_noise,
     class_similarity,
 )
 from data_prep.simulate import default_accuracy, simulate, simulate_softmax
@@ -251,7 +251,7 @@ def test_ar1_noise_resets_at_video_starts():
     """The closed-form reset equals filtering every video on its own, from the same draws."""
     offsets = np.array([0, 5, 6, 40, 41, 300])
     rho = 0.9
-    got = _ar1_noise(np.random.default_rng(0), offsets, 3, rho)
+    got = ar1_noise(np.random.default_rng(0), offsets, 3, rho)
     eps = np.random.default_rng(0).standard_normal((3, 300), dtype=np.float32).T
     want = np.empty_like(eps)
     c = np.sqrt(1 - rho**2)
@@ -264,12 +264,12 @@ def test_ar1_noise_resets_at_video_starts():
 
 def test_ar1_noise_is_stationary_with_the_requested_correlation():
     offsets = np.array([0, 50_000, 100_000])
-    y = _ar1_noise(np.random.default_rng(1), offsets, 4, 0.8)
+    y = ar1_noise(np.random.default_rng(1), offsets, 4, 0.8)
     assert abs(float(y.std()) - 1.0) < 0.03
     lag1 = np.mean([np.corrcoef(y[:-1, j], y[1:, j])[0, 1] for j in range(4)])
     assert abs(lag1 - 0.8) < 0.02
     # the first frame of each video has unit variance too (no warm-up transient)
-    first = _ar1_noise(np.random.default_rng(2), np.arange(0, 20_001, 10), 1, 0.95)[::10]
+    first = ar1_noise(np.random.default_rng(2), np.arange(0, 20_001, 10), 1, 0.95)[::10]
     assert abs(float(first.std()) - 1.0) < 0.05
 
 
