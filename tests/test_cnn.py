@@ -265,13 +265,14 @@ def test_the_two_jobs_checkpoints_are_not_interchangeable(toy, trained, tmp_path
     lstm_ckpt = run.save(tmp_path / "lstm.pt")
 
     with pytest.raises(CheckpointError, match=rf"^{cnn_ckpt}: a kitchen-study\.cnn/1 checkpoint, "
-                       r"not the kitchen-study\.lstm/1"):
+                       r"not the kitchen-study\.temporal/1"):
         load_lstm(cnn_ckpt)
-    with pytest.raises(CheckpointError, match=rf"^{lstm_ckpt}: a kitchen-study\.lstm/1 checkpoint"):
+    with pytest.raises(CheckpointError,
+                       match=rf"^{lstm_ckpt}: a kitchen-study\.temporal/1 checkpoint"):
         load_checkpoint(lstm_ckpt)
     fresh = CNNTrainer(CNNConfig(**SMALL), read_table(path), 1, FrameSource(root / "videos"),
                        device="cpu")
-    with pytest.raises(CheckpointError, match="kitchen-study.lstm/1 checkpoint"):
+    with pytest.raises(CheckpointError, match="kitchen-study.temporal/1 checkpoint"):
         fresh.load(lstm_ckpt)
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
