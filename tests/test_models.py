@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from study.models import log_temporal_model, register_model
+from study.models import log_temporal_model, register_model, using_tracking_uri
 from tests.helpers import recipe_table
 from trainables.arrangements import make_arrangement
 from trainables.predictor import FramewisePredictor
@@ -134,12 +134,11 @@ def test_an_offline_tcn_logs_and_predicts_whole_videos(tmp_path):
     run = client.create_run(client.create_experiment(
         "tcn", artifact_location=str(tmp_path / "artifacts")))
     model_uri = log_temporal_model(run.info.run_id, ckpt, tracking_uri=uri)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    # the models module's own context: sets the URI for the call only, and restores
+    # $MLFLOW_TRACKING_URI too (mlflow.set_tracking_uri exports it: it would leak into
+    # every later test)
+    with using_tracking_uri(uri):
         model = mlflow.pyfunc.load_model(model_uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
     meta = model.metadata.metadata
     assert meta["model_kind"] == "mstcn" and meta["causal"] is False
     for v, expected in zip(data.test, tr.predict(), strict=True):

@@ -12,6 +12,7 @@ predictor work on a real MLflow model. Shell lines run through the ``kitchen-stu
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -80,10 +81,15 @@ def in_demo_folder(demo_folder, monkeypatch):
     import mlflow
 
     monkeypatch.chdir(demo_folder)
+    had = os.environ.get("MLFLOW_TRACKING_URI")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     previous = mlflow.get_tracking_uri()
     yield demo_folder
     mlflow.set_tracking_uri(previous)  # the model example sets it for this process
+    # ... and set_tracking_uri exports $MLFLOW_TRACKING_URI, which would then outrank every
+    # later test's spec (monkeypatch restores it only when it existed before)
+    if had is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def _shell_lines(code: str) -> list[list[str]]:
