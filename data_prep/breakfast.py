@@ -73,14 +73,10 @@ __all__ = [
     "CAMERAS",
     "FPS",
     "NAME",
-    "TEST_PARTICIPANTS",
     "VERSION",
-    "VIDEO_ID",
     "command",
     "convert",
     "detect_format",
-    "read_coarse_file",
-    "read_raw",
 ]
 
 NAME = "breakfast"

@@ -68,18 +68,12 @@ import numpy as np
 from .table import FrameTable
 
 __all__ = [
-    "C_GRID",
-    "CONSENSUS_FRAMES",
-    "CV_FOLDS",
-    "LOG_FLOOR",
     "MEMORISATION_DRAWS",
-    "TRAIN_FRAMES",
     "Bounds",
     "CalibrationReport",
     "bounds_for",
     "calibration_report",
     "frame_accuracy",
-    "log_scores",
     "memorisation",
     "recalibration",
     "segment_consensus",

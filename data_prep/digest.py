@@ -46,7 +46,6 @@ __all__ = [
     "hash_inputs",
     "is_verified",
     "remember_verified",
-    "scan_features",
     "with_content_digest",
 ]
 

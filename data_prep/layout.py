@@ -43,7 +43,6 @@ __all__ = [
     "DEFAULT_PARTICIPANT_PATTERN",
     "Layout",
     "VideoMeta",
-    "bundle_splits",
     "compile_pattern",
     "converter_version",
     "parse_video_id",

@@ -32,7 +32,6 @@ __all__ = [
     "read_bundle",
     "read_bytes",
     "read_text",
-    "utf8_error",
     "read_label_file",
     "read_mapping",
     "split_bundles",

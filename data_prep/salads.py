@@ -104,13 +104,10 @@ __all__ = [
     "BACKGROUND",
     "FINE_CLASSES",
     "HIGH_LEVEL_LABELS",
-    "MID_ACTIONS",
     "NAME",
     "VERSION",
     "command",
     "convert",
-    "load_alignment",
-    "read_activity_annotations",
 ]
 
 NAME = "salads"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Painted", "paint_segments"]
+__all__ = ["paint_segments"]
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,6 @@ __all__ = [
     "VERSIONS",
     "SimOptions",
     "class_similarity",
-    "dataset_defaults",
     "resolve_options",
     "Segments",
     "ar1_noise",

@@ -51,7 +51,6 @@ from .sim_models import (
 from .table import FrameTable, describe, read_table, write_table
 
 __all__ = [
-    "DEFAULT_ACCURACY",
     "DEFAULT_BOUNDARY_S",
     "DEFAULT_CONFUSION",
     "DEFAULT_MODEL",
@@ -62,8 +61,6 @@ __all__ = [
     "class_similarity",
     "command",
     "default_accuracy",
-    "fresh_seed",
-    "options_from_card",
     "record_calibration",
     "redraw",
     "simulate",

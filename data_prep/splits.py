@@ -11,7 +11,7 @@ import numpy as np
 
 from .table import Split
 
-__all__ = ["VALIDATION_FRACTION", "person_folds", "validation_people"]
+__all__ = ["person_folds", "validation_people"]
 
 #: The share of a split's training videos its validation people hold at least.
 VALIDATION_FRACTION = 0.15

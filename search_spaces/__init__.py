@@ -17,7 +17,7 @@ from typing import Any
 
 from trainables.temporal import MODELS
 
-__all__ = ["SPACES", "SPACE_MODELS", "SpaceFn", "get_space"]
+__all__ = ["SPACES", "SPACE_MODELS", "get_space"]
 
 SpaceFn = Callable[..., dict[str, Any]]
 

@@ -26,18 +26,7 @@ from typing import Any
 from trainables.arrangements import ARRANGEMENTS
 from trainables.lstm_config import LSTM, LSTMConfig
 
-__all__ = [
-    "DEFAULT_MEMORY_BUDGET_MB",
-    "SPACES",
-    "JOINT_ARRANGEMENTS",
-    "PAPER_CONFIG",
-    "fits",
-    "largest",
-    "lstm",
-    "lstm_joint",
-    "paper",
-    "small",
-]
+__all__ = ["SPACES", "PAPER_CONFIG", "fits", "largest", "lstm", "lstm_joint", "paper", "small"]
 
 #: The paper's LSTM (Perrett & Damen §4.2): history 300, depth 1, hidden 128, batch 128,
 #: Adam at 0.001.

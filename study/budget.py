@@ -68,14 +68,30 @@ from .mlflow_layout import ESTIMATE_PREFIX, finite_or_none, task_tag
 if TYPE_CHECKING:
     from .scheduling import StudyState
 
-__all__ = ["NEEDS_FINETUNE", "NOT_TRAINED", "TAG_BUDGET", "TAG_BUDGET_BY", "TAG_BUDGET_RANK",
-           "BudgetBook", "BudgetEdge", "BudgetGroup", "BudgetPlan", "BudgetSpec", "Decision",
-           "HalvingSpec",
-           "budget_decisions", "budget_estimators", "budget_table", "choices_of", "choose",
-           "edge_fields",
-           "dry_run_lines",
-           "estimate_id", "make_budget",
-           "regret_table", "release", "report_section", "simulated_choices"]
+__all__ = [
+    "NOT_TRAINED",
+    "TAG_BUDGET",
+    "TAG_BUDGET_BY",
+    "TAG_BUDGET_RANK",
+    "BudgetBook",
+    "BudgetEdge",
+    "BudgetGroup",
+    "BudgetPlan",
+    "BudgetSpec",
+    "HalvingSpec",
+    "budget_decisions",
+    "budget_estimators",
+    "budget_table",
+    "choices_of",
+    "choose",
+    "edge_fields",
+    "dry_run_lines",
+    "make_budget",
+    "regret_table",
+    "release",
+    "report_section",
+    "simulated_choices",
+]
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from data_prep.errors import DataError
 from study.mlflow_layout import metric_key
 from trainables.metrics import METRIC_NAMES
 
-__all__ = ["best", "demo", "register", "register_best", "report", "resume", "run", "status"]
+__all__ = ["best", "demo", "register", "report", "resume", "run", "status"]
 
 _SPEC = typer.Argument(..., help="Study spec (YAML), e.g. studies/demo.yaml.")
 _ADDRESS = typer.Option(

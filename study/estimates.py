@@ -40,9 +40,17 @@ if TYPE_CHECKING:
 
     from .plan import Task
 
-__all__ = ["EDGE_COLUMNS", "MAX_FRAMES", "TAG_ESTIMATE_ERROR", "edge_estimates",
-           "estimate_request", "quality_table", "report_section", "result_estimates",
-           "source_train_labels", "transferability_table", "write_scatter_plots"]
+__all__ = [
+    "TAG_ESTIMATE_ERROR",
+    "edge_estimates",
+    "estimate_request",
+    "quality_table",
+    "report_section",
+    "result_estimates",
+    "source_train_labels",
+    "transferability_table",
+    "write_scatter_plots",
+]
 
 #: Cap on the target frames an edge's feature-based estimate runs the LSTM over.
 MAX_FRAMES = 20_000

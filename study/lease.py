@@ -82,7 +82,6 @@ from data_prep.errors import DataError
 __all__ = [
     "EXPIRY_S",
     "HEARTBEAT_S",
-    "LEASE_PREFIX",
     "PROBE_TIMEOUT_S",
     "Holder",
     "Lease",
@@ -93,7 +92,6 @@ __all__ = [
     "decide",
     "init_store",
     "lease_name",
-    "pid_alive",
     "stale_reason",
     "trust_s",
 ]

@@ -40,8 +40,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_NAME", "TemporalPyfunc", "log_model_metrics", "log_temporal_model",
-           "logged_model_id", "register_model", "using_tracking_uri"]
+__all__ = [
+    "TemporalPyfunc",
+    "log_model_metrics",
+    "log_temporal_model",
+    "logged_model_id",
+    "register_model",
+    "using_tracking_uri",
+]
 
 #: the run-relative name every logged model has (``runs:/<run id>/model``)
 MODEL_NAME = "model"

@@ -67,7 +67,6 @@ from .plan import Task
 from .trial import STUDY_KEY, Downloads, estimate_for, local_checkpoint
 
 __all__ = [
-    "MEMBERS_KEY",
     "MEMBER_ERROR",
     "PACK_KEY",
     "PackMember",
@@ -75,8 +74,6 @@ __all__ = [
     "Packer",
     "PackJob",
     "make_packer",
-    "member_id",
-    "pack_key",
     "pack_members",
 ]
 

@@ -91,8 +91,17 @@ if TYPE_CHECKING:
     from .budget import BudgetPlan
     from .halving import HalvingPlan
 
-__all__ = ["CHECKPOINT_KINDS", "EXECUTION_CONFIG_FIELDS", "KINDS", "TASK_KINDS", "Plan",
-           "Task", "TaskKind", "asha_rungs", "checkpoint_of", "make_plan", "task_key"]
+__all__ = [
+    "CHECKPOINT_KINDS",
+    "KINDS",
+    "TASK_KINDS",
+    "Plan",
+    "Task",
+    "asha_rungs",
+    "checkpoint_of",
+    "make_plan",
+    "task_key",
+]
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,15 @@ from .mlflow_layout import (
 )
 from .tracking import RunLogger
 
-__all__ = ["BEST_PAIR_TAG", "HEATMAP_ARTIFACT", "RunView", "best_summary", "pair_label",
-           "plan_run_names", "publish_best_pair", "rank_live", "start_view"]
+__all__ = [
+    "BEST_PAIR_TAG",
+    "HEATMAP_ARTIFACT",
+    "RunView",
+    "pair_label",
+    "publish_best_pair",
+    "rank_live",
+    "start_view",
+]
 
 log = logging.getLogger(__name__)
 _METRIC = "frame_acc"

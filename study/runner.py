@@ -78,7 +78,7 @@ from .store_checks import full_disk
 from .tracking import RunLogger
 from .uri import check_store_outlives_job, resolve_tracking_uri
 
-__all__ = ["StudyOutcome", "preflight", "resource_problems", "run_study"]
+__all__ = ["StudyOutcome", "preflight", "run_study"]
 
 log = logging.getLogger(__name__)
 

@@ -59,8 +59,14 @@ from .plan import Plan, Task
 from .tracking import RunLogger
 from .trial import STUDY_KEY
 
-__all__ = ["USER_ATTR_RUN_ID", "NotPickled", "SearchState", "StudyScheduler", "StudySearcher",
-           "StudyState", "make_search", "optuna_study_name"]
+__all__ = [
+    "NotPickled",
+    "SearchState",
+    "StudyScheduler",
+    "StudySearcher",
+    "StudyState",
+    "make_search",
+]
 
 #: The Optuna user attribute that links a trial to its MLflow run (``trial.user_attrs``).
 USER_ATTR_RUN_ID = "mlflow_run_id"

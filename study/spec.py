@@ -78,13 +78,7 @@ from .halving import rungs
 
 __all__ = [
     "EXECUTION_FIELDS",
-    "AllPairsSpec",
-    "AshaSpec",
-    "DatasetSpec",
     "EdgeSpec",
-    "ExperimentsSpec",
-    "PackingSpec",
-    "ResourcesSpec",
     "SearchSpec",
     "SpecError",
     "StudySpec",

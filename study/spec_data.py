@@ -47,7 +47,6 @@ from .spec import SpecError, StudySpec, pydantic_problems, read_spec
 
 __all__ = [
     "LoadedStudy",
-    "arrangement_problem",
     "card_identity",
     "check_spec",
     "content_hash",

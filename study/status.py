@@ -24,7 +24,7 @@ from .spec_data import LoadedStudy
 from .tracking import MlflowRunLogger, sqlite_path
 from .uri import resolve_tracking_uri
 
-__all__ = ["status_counts", "status_rows", "study_status", "summary_text"]
+__all__ = ["status_rows", "study_status", "summary_text"]
 
 
 def study_status(loaded: LoadedStudy, tracking_uri: str | None = None) -> list[dict[str, Any]]:

@@ -40,11 +40,7 @@ from typing import Any
 from data_prep.errors import DataError
 
 __all__ = [
-    "MLFLOW_TABLES",
-    "STORAGE_SCHEMES",
-    "TRACKING_SCHEMES",
     "check_search_storage",
-    "DiskFull",
     "check_tracking_uri",
     "full_disk",
     "stops_on_full_disk",

@@ -43,7 +43,6 @@ from .spec_data import LoadedStudy, check_spec, content_hash
 __all__ = [
     "DATA_ROOT_ENV",
     "DEFAULT_TRACKING_URI",
-    "TRACKING_URI_ENV",
     "check_store_outlives_job",
     "data_base_dir",
     "leave_job_dir",

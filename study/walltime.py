@@ -35,8 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Estimate", "not_schedulable_here", "Shape", "cache_path", "estimate", "estimate_lines",
-           "measure_throughput", "task_frames"]
+__all__ = [
+    "Estimate",
+    "not_schedulable_here",
+    "Shape",
+    "estimate",
+    "estimate_lines",
+    "task_frames",
+]
 
 #: Steps timed per shape (after one untimed warm-up step).
 MEASURE_STEPS = 3

@@ -29,7 +29,7 @@ from data_prep.errors import DataError
 
 from .job import load_tensors
 
-__all__ = ["FrameClassifier", "build_model", "image_sizes", "resolve_weights"]
+__all__ = ["FrameClassifier", "build_model", "image_sizes"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

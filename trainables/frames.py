@@ -50,15 +50,7 @@ import numpy as np
 
 from data_prep.errors import DataError
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "PATTERN_FIELDS",
-    "VIDEO_EXTENSIONS",
-    "FrameSource",
-    "frame_map",
-    "read_frames",
-    "scaled_size",
-]
+__all__ = ["FrameSource", "frame_map", "read_frames", "scaled_size"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

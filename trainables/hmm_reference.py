@@ -82,9 +82,6 @@ from .metrics import evaluate, segment_background
 
 __all__ = [
     "DECODERS",
-    "PRIOR_WEIGHTS",
-    "LabelModel",
-    "choose_prior_weight",
     "emission_scores",
     "fit_label_model",
     "forward_filter",

@@ -18,7 +18,7 @@ from .job import StrictConfig
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["LSTM", "MAX_DEPTH", "MAX_HIDDEN", "MAX_HISTORY", "LSTMConfig"]
+__all__ = ["LSTM", "LSTMConfig"]
 
 #: Bounds on the state, beyond which a value is a typo rather than a setting. Whether a valid
 #: size fits the machine is checked when the job starts (:meth:`LSTMKind.memory_estimate`).

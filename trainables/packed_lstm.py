@@ -65,15 +65,7 @@ from .lstm_model import CELLS, FramewiseLSTM
 from .sampler import IGNORE
 from .train_job import Checkpoint, Trainer, save_checkpoint
 
-__all__ = [
-    "MemberFailure",
-    "PackedAdam",
-    "PackedLSTM",
-    "PackedStats",
-    "PackedTrainer",
-    "member_keys",
-    "member_losses",
-]
+__all__ = ["MemberFailure", "PackedAdam", "PackedLSTM", "PackedTrainer", "member_keys"]
 
 PackedState = tuple[Tensor, Tensor]
 

@@ -13,7 +13,7 @@ import numpy as np
 from data_prep.errors import DataError
 from data_prep.table import FrameTable
 
-__all__ = ["argmax_accuracy", "rows_of", "svm_baseline"]
+__all__ = ["argmax_accuracy", "svm_baseline"]
 
 
 def rows_of(table: FrameTable, videos: np.ndarray, stride: int = 1) -> np.ndarray:

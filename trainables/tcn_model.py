@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["IGNORE", "DilatedResidualLayer", "DualDilatedLayer", "MSTCN", "State"]
+__all__ = ["IGNORE", "MSTCN", "State"]
 
 #: label of frames without a label (padding): cross-entropy's default ignore_index and the
 #: sampler's ``IGNORE`` (restated, not imported, so this module imports torch only)

@@ -45,7 +45,7 @@ import typer
 from .job import MAX_ITERATIONS
 from .job_cli import apply_settings, fail, final_result, fmt_num, split_key
 
-__all__ = ["DEFAULT_EXPERIMENT", "PROGRESS_EVERY_S", "command", "train"]
+__all__ = ["PROGRESS_EVERY_S", "command", "train"]
 
 #: the longest a run goes without a progress line on stderr (between steps: wall time)
 PROGRESS_EVERY_S = 5.0

@@ -31,7 +31,7 @@ from .arrangements import ARRANGEMENTS
 from .job import StrictConfig, checked_eval_at, parse_iterations
 from .temporal import DEFAULT_KIND, MODELS, ModelConfig
 
-__all__ = ["MAX_BATCH", "MAX_ITERATIONS", "TrainConfig", "TrainSpec"]
+__all__ = ["MAX_ITERATIONS", "TrainConfig", "TrainSpec"]
 
 MAX_BATCH = 65_536
 #: beyond this an iteration count is a typo (the paper's longest run is 300,000 iterations)

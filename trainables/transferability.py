@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ESTIMATORS",
     "Estimator",
-    "LabelStructure",
     "feature_scores",
     "frame_budget",
     "label_structure",
