@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,21 @@ def study(store):
 
     uri, name = store
     return load_study(name, uri)
+
+
+#: Process environment the commands under test set for the rest of their process (as a
+#: real command-line process would: `--data-root` exports KITCHEN_DATA_ROOT, and
+#: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI). In-process tests (CliRunner) would
+#: carry them into every later test, so each test gets them back as they were.
+_PROCESS_ENV = ("KITCHEN_DATA_ROOT", "MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_env():
+    before = {k: os.environ.get(k) for k in _PROCESS_ENV}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
