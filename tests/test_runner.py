@@ -262,9 +262,11 @@ def test_ctrl_c_every_run_says_why_and_the_counts_agree_with_status(tmp_path, ki
     finished even when the interrupt lands while its model is logged) with a reason that says
     what happened and where."""
     link_data(kitchens_root, tmp_path)
+    # tasks of a few seconds each: at 300 iterations (~1 s a task) a clean CI run finished
+    # the whole study between the poll that saw a task running and the SIGINT
     spec_path = edge_and_search_spec(tmp_path, name="sigint", search=None, experiments={
-        "seeds": [0, 1], "iterations": 300, "pretrain_iterations": 300, "eval_at": [100]},
-        iterations_per_step=50)
+        "seeds": [0, 1], "iterations": 2000, "pretrain_iterations": 2000, "eval_at": [1000]},
+        iterations_per_step=100)
     uri = open_study(spec_path).spec.tracking_uri
     proc = _kitchen_study("run", str(spec_path), "--num-cpus", "2", cwd=tmp_path)
     deadline = time.monotonic() + 240
