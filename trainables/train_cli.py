@@ -77,12 +77,16 @@ def train(
         None, "--pretrain-iterations", help="Source pre-training iterations (transfer)."
     ),
     eval_at: str = typer.Option("", "--eval-at", help="Evaluate at these iterations: 512,1024"),
-    history: int = typer.Option(300, "--history", help="Frames per training subsequence."),
-    depth: int = typer.Option(1, "--depth", help="Stacked LSTM layers."),
-    hidden: int = typer.Option(128, "--hidden", help="Hidden units."),
+    # the LSTM's options: None (not given) leaves the model's own default (300, 1, 128,
+    # cudnn), so another model (--set kind=mstcn) is not handed LSTM fields
+    history: int | None = typer.Option(
+        None, "--history", help="LSTM: frames per training subsequence [default: 300]."),
+    depth: int | None = typer.Option(None, "--depth", help="LSTM: stacked layers [default: 1]."),
+    hidden: int | None = typer.Option(None, "--hidden", help="LSTM: hidden units [default: 128]."),
     batch: int = typer.Option(128, "--batch", help="Subsequences per batch."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
-    cell: str = typer.Option("cudnn", "--cell", help="cudnn | peephole"),
+    cell: str | None = typer.Option(
+        None, "--cell", help="LSTM: cudnn | peephole [default: cudnn]."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     clip: float | None = typer.Option(None, "--clip", help="Max gradient norm."),
     joint_ratio: str = typer.Option("5:3", "--joint-ratio", help="Target:source per batch."),
@@ -99,7 +103,8 @@ def train(
     experiment: str = typer.Option(
         DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment (with --tracking-uri)."),
 ) -> None:
-    """Train (and evaluate) one frame-wise LSTM on a prepared dataset."""
+    """Train (and evaluate) one temporal model on a prepared dataset (the paper's LSTM by
+    default; --set kind=mstcn for MS-TCN)."""
     from data_prep.errors import DataError
 
     from .train_job import CheckpointMismatch, ConfigError, TrainRun
@@ -117,12 +122,8 @@ def train(
             "mode": mode or "none",
             "iterations": iterations,
             "eval_at": eval_at,
-            "history": history,
-            "depth": depth,
-            "hidden": hidden,
             "batch_size": batch,
             "lr": lr,
-            "cell": cell,
             "seed": seed,
             "joint_ratio": _ratio(joint_ratio),
         }
@@ -134,6 +135,10 @@ def train(
             "pretrain_iterations": pretrain_iterations,
             "clip": clip,
             "device": device,
+            "history": history,
+            "depth": depth,
+            "hidden": hidden,
+            "cell": cell,
         }
         config.update({k: v for k, v in optional.items() if v is not None})
         apply_settings(config, settings)
