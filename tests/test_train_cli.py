@@ -254,3 +254,19 @@ def test_a_full_disk_ends_the_run_failed_in_one_line(data, tmp_path, monkeypatch
     _, runs = _mlflow_runs(uri, "kitchen-study-train")
     assert [x.info.status for x in runs] == ["FAILED"]
     assert "No space left on device" in runs[0].data.tags["ks.error"]
+
+
+def test_another_registered_model_trains_from_the_command_line(data, tmp_path):
+    """`--set kind=mstcn`: the LSTM's options are not handed to another model (they are sent
+    only when given), and its checkpoint says which model it holds."""
+    ck = tmp_path / "tcn.pt"
+    r = invoke(data[0], "--iterations", "3", "--batch", "2", "--set", "kind=mstcn",
+               "--set", "stages=2", "--set", "layers=3", "--set", "maps=8", "--save", ck,
+               "--json")
+    assert r.exit_code == 0, r.output
+    assert 0 <= json.loads(r.stdout)["frame_acc"] <= 100
+    from trainables.train_job import load_checkpoint
+
+    assert load_checkpoint(ck).config.model.kind == "mstcn"
+    bad = invoke(data[0], "--iterations", "3", "--set", "kind=mstcn", "--history", "16")
+    assert bad.exit_code == 2 and "unknown key 'history'" in bad.output
