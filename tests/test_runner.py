@@ -35,6 +35,21 @@ def _tasks(runs):
     return [r for r in runs if r.role == "task"]
 
 
+def _watch(proc, uri: str, name: str, folder: Path, seconds: float = 240):
+    """Every 2 s while the driver ``proc`` runs: the study's task runs, once its store in
+    ``folder`` answers (a store mid-creation is skipped, not an error)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(2)
+        if not (folder / "mlflow.db").exists():
+            continue
+        try:
+            tasks = _tasks(_runs(uri, name))
+        except Exception:
+            continue
+        yield tasks
+
+
 def test_study_end_to_end(kitchens_root, local_ray, capsys):
     from study.runner import run_study
 
@@ -209,17 +224,9 @@ def test_driver_killed_then_resume(tmp_path, kitchens_root):
     plan = make_plan(loaded.spec)
     uri = loaded.spec.tracking_uri
     proc = _kitchen_study("run", str(spec_path), "--num-cpus", "2", cwd=tmp_path)
-    deadline = time.monotonic() + 240
     finished_before: dict[str, str] = {}
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(2)
-            if not (tmp_path / "mlflow.db").exists():
-                continue
-            try:
-                tasks = _tasks(_runs(uri, "kill"))
-            except Exception:
-                continue
+        for tasks in _watch(proc, uri, "kill", tmp_path):
             fin = {r.tags["ks.task_id"]: r.run_id for r in tasks if r.status == "FINISHED"}
             running = [r for r in tasks if r.status == "RUNNING"]
             if len(fin) >= 2 and running:
@@ -269,17 +276,9 @@ def test_ctrl_c_every_run_says_why_and_the_counts_agree_with_status(tmp_path, ki
         iterations_per_step=100)
     uri = open_study(spec_path).spec.tracking_uri
     proc = _kitchen_study("run", str(spec_path), "--num-cpus", "2", cwd=tmp_path)
-    deadline = time.monotonic() + 240
     interrupted = False
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(2)
-            if not (tmp_path / "mlflow.db").exists():
-                continue
-            try:
-                tasks = _tasks(_runs(uri, "sigint"))
-            except Exception:
-                continue
+        for tasks in _watch(proc, uri, "sigint", tmp_path):
             running = [r for r in tasks if r.status == "RUNNING" and "iteration" in r.metrics]
             if any(r.status == "FINISHED" for r in tasks) and running:
                 os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
