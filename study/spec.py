@@ -71,6 +71,7 @@ from data_prep.errors import DataError
 from trainables.arrangements import ARRANGEMENTS
 from trainables.job import MAX_ITERATIONS
 from trainables.metrics import METRIC_NAMES
+from trainables.temporal import DEFAULT_KIND
 from trainables.train_config import TrainConfig, TrainSpec
 
 from .budget import BudgetSpec
@@ -418,6 +419,12 @@ def _key_path(loc: Iterable[Any]) -> str:
     return out
 
 
+
+def _model_kind(spec: StudySpec) -> str:
+    """The temporal model a spec's ``model`` block names (``kind``, default the LSTM)."""
+    model = spec.model if isinstance(spec.model, dict) else {}
+    return str(model.get("kind", DEFAULT_KIND))
+
 def pydantic_problems(e: ValidationError) -> list[tuple[str, str]]:
     """(location, message) pairs of a pydantic error in the spec's words (the data checks of
     :mod:`study.spec_data` report a model config's errors the same way)."""
@@ -645,7 +652,7 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
     if spec.packing is not None and spec.packing.max_trials > 1:
         from trainables.temporal import MODELS
 
-        kind = spec.model.get("kind", "lstm") if isinstance(spec.model, dict) else "lstm"
+        kind = _model_kind(spec)
         if kind in MODELS and not MODELS[kind].packable:
             packable = ", ".join(k for k, m in MODELS.items() if m.packable)
             problems.append(("packing", f"model.kind {kind!r} does not pack (packing trains "
@@ -663,7 +670,7 @@ def _reference_problems(spec: StudySpec) -> list[tuple[str, str]]:
             problems += [(f"search.space_args.{k}", m) for k, m in _space_arg_problems(s)]
             from search_spaces import SPACE_MODELS
 
-            kind = spec.model.get("kind", "lstm") if isinstance(spec.model, dict) else "lstm"
+            kind = _model_kind(spec)
             if SPACE_MODELS[s.space] != kind:
                 fitting = ", ".join(n for n, k in SPACE_MODELS.items() if k == kind) or "none"
                 problems.append(("search.space", f"space {s.space!r} searches a "

@@ -221,8 +221,7 @@ def _history_problems(spec: StudySpec, cards: dict[str, DatasetCard]) -> list[tu
     except (ValidationError, ValueError):
         return []  # a bad model block is _model_problems' to report
     kind = kind_of(model)
-    key = "model.history" if kind.name == "lstm" else "model"
-    what = "" if kind.name == "lstm" else f"the {kind.name} training window "
+    key = f"model.{kind.window_field}"
     problems = []
     for name, splits in sorted(_trained_splits(spec).items()):
         if name not in cards:
@@ -238,7 +237,7 @@ def _history_problems(spec: StudySpec, cards: dict[str, DatasetCard]) -> list[tu
         for split, frames in sorted(longest.items()):
             window = kind.train_window(model, frames)
             if window > frames:
-                problems.append((key, f"{what}{window} is longer than every training "
+                problems.append((key, f"{window} is longer than every training "
                                  f"video of {name} {split} (the longest has {frames} frames)"))
     return problems
 

@@ -47,6 +47,7 @@ class LSTMKind:
     config = LSTMConfig
     packable = True
     shape_fields = ("cell", "depth", "hidden")
+    window_field = "history"
 
     def causal(self, config: LSTMConfig) -> bool:
         return True

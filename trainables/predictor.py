@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .arrangements import map_features, restrict
-from .temporal import kind_of
+from .temporal import DEFAULT_KIND, kind_of
 
 __all__ = ["FramewisePredictor"]
 
@@ -57,7 +57,7 @@ class FramewisePredictor:
         feature_mapped: bool,
         reset_every: int | None = None,
         causal: bool = True,
-        kind: str = "lstm",
+        kind: str = DEFAULT_KIND,
         device: str | torch.device = "cpu",
     ):
         self.device = torch.device(device)

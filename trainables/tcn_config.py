@@ -48,6 +48,7 @@ class TCNKind:
     config = TCNConfig
     packable = False
     shape_fields = ("stages", "layers", "maps", "causal")
+    window_field = "window"
 
     def causal(self, config: TCNConfig) -> bool:
         return config.causal

@@ -84,6 +84,8 @@ class ModelKind(Protocol):
     packable: bool
     #: config fields that fix the network's parameter shapes (a checkpoint must agree)
     shape_fields: tuple[str, ...]
+    #: the config field that sets the training window (what a too-long-window error names)
+    window_field: str
 
     def causal(self, config: Any) -> bool: ...
 

@@ -622,9 +622,8 @@ def _check_window(spec: TrainSpec, target: SplitData | None, source: SplitData |
         longest = int(lengths.max()) if len(lengths) else 0
         window = kind.train_window(spec.model, longest)
         if window > longest:
-            what = "history" if kind.name == "lstm" else f"{kind.name} training window"
             raise ConfigError(
-                f"{what} {window} is longer than every training video of "
+                f"{kind.window_field} {window} is longer than every training video of "
                 f"{data.describe()} (the longest has {longest} frames)"
             )
 
