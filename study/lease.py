@@ -90,8 +90,10 @@ __all__ = [
     "acquire_lease",
     "check_store",
     "decide",
+    "is_locked",
     "init_store",
     "lease_name",
+    "locked_store",
     "stale_reason",
     "trust_s",
 ]
@@ -106,6 +108,10 @@ HEARTBEAT_S = 10.0
 EXPIRY_S = 60.0
 #: Seconds an ``http(s)`` tracking server gets to answer the reachability probe.
 PROBE_TIMEOUT_S = 5.0
+#: Seconds a read of an SQLite store waits for another process's write lock. A lock held
+#: longer is a driver stopped mid-write (Ctrl-Z, SIGSTOP, a suspended laptop): SQLite cannot
+#: break a live process's lock, so the command says who to wake instead of a traceback.
+LOCK_WAIT_S = 10.0
 LEASE_PREFIX = "kitchen-study-lease/"
 
 _T = "ks.lease."
@@ -242,6 +248,20 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri[len(prefix):]).resolve() if uri.startswith(prefix) else None
 
 
+def is_locked(e: BaseException) -> bool:
+    """SQLite's "database is locked", however wrapped (sqlite3, SQLAlchemy, MLflow)."""
+    return "database is locked" in str(e)
+
+
+def locked_store(db: Path) -> DataError:
+    """The one line for an SQLite store another process keeps write-locked."""
+    return DataError(
+        "the MLflow tracking database stays locked by another process (waited, then gave "
+        "up): a process stopped mid-write (Ctrl-Z, SIGSTOP, a suspended "
+        f"machine) holds it; `fuser {db}` names it: continue it (`kill -CONT PID`) or end "
+        "it, then run again", db)
+
+
 def check_store(uri: str) -> None:
     """A one-line :class:`DataError` when the tracking store at ``uri`` cannot be used:
     an existing SQLite file that is not a database (or cannot be read), or an ``http(s)``
@@ -260,7 +280,7 @@ def check_store(uri: str) -> None:
             raise DataError("not an SQLite database: the MLflow tracking store is corrupt or "
                             "another file (move it away or give another --tracking-uri)", db)
         try:
-            con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
+            con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=LOCK_WAIT_S)
             try:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 # a damaged page: refuse before anything reads it, or writes more into it
@@ -268,6 +288,8 @@ def check_store(uri: str) -> None:
             finally:
                 con.close()
         except sqlite3.DatabaseError as e:
+            if is_locked(e):
+                raise locked_store(db) from None
             raise DataError(f"the MLflow tracking database is unreadable ({e})", db) from None
         if found != ["ok"]:
             what = " ".join(" ".join(found).replace("*** in database main ***", "").split())
@@ -323,6 +345,8 @@ def init_store(uri: str) -> Any:
             return client
         except Exception as e:
             if attempt == 2 or "already exists" not in str(e):
+                if is_locked(e):
+                    raise locked_store(db) from None
                 if "file is not a database" in str(e) or "malformed" in str(e):
                     raise DataError(f"the MLflow tracking database is unreadable ({e})",
                                     db) from None
@@ -484,6 +508,9 @@ def acquire_lease(tracking_uri: str, study: str, study_hash: str, *, takeover: b
         except Exception as e:
             if _already_exists(e):
                 continue  # another driver created this generation first: read it, decide
+            db = _sqlite_file(tracking_uri)
+            if db is not None and is_locked(e):
+                raise locked_store(db) from None
             raise
         if previous is not None:
             with contextlib.suppress(Exception):  # best effort: it is superseded anyway

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -276,6 +277,46 @@ def _read_until(p: subprocess.Popen, prefix: str) -> str:
     raise AssertionError(f"no {prefix!r} line; stderr: {p.stderr.read()}")
 
 
+def _stop_between_writes(pid: int, db: Path) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no SQLite lock. A process stopped inside a
+    transaction keeps the file locked for everyone (SQLite cannot break a live process's
+    lock: ``test_a_store_locked_by_a_stopped_process_is_one_line``); the frozen driver
+    this test is about stopped between two writes."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        con = sqlite3.connect(db, timeout=0)
+        try:
+            con.execute("BEGIN EXCLUSIVE")  # no reader or writer holds any lock
+            con.rollback()
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            con.close()
+    raise AssertionError("the driver never left the database unlocked")
+
+
+def test_a_store_locked_by_a_stopped_process_is_one_line(tmp_path, monkeypatch):
+    L = lease_mod
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    L.init_store(uri)
+    monkeypatch.setattr(L, "LOCK_WAIT_S", 0.5)
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")  # what a driver stopped mid-commit leaves behind
+    try:
+        with pytest.raises(DataError) as e:
+            L.acquire_lease(uri, "s", HASH, takeover=True, where="s.yaml")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert str(e.value).startswith(f"{db}: the MLflow tracking database stays locked")
+    assert "fuser" in str(e.value) and "\n" not in str(e.value)
+    lease = L.acquire_lease(uri, "s", HASH, takeover=True, where="s.yaml")  # unlocked: fine
+    lease.release()
+
+
 def test_a_driver_woken_after_a_takeover_writes_nothing_more(tmp_path):
     from study.tracking import MlflowRunLogger
 
@@ -284,7 +325,7 @@ def test_a_driver_woken_after_a_takeover_writes_nothing_more(tmp_path):
     b = None
     try:
         _read_until(a, "started t02")
-        os.kill(a.pid, signal.SIGSTOP)  # mid-task: its run of t02 is RUNNING
+        _stop_between_writes(a.pid, tmp_path / "mlflow.db")  # its run of t02 is RUNNING
         stopped = time.monotonic()
         time.sleep(5.0 + 1.5)  # past the expiry (the driver's EXPIRY_S): stale for `resume`
         b = _fenced(uri, takeover=True)
