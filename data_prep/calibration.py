@@ -59,7 +59,9 @@ neither there) recalibration in [-1, +3] and consensus in [-5, +2]; everywhere
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -94,6 +96,9 @@ CV_FOLDS = 3
 
 #: Fresh draws the memorisation check fits its second classifier on.
 MEMORISATION_DRAWS = 8
+#: Fresh draws simulated at once by the memorisation check (each holds a whole table of
+#: scores while it is drawn)
+MAX_DRAW_THREADS = 4
 
 #: Frames per block when reducing over the whole table (bounds the float64 temporaries).
 _BLOCK_FRAMES = 1 << 18
@@ -347,10 +352,20 @@ def choose_c(
     folds = min(folds, np.unique(groups).size)
     if folds < 2:
         return float(max(grid))
+    jobs = [(c, tr, te) for tr, te in GroupKFold(n_splits=folds).split(x, y, groups)
+            for c in grid]
+
+    def held_out(job: tuple[float, np.ndarray, np.ndarray]) -> float:
+        c, tr, te = job
+        return float(np.mean(_model(c, seed).fit(x[tr], y[tr]).predict(x[te]) == y[te]))
+
+    # independent deterministic fits, mostly BLAS (the GIL released): threads; the sums
+    # below run in the jobs' order, so the choice does not depend on the thread count
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        accs = list(pool.map(held_out, jobs))
     scores = {c: 0.0 for c in grid}
-    for tr, te in GroupKFold(n_splits=folds).split(x, y, groups):
-        for c in grid:
-            scores[c] += float(np.mean(_model(c, seed).fit(x[tr], y[tr]).predict(x[te]) == y[te]))
+    for (c, _, _), acc in zip(jobs, accs, strict=True):
+        scores[c] += acc
     best = max(scores.values())
     return float(min(c for c in grid if scores[c] >= best - 1e-12))
 
@@ -409,9 +424,17 @@ def memorisation(
     one_held = 100.0 * _hits_on(one, f, sf.test, sf.y_test, what) / sf.test.size
     x_fresh = np.empty_like(x_one)
     which = np.arange(sf.fit.size) % draws
-    for d in range(draws):
-        rows = which == d
-        x_fresh[rows] = _x(draw(d + 1)[sf.fit[rows]], f"{what}, fresh draw {d + 1}")
+
+    def fresh_rows(d: int) -> np.ndarray:
+        return _x(draw(d + 1)[sf.fit[which == d]], f"{what}, fresh draw {d + 1}")
+
+    # the draws are independent (each its own seed) and numpy releases the GIL in the
+    # large array operations that dominate a draw: threads cut the check's wall time on a
+    # multi-core machine; at most MAX_DRAW_THREADS whole tables are held at once
+    workers = max(1, min(draws, os.cpu_count() or 1, MAX_DRAW_THREADS))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for d, rows in enumerate(pool.map(fresh_rows, range(draws))):
+            x_fresh[which == d] = rows
     fresh = _model(c, seed).fit(x_fresh, sf.y_fit)
     fresh_held = 100.0 * _hits_on(fresh, f, sf.test, sf.y_test, what) / sf.test.size
     return {

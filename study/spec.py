@@ -69,7 +69,7 @@ from pydantic import (
 
 from data_prep.errors import DataError
 from trainables.arrangements import ARRANGEMENTS
-from trainables.job import MAX_ITERATIONS
+from trainables.job import MAX_ITERATIONS, error_path
 from trainables.metrics import METRIC_NAMES
 from trainables.temporal import DEFAULT_KIND
 from trainables.train_config import TrainConfig, TrainSpec
@@ -411,7 +411,7 @@ class StudySpec(_Model):
 
 def _key_path(loc: Iterable[Any]) -> str:
     out = ""
-    for part in loc:
+    for part in error_path(list(loc)):
         if isinstance(part, int):
             out += f"[{part}]"
         else:

@@ -85,6 +85,14 @@ def test_unknown_keys_and_wrong_types_name_the_key_path():
     assert p["bogus"] == "unknown key"
 
 
+def test_a_model_error_names_the_key_as_written(data_dir):
+    d = _spec(model={"kind": "mstcn", "stages": 0})
+    with pytest.raises(SpecError) as ei:
+        check_spec(load_spec(_write(data_dir, d)))
+    p = dict(ei.value.problems)
+    assert "greater than or equal to 1" in p["model.stages"], p  # not model.mstcn.stages
+
+
 def test_wrong_literal_names_list_index():
     d = _spec()
     d["experiments"]["edges"][0]["mode"] = ["joint", "transfr"]

@@ -270,3 +270,7 @@ def test_another_registered_model_trains_from_the_command_line(data, tmp_path):
     assert load_checkpoint(ck).config.model.kind == "mstcn"
     bad = invoke(data[0], "--iterations", "3", "--set", "kind=mstcn", "--history", "16")
     assert bad.exit_code == 2 and "unknown key 'history'" in bad.output
+    # an error names the key as written (`model.stages`), not pydantic's union tag in the path
+    zero = invoke(data[0], "--iterations", "3", "--set", "kind=mstcn", "--set", "stages=0")
+    assert zero.exit_code == 2 and "model.stages: Input should be greater than or equal to 1" \
+        in zero.output and "mstcn.stages" not in zero.output, zero.output

@@ -79,10 +79,23 @@ class CheckpointMismatch(ValueError):
     (A file that is no checkpoint of the job's kind is a :class:`CheckpointError`.)"""
 
 
+#: Tags of the discriminated unions under a ``model`` key: pydantic puts the chosen tag in an
+#: error's location (``model.mstcn.stages``), a key the user never wrote. Filled by
+#: ``trainables.temporal`` from its registry (this module cannot import it: a cycle).
+UNION_TAGS: set[str] = set()
+
+
+def error_path(loc: tuple[Any, ...] | list[Any]) -> list[Any]:
+    """An error location as the user wrote it: without a union's tag after ``model``."""
+    return [part for i, part in enumerate(loc)
+            if not (i > 0 and loc[i - 1] == "model" and isinstance(part, str)
+                    and part in UNION_TAGS)]
+
+
 def _format_validation(e: ValidationError, what: str) -> str:
     parts = []
     for err in e.errors():
-        key = ".".join(str(x) for x in err["loc"]) or what
+        key = ".".join(str(x) for x in error_path(err["loc"])) or what
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key {key!r}")
         else:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from pydantic import Field
 
-from .job import StrictConfig
+from .job import UNION_TAGS, StrictConfig
 from .lstm_config import LSTM, LSTMConfig
 from .tcn_config import MSTCN_KIND, TCNConfig
 
@@ -142,4 +142,5 @@ def _assert_registry() -> None:
 
 
 _assert_registry()
+UNION_TAGS.update(MODELS)  # error locations read model.stages, not model.mstcn.stages
 del LSTMConfig, TCNConfig  # reached through MODELS
