@@ -186,11 +186,13 @@ def test_segment_v1_fails_the_memorisation_check(real_tables):
 
     table, target = real_tables["breakfast"]
     sim = simulate(table, seed=0, model="segment")
-    r = calibration_report(sim, 1, draw=redraw(sim), grid=(1.0,))
+    # one fresh draw, not eight: the own-frames gap, the half of the check v1 fails by far
+    # (+13 against a limit of 5), does not depend on the fresh draws at all
+    r = calibration_report(sim, 1, draw=redraw(sim), draws=1, grid=(1.0,))
     assert abs(r.frame_accuracy - target) <= 0.5
     probs = r.problems(target, bounds_for("breakfast"))
-    assert any("memorisation" in p for p in probs), r.to_dict()
-    assert r.own_gap >= 5.0 or abs(r.draws_gap) >= 2.0
+    assert any("memorisation: the per-frame classifier" in p for p in probs), r.to_dict()
+    assert r.own_gap >= 5.0, r.to_dict()
 
 
 @pytest.mark.realdata
