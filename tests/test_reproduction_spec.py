@@ -39,9 +39,10 @@ def test_reproduction_spec_dry_run(real_data, tmp_path, monkeypatch):
 
     res = CliRunner().invoke(app, ["run", str(spec_path), "--dry-run", "--num-cpus", "2"])
     assert res.exit_code == 0, res.output
-    # v2 as run (docs/reproduction.md), 5 seeds: a pre-train per source, concat transfer
-    # between every pair, joint 50 Salads -> Breakfast, every baseline
-    assert "15 pretrain, 30 finetune, 5 joint, 15 baseline" in res.output
-    assert "estimated trials: 65" in res.output
+    # v2 as run (docs/reproduction.md), 5 seeds: a pre-train per source (and per seed in the
+    # joint space for multiple_random), concat transfer between every pair, the Table 5
+    # grid on 50 Salads -> Breakfast, every baseline
+    assert "20 pretrain, 45 finetune, 20 joint, 15 baseline" in res.output
+    assert "estimated trials: 100" in res.output
     assert "estimate (not a measurement)" in res.output
     assert not (tmp_path / "mlflow.db").exists()  # a dry run writes nothing
