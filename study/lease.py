@@ -90,10 +90,8 @@ __all__ = [
     "acquire_lease",
     "check_store",
     "decide",
-    "is_locked",
     "init_store",
     "lease_name",
-    "locked_store",
     "stale_reason",
     "trust_s",
 ]
