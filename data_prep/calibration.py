@@ -447,6 +447,44 @@ def memorisation(
     }
 
 
+def memorisation_parts(
+    table: FrameTable,
+    split: str | int,
+    draw: Callable[[int], np.ndarray],
+    c: float,
+    max_train_frames: int = TRAIN_FRAMES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The memorisation check's ``own_gap`` in its two parts: the classifier of
+    :func:`memorisation` (fitted on ``table``'s training sample, regularisation ``c``) scored
+    on its own frames, on the same frames of fresh draw ``draw(1)`` (same videos and labels,
+    new noise) and on the held-out test frames. ``own - new_noise`` is noise fitted
+    in-sample; ``new_noise - heldout`` the held-out videos themselves (docs/data.md).
+    ``{argmax_fit, argmax_test, own_frames, new_noise, heldout, noise_part, people_part}``."""
+    f = _scores(table)
+    what = f"dataset {table.card.name!r}"
+    sf = _SplitFrames(table, split, max_train_frames)
+    x = _x(f[sf.fit], what)
+    model = _model(c, seed).fit(x, sf.y_fit)
+    own = 100.0 * float(np.mean(model.predict(x) == sf.y_fit))
+    fresh = 100.0 * float(np.mean(model.predict(_x(draw(1)[sf.fit], f"{what}, fresh draw 1"))
+                                  == sf.y_fit))
+    held = 100.0 * _hits_on(model, f, sf.test, sf.y_test, what) / sf.test.size
+    argmax_test = 0
+    for lo in range(0, sf.test.size, _BLOCK_FRAMES):
+        s = f[sf.test[lo : lo + _BLOCK_FRAMES]]
+        argmax_test += int(np.count_nonzero(s.argmax(axis=1) == sf.y_test[lo : lo + _BLOCK_FRAMES]))
+    return {
+        "argmax_fit": 100.0 * float(np.mean(f[sf.fit].argmax(axis=1) == sf.y_fit)),
+        "argmax_test": 100.0 * argmax_test / sf.test.size,
+        "own_frames": own,
+        "new_noise": fresh,
+        "heldout": held,
+        "noise_part": own - fresh,
+        "people_part": fresh - held,
+    }
+
+
 def calibration_report(
     table: FrameTable,
     split: str | int | None = 1,

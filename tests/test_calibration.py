@@ -15,6 +15,8 @@ from data_prep.calibration import (
     bounds_for,
     calibration_report,
     frame_accuracy,
+    memorisation,
+    memorisation_parts,
     recalibration,
     segment_consensus,
 )
@@ -79,6 +81,28 @@ def test_recalibration_finds_a_missing_prior():
     assert r["recalibration_gain"] > 10
     assert recalibration(good, 1)["recalibration_gain"] < 3
     assert recalibration(good, 1, max_train_frames=500)["train_frames_used"] <= 500
+
+
+def test_memorisation_parts_add_up_to_the_own_gap():
+    # the two parts are the check's own_gap split at "same frames, new noise": a classifier
+    # that fitted its draw's noise scores its own frames above a fresh draw of them
+    rng = np.random.default_rng(1)
+    videos = [rng.choice(3, size=200, p=[0.5, 0.25, 0.25]) for _ in range(8)]
+    y = np.concatenate(videos)
+
+    def scores(seed: int) -> np.ndarray:
+        ev = np.random.default_rng(seed).normal(size=(y.size, 3)) + 0.7 * np.eye(3)[y]
+        return np.exp(ev) / np.exp(ev).sum(1, keepdims=True)
+
+    split = Split("split1", tuple(f"v{i}" for i in range(6)), ("v6", "v7"))
+    t = _table(videos, scores(0), [split])
+    parts = memorisation_parts(t, 1, scores, c=1.0)
+    check = memorisation(t, 1, scores, c=1.0, draws=1)
+    assert parts["own_frames"] == pytest.approx(check["own_frames_accuracy"])
+    assert parts["heldout"] == pytest.approx(check["one_draw_heldout"])
+    assert parts["noise_part"] + parts["people_part"] == pytest.approx(check["own_gap"])
+    assert parts["argmax_test"] == pytest.approx(
+        100 * np.mean(scores(0)[1200:].argmax(1) == y[1200:]))  # the test videos' argmax
 
 
 def test_bad_features_are_errors():
