@@ -63,7 +63,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -339,6 +339,40 @@ def _hits_on(model: Any, f: np.ndarray, frames: np.ndarray, y: np.ndarray, what:
     return hits
 
 
+def _argmax_hits(f: np.ndarray, frames: np.ndarray, y: np.ndarray) -> int:
+    """Frames among ``frames`` whose argmax score is the label (block by block)."""
+    hits = 0
+    for lo in range(0, frames.size, _BLOCK_FRAMES):
+        s = f[frames[lo : lo + _BLOCK_FRAMES]]
+        hits += int(np.count_nonzero(s.argmax(axis=1) == y[lo : lo + _BLOCK_FRAMES]))
+    return hits
+
+
+class _OneDraw(NamedTuple):
+    """The memorisation check's first classifier: fitted on ``table``'s training sample
+    (regularisation ``c``), with its accuracy on those frames and on the test frames."""
+
+    f: np.ndarray
+    sf: _SplitFrames
+    what: str
+    x: np.ndarray
+    model: Any
+    own: float
+    held: float
+
+
+def _one_draw(table: FrameTable, split: str | int, c: float, max_train_frames: int,
+              seed: int) -> _OneDraw:
+    f = _scores(table)
+    what = f"dataset {table.card.name!r}"
+    sf = _SplitFrames(table, split, max_train_frames)
+    x = _x(f[sf.fit], what)
+    model = _model(c, seed).fit(x, sf.y_fit)
+    own = 100.0 * float(np.mean(model.predict(x) == sf.y_fit))
+    held = 100.0 * _hits_on(model, f, sf.test, sf.y_test, what) / sf.test.size
+    return _OneDraw(f, sf, what, x, model, own, held)
+
+
 def choose_c(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, grid: tuple[float, ...] = C_GRID,
     folds: int = CV_FOLDS, seed: int = 0,
@@ -383,11 +417,7 @@ def recalibration(
     x_fit = _x(f[sf.fit], what)
     c = choose_c(x_fit, sf.y_fit, sf.groups, grid, seed=seed)
     model = _model(c, seed).fit(x_fit, sf.y_fit)
-    hits_argmax = 0
-    for lo in range(0, sf.test.size, _BLOCK_FRAMES):
-        s = f[sf.test[lo : lo + _BLOCK_FRAMES]]
-        hits_argmax += int(np.count_nonzero(s.argmax(axis=1) == sf.y_test[lo : lo + _BLOCK_FRAMES]))
-    argmax_acc = 100.0 * hits_argmax / sf.test.size
+    argmax_acc = 100.0 * _argmax_hits(f, sf.test, sf.y_test) / sf.test.size
     lr_acc = 100.0 * _hits_on(model, f, sf.test, sf.y_test, what) / sf.test.size
     return {
         "split": sf.name,
@@ -415,14 +445,9 @@ def memorisation(
     fresh_draws_heldout, draws_gap, own_frames_accuracy, own_gap}``."""
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    f = _scores(table)
-    what = f"dataset {table.card.name!r}"
-    sf = _SplitFrames(table, split, max_train_frames)
-    x_one = _x(f[sf.fit], what)
-    one = _model(c, seed).fit(x_one, sf.y_fit)
-    own = 100.0 * float(np.mean(one.predict(x_one) == sf.y_fit))
-    one_held = 100.0 * _hits_on(one, f, sf.test, sf.y_test, what) / sf.test.size
-    x_fresh = np.empty_like(x_one)
+    one = _one_draw(table, split, c, max_train_frames, seed)
+    f, sf, what, own, one_held = one.f, one.sf, one.what, one.own, one.held
+    x_fresh = np.empty_like(one.x)
     which = np.arange(sf.fit.size) % draws
 
     def fresh_rows(d: int) -> np.ndarray:
@@ -461,27 +486,18 @@ def memorisation_parts(
     new noise) and on the held-out test frames. ``own - new_noise`` is noise fitted
     in-sample; ``new_noise - heldout`` the held-out videos themselves (docs/data.md).
     ``{argmax_fit, argmax_test, own_frames, new_noise, heldout, noise_part, people_part}``."""
-    f = _scores(table)
-    what = f"dataset {table.card.name!r}"
-    sf = _SplitFrames(table, split, max_train_frames)
-    x = _x(f[sf.fit], what)
-    model = _model(c, seed).fit(x, sf.y_fit)
-    own = 100.0 * float(np.mean(model.predict(x) == sf.y_fit))
-    fresh = 100.0 * float(np.mean(model.predict(_x(draw(1)[sf.fit], f"{what}, fresh draw 1"))
-                                  == sf.y_fit))
-    held = 100.0 * _hits_on(model, f, sf.test, sf.y_test, what) / sf.test.size
-    argmax_test = 0
-    for lo in range(0, sf.test.size, _BLOCK_FRAMES):
-        s = f[sf.test[lo : lo + _BLOCK_FRAMES]]
-        argmax_test += int(np.count_nonzero(s.argmax(axis=1) == sf.y_test[lo : lo + _BLOCK_FRAMES]))
+    one = _one_draw(table, split, c, max_train_frames, seed)
+    sf = one.sf
+    fresh_x = _x(draw(1)[sf.fit], f"{one.what}, fresh draw 1")
+    fresh = 100.0 * float(np.mean(one.model.predict(fresh_x) == sf.y_fit))
     return {
-        "argmax_fit": 100.0 * float(np.mean(f[sf.fit].argmax(axis=1) == sf.y_fit)),
-        "argmax_test": 100.0 * argmax_test / sf.test.size,
-        "own_frames": own,
+        "argmax_fit": 100.0 * _argmax_hits(one.f, sf.fit, sf.y_fit) / sf.fit.size,
+        "argmax_test": 100.0 * _argmax_hits(one.f, sf.test, sf.y_test) / sf.test.size,
+        "own_frames": one.own,
         "new_noise": fresh,
-        "heldout": held,
-        "noise_part": own - fresh,
-        "people_part": fresh - held,
+        "heldout": one.held,
+        "noise_part": one.own - fresh,
+        "people_part": fresh - one.held,
     }
 
 
