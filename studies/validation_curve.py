@@ -38,11 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
 
-    import torch
-
     from trainables.train_job import TrainRun
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     eval_at = tuple(sorted({int(x) for x in a.eval_at.split(",") if x} | {a.iterations}))
     eval_at = tuple(x for x in eval_at if x <= a.iterations)
     run = TrainRun.create({
@@ -91,5 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """``main`` with bad input as one line (``error: ...``) and exit status 2."""
+    try:
+        return main()
+    except (ValueError, KeyError, OSError) as e:  # DataError and ConfigError are ValueErrors
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())
