@@ -10,7 +10,8 @@ memorise).
 Same model and optimisation as studies/reproduction.yaml (history 330, hidden 64, batch 16,
 lr 0.003) unless given. Training-video accuracy is over every training video of the split
 (validation people excluded). Prints one Markdown table; ``--out`` also writes the rows as
-JSON. The model reported under the validation protocol is the best-validation row.
+JSON with the arguments under ``config`` (``studies/lr_choice.py`` reads them). The model
+reported under the validation protocol is the best-validation row.
 """
 
 from __future__ import annotations
@@ -83,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['val_acc']:.2f} ({r['val_input']:.2f}) | {r['test_acc']:.2f} "
               f"({r['test_input']:.2f}) | {r['gap_train_minus_test']:+.2f} |")
     if a.out:
-        a.out.write_text(json.dumps({"rows": rows, "best_iteration": best["iteration"]},
-                                    indent=1))
+        config = {"table": str(a.table), "split": a.split, "iterations": a.iterations,
+                  "history": a.history, "hidden": a.hidden, "batch": a.batch, "lr": a.lr,
+                  "seed": a.seed}
+        a.out.write_text(json.dumps(
+            {"config": config, "rows": rows, "best_iteration": best["iteration"]}, indent=1))
     return 0
 
 
