@@ -99,3 +99,33 @@ def test_bad_input_is_one_line(tmp_path, case, needle):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
     assert r.stdout == ""
+
+
+def test_validation_curves_feed_the_chooser(tmp_path):
+    """studies/validation_curve.py end to end on a toy table (validation people carved from
+    the training people): its rows, its recorded arguments, and lr_choice reading them."""
+    from data_prep.table import write_table
+    from tests.helpers import recipe_table
+
+    table = write_table(recipe_table(videos=12, classes=4), tmp_path / "t.parquet")
+    curve = ROOT / "studies" / "validation_curve.py"
+    outs = []
+    for lr in (0.01, 0.1):
+        out = tmp_path / f"{lr}.json"
+        r = subprocess.run(
+            [sys.executable, str(curve), str(table), "--iterations", "20", "--eval-at", "10",
+             "--history", "8", "--hidden", "8", "--batch", "4", "--lr", str(lr),
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert "| 10 " in r.stdout and "| 20 " in r.stdout  # every evaluation point
+        doc = json.loads(out.read_text())
+        assert doc["config"]["lr"] == lr and doc["config"]["iterations"] == 20
+        assert [row["iteration"] for row in doc["rows"]] == [10, 20]
+        best = max(doc["rows"], key=lambda row: (row["val_acc"], -row["iteration"]))
+        assert doc["best_iteration"] == best["iteration"]
+        outs.append(out)
+    r = subprocess.run([sys.executable, str(SCRIPT), *map(str, outs)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("**(chosen)**") == 1
