@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, best-validation row) of one curve file; ValueError on anything else."""
     try:
         doc = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror or e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not doc.get("rows"):
@@ -96,14 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli() -> int:
-    """``main`` with bad input as one line (``error: ...``) and exit status 2."""
-    try:
-        return main()
-    except (ValueError, KeyError, OSError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    raise SystemExit(cli())
+    from _cli import run  # studies/ is the script's own folder, first on sys.path
+
+    raise SystemExit(run(main))

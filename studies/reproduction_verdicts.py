@@ -24,6 +24,10 @@ import pandas as pd
 from scipy import stats
 
 from study import load_study
+from study.lease import check_store
+from study.spec import load_spec
+from study.store_checks import check_tracking_uri
+from study.uri import resolve_tracking_uri
 
 SOURCES_ORDER = ("breakfast", "salads", "mpii")
 
@@ -64,12 +68,17 @@ def by_seed(df: pd.DataFrame, col: str) -> pd.Series:
     return df.groupby("seed")[col].mean()
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args()
-    s = load_study(args.spec, tracking_uri=args.tracking_uri)
+    # the checks `kitchen-study report` makes first: a bad spec or an unusable store is one
+    # line, and a silent tracking server is not waited on through MLflow's retries
+    uri = resolve_tracking_uri(args.tracking_uri, load_spec(args.spec).tracking_uri)
+    check_tracking_uri(uri)
+    check_store(uri)
+    s = load_study(args.spec, tracking_uri=uri)
     res = s.results()
     base = res[res["kind"] == "baseline"]
     gains = s.gains()
@@ -200,7 +209,10 @@ def main() -> None:
                 first = (lo, hi)
         out.append(f"| {src} → {tgt} | " + " | ".join(cells) + f" | {verdict(*first)} |")
     print("\n".join(out))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import run  # studies/ is the script's own folder, first on sys.path
+
+    raise SystemExit(run(main))

@@ -96,14 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli() -> int:
-    """``main`` with bad input as one line (``error: ...``) and exit status 2."""
-    try:
-        return main()
-    except (ValueError, KeyError, OSError) as e:  # DataError and ConfigError are ValueErrors
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    raise SystemExit(cli())
+    from _cli import run  # studies/ is the script's own folder, first on sys.path
+
+    raise SystemExit(run(main))

@@ -74,6 +74,7 @@ def test_the_script_prints_the_table(tmp_path):
     ("other_shape", "differ in more than lr and seed: hidden"),
     ("twice", "given twice"),
     ("uneven", "same number of seeds"),
+    ("missing", "missing.json: No such file or directory"),
 ])
 def test_bad_input_is_one_line(tmp_path, case, needle):
     a = _curve(tmp_path / "a.json", 0.01, 0, [(1000, 30.0, 20.0)])
@@ -88,6 +89,8 @@ def test_bad_input_is_one_line(tmp_path, case, needle):
         files.append(bad)
     elif case == "other_shape":
         files.append(_curve(tmp_path / "b.json", 0.1, 0, [(1000, 1.0, 1.0)], hidden=128))
+    elif case == "missing":
+        files.append(tmp_path / "missing.json")
     elif case == "twice":
         files.append(_curve(tmp_path / "b.json", 0.01, 0, [(1000, 1.0, 1.0)]))
     else:
