@@ -2,10 +2,11 @@
 
 The paper's LSTM reads a frame CNN's softmax, but the videos (tens of GB) are not here;
 the label sequences are. :func:`simulate` draws softmax vectors from a documented model of a
-frame classifier (the two models, ``segment`` by default and the optimistic ``ar1``, are
-stated in :mod:`data_prep.sim_models`), so the *temporal* model can be studied on real
-label structure. Results on simulated features are about the temporal model, not about
-vision (see docs/data.md).
+frame classifier (the models of :data:`data_prep.sim_models.MODELS`: ``confuser`` by
+default, the memorisable ``segment`` v1 and the optimistic ``ar1``, stated in
+:mod:`data_prep.sim_models` and :mod:`data_prep.sim_confuser`), so the *temporal* model can
+be studied on real label structure. Results on simulated features are about the temporal
+model, not about vision (see docs/data.md).
 
 Accuracy is argmax frame accuracy over all frames of the table (background included), in
 percent, as the rest of the platform reports metrics. The defaults per dataset are the
