@@ -41,12 +41,14 @@ def test_reproduction_spec_dry_run(real_data, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     # v2 as run (docs/reproduction.md), 5 seeds: a pre-train per source (and per seed in the
     # joint space for multiple_random), concat transfer between every pair (split 1 of each
-    # target), the Table 5 grid on 50 Salads -> Breakfast, every baseline (Breakfast on all
-    # four splits for claim 1, the others on split 1)
-    assert "20 pretrain, 45 finetune, 20 joint, 30 baseline" in res.output
-    assert "estimated trials: 115" in res.output
-    for split in (1, 2, 3, 4):
-        assert f"baseline:breakfast.split{split}:s4" in res.output
+    # target), the Table 5 grid on 50 Salads -> Breakfast, every baseline on all four splits
+    # of every dataset (claim 1), transfer and joint tasks on split 1 only
+    assert "20 pretrain, 45 finetune, 20 joint, 60 baseline" in res.output
+    assert "estimated trials: 145" in res.output
+    for name in ("breakfast", "salads", "mpii"):
+        for split in (1, 2, 3, 4):
+            assert f"baseline:{name}.split{split}:s4" in res.output
+    assert ">salads.split2" not in res.output and ">mpii.split2" not in res.output
     assert "finetune:mpii.split1>breakfast.split1:concat:s0" in res.output
     assert ">breakfast.split2" not in res.output
     assert "estimate (not a measurement)" in res.output
