@@ -271,7 +271,10 @@ def _report_lines(report: dict[str, Any], target: float | None, name: str) -> li
             f"memorisation        fitted on {report['memorisation_draws']} fresh draws "
             f"{report['draws_gap']:+.2f} points on held-out videos (limit +-"
             f"{b.max_draws_gap}); own frames - held-out {report['own_gap']:+.2f} (limit "
-            f"{b.max_own_gap})"
+            f"{b.max_own_gap}"
+            + ("" if report.get("argmax_own_gap") is None else
+               f"; the argmax alone {report['argmax_own_gap']:+.2f}")
+            + ")"
         )
     else:
         lines.append("memorisation        - (no split, or not a simulation this version redraws)")

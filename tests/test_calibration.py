@@ -5,6 +5,7 @@ memorisation check and ar1 the gains."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,10 @@ def test_memorisation_parts_add_up_to_the_own_gap():
     assert parts["noise_part"] + parts["people_part"] == pytest.approx(check["own_gap"])
     assert parts["argmax_test"] == pytest.approx(
         100 * np.mean(scores(0)[1200:].argmax(1) == y[1200:]))  # the test videos' argmax
+    # the argmax's own difference (fits nothing), by hand: all 1,200 training frames are fit
+    argmax_fit = 100 * np.mean(scores(0)[:1200].argmax(1) == y[:1200])
+    assert check["argmax_own_gap"] == pytest.approx(argmax_fit - parts["argmax_test"])
+    assert parts["argmax_fit"] == pytest.approx(argmax_fit)
 
 
 def test_bad_features_are_errors():
@@ -153,6 +158,10 @@ def test_bounds_are_two_sided_and_per_dataset():
     probs = r.problems(20.6, bounds_for("breakfast"))
     assert len(probs) == 4, probs  # too pessimistic is as wrong as too optimistic
     assert any("recalibration gain -9.50" in p for p in probs)
+    assert not any("argmax alone" in p for p in probs)  # not measured: not claimed
+    probs = replace(r, argmax_own_gap=3.03).problems(20.6, bounds_for("breakfast"))
+    assert any("+30.00 points better" in p and "argmax alone, which fits nothing, is +3.03"
+               in p for p in probs), probs
 
 
 @pytest.fixture(scope="module")
