@@ -49,7 +49,8 @@ The rules, stated once (every function here is pure: a :class:`FrameTable` in, n
   ``i`` from fresh draw ``i mod 8``), both scored on the test frames of the first draw:
   ``draws_gap`` = (b) - (a); ``own_gap`` = (a)'s accuracy on its own training frames minus
   its held-out accuracy; ``argmax_own_gap``, the same difference for the argmax, which fits
-  nothing (the part of ``own_gap`` that is the held-out people, not the fit; docs/data.md).
+  nothing: how much of ``own_gap`` needs no fit at all, the held-out people being harder
+  (docs/data.md).
   A table that is not a simulation (no draws) has none.
 
 :func:`bounds_for` states what the default simulation is calibrated to, per dataset:
