@@ -277,11 +277,18 @@ class MlflowRunLogger:
 
     @functools.cached_property
     def client(self) -> Any:
-        """The ``MlflowClient`` (created, and MLflow imported, on first use)."""
+        """The ``MlflowClient`` (created, and MLflow imported, on first use). On a SQLite
+        store it is opened as a driver opens it (:func:`~study.lease.init_store`, under the
+        store's file lock): opening a store that does not exist yet, or one a driver is
+        creating at that moment, runs MLflow's schema migrations, and two processes migrating
+        one database at once break it (``_alembic_tmp_*`` tables left behind) - a reader
+        such as ``kitchen-study status`` started beside a new ``run`` must wait, not race."""
         from mlflow import MlflowClient
 
         if self._db is not None:
-            self._db.parent.mkdir(parents=True, exist_ok=True)
+            from .lease import init_store
+
+            return init_store(self.tracking_uri)
         return MlflowClient(self.tracking_uri)
 
     # -- experiments --------------------------------------------------------------------------

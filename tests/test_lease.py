@@ -174,6 +174,50 @@ def test_two_drivers_on_a_fresh_store_one_wins_the_other_gets_one_line(tmp_path)
                 d.wait(60)
 
 
+def test_a_reader_opens_a_store_a_driver_is_creating_only_after_it(tmp_path):
+    """A reader (``kitchen-study status`` beside a new ``run``) must not run MLflow's schema
+    migrations while a driver does: two at once break the database (``_alembic_tmp_*``
+    tables left behind; seen in CI). Holding the store's lock as a creating driver does, the
+    reader's first MLflow access waits; after it, the store is whole and readable."""
+    import fcntl
+
+    from study.tracking import MlflowRunLogger
+
+    # MLflow imported and one store made first, so that an unguarded open of the new one
+    # would finish well inside the wait below (about 1 s here; 2.5 s with the imports)
+    (tmp_path / "warm").mkdir()
+    MlflowRunLogger(f"sqlite:///{tmp_path / 'warm' / 'mlflow.db'}").client
+    db = tmp_path / "mlflow.db"
+    reader = MlflowRunLogger(f"sqlite:///{db}", fast_read=False)
+    opened = threading.Event()
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            reader.client.search_experiments(max_results=1)
+            opened.set()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            failed.append(e)
+
+    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "a driver is creating the store"
+        t = threading.Thread(target=read)
+        t.start()
+        assert not opened.wait(5.0), "the reader opened the store under a creating driver"
+        assert not db.exists()  # and created nothing meanwhile
+    finally:
+        os.close(fd)
+    t.join(120)
+    assert opened.is_set() and not failed, failed
+    con = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        con.close()
+    assert "runs" in tables and not [t for t in tables if t.startswith("_alembic_tmp")]
+
+
 def test_a_driver_taken_for_dead_notices_it_lost_the_lease(tmp_path, monkeypatch):
     monkeypatch.setattr(lease_mod, "HEARTBEAT_S", 0.05)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

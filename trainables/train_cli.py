@@ -224,15 +224,17 @@ class _Tracker:
     def started(self, run: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
         """Create the MLflow run (params: the spec's flat form) and yield the per-step logger;
         the run ends FAILED (or KILLED on Ctrl-C) if the body raises."""
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         from data_prep.errors import DataError
+        from study.lease import init_store
         from study.mlflow_layout import metrics_from_result
 
         spec = run.spec
         try:
-            self.client = MlflowClient(self.uri)
+            # opened under the store's file lock: two `train` calls on one new SQLite
+            # store must not run MLflow's schema migrations at once (study.lease)
+            self.client = init_store(self.uri)
             target = Path(spec.target_path).stem
             mlrun = self.client.create_run(
                 self._experiment_id(), run_name=f"train {spec.mode} {target}",
