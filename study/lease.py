@@ -53,9 +53,11 @@ URI (MLflow's own client would retry for about four minutes:
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` 7 with backoff factor 2; the probe leaves those defaults
 to the study's real requests, where riding out a server restart is wanted). A fresh SQLite
 store is created by one process at a time: MLflow creates its tables (alembic migrations) on
-first use, and two drivers doing that at once crash one of them, so :func:`init_store` holds
-an exclusive ``flock`` on ``<db>.lock`` beside the database while it opens the store (and
+first use, and two processes doing that at once break it, so :func:`init_store` holds an
+exclusive ``flock`` on ``<db>.lock`` beside the database while it opens the store (and
 retries a migration race once more, for file systems where ``flock`` is advisory only).
+Drivers and readers alike open a SQLite store through it
+(:attr:`study.tracking.MlflowRunLogger.client`, ``kitchen-study train``).
 """
 
 from __future__ import annotations
