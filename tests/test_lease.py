@@ -186,7 +186,7 @@ def test_a_reader_opens_a_store_a_driver_is_creating_only_after_it(tmp_path):
     # MLflow imported and one store made first, so that an unguarded open of the new one
     # would finish well inside the wait below (about 1 s here; 2.5 s with the imports)
     (tmp_path / "warm").mkdir()
-    MlflowRunLogger(f"sqlite:///{tmp_path / 'warm' / 'mlflow.db'}").client
+    MlflowRunLogger(f"sqlite:///{tmp_path / 'warm' / 'mlflow.db'}").client.search_experiments()
     db = tmp_path / "mlflow.db"
     reader = MlflowRunLogger(f"sqlite:///{db}", fast_read=False)
     opened = threading.Event()
