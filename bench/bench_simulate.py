@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--report-repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.repeats < 1 or args.report_repeats < 1:
+        ap.error("--repeats and --report-repeats must be at least 1 (a median needs a run)")
     table = _breakfast()
     if table is None:
         print("skipped: real annotations not found (set KITCHEN_DATA)")

@@ -50,8 +50,7 @@ The rules, stated once (every function here is pure: a :class:`FrameTable` in, n
   ``draws_gap`` = (b) - (a); ``own_gap`` = (a)'s accuracy on its own training frames minus
   its held-out accuracy; ``argmax_own_gap``, the same difference for the argmax, which fits
   nothing: how much of ``own_gap`` needs no fit at all, the held-out people being harder
-  (docs/data.md).
-  A table that is not a simulation (no draws) has none.
+  (docs/data.md). A table that is not a simulation (no draws) has none.
 
 :func:`bounds_for` states what the default simulation is calibrated to, per dataset:
 frame accuracy within 0.5 of the paper's; on Breakfast recalibration gain +1.65 +- 1.0 and

@@ -56,8 +56,8 @@ store is created by one process at a time: MLflow creates its tables (alembic mi
 first use, and two processes doing that at once break it, so :func:`init_store` holds an
 exclusive ``flock`` on ``<db>.lock`` beside the database while it opens the store (and
 retries a migration race once more, for file systems where ``flock`` is advisory only).
-Drivers and readers alike open a SQLite store through it
-(:attr:`study.tracking.MlflowRunLogger.client`, ``kitchen-study train``).
+Readers open a SQLite store under the same lock (:func:`open_client`:
+:attr:`study.tracking.MlflowRunLogger.client`, ``kitchen-study train``).
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ __all__ = [
     "decide",
     "init_store",
     "lease_name",
+    "open_client",
     "stale_reason",
     "trust_s",
 ]
@@ -328,13 +329,22 @@ def init_store(uri: str) -> Any:
     """An ``MlflowClient`` on ``uri`` whose store exists (created, one process at a time, if
     it did not): see the module docstring. Bad stores are :func:`check_store`'s errors."""
     check_store(uri)
+    client = open_client(uri)
+    if _sqlite_file(uri) is None:
+        client.search_experiments(max_results=1)  # a server: answers (open_client did not ask)
+    return client
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``, without :func:`check_store`'s checks (the caller's, or
+    :func:`init_store`'s). A SQLite store is opened under its file lock, so that it is
+    created - MLflow's schema migrations - by one process at a time, readers included (see
+    the module docstring); a server's client is only constructed."""
     from mlflow import MlflowClient
 
     db = _sqlite_file(uri)
     if db is None:
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)
-        return client
+        return MlflowClient(uri)
     db.parent.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{db}"
     for attempt in range(3):

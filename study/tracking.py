@@ -278,18 +278,15 @@ class MlflowRunLogger:
     @functools.cached_property
     def client(self) -> Any:
         """The ``MlflowClient`` (created, and MLflow imported, on first use). On a SQLite
-        store it is opened as a driver opens it (:func:`~study.lease.init_store`, under the
-        store's file lock): opening a store that does not exist yet, or one a driver is
-        creating at that moment, runs MLflow's schema migrations, and two processes migrating
-        one database at once break it (``_alembic_tmp_*`` tables left behind) - a reader
-        such as ``kitchen-study status`` started beside a new ``run`` must wait, not race."""
-        from mlflow import MlflowClient
+        store it is opened under the store's file lock, as a driver opens it
+        (:func:`~study.lease.open_client`): opening a store that does not exist yet, or one a
+        driver is creating at that moment, runs MLflow's schema migrations, and two processes
+        migrating one database at once break it (``_alembic_tmp_*`` tables left behind) - a
+        reader such as ``kitchen-study status`` started beside a new ``run`` must wait, not
+        race. The store's checks are the commands' (``study.lease.check_store``)."""
+        from .lease import open_client
 
-        if self._db is not None:
-            from .lease import init_store
-
-            return init_store(self.tracking_uri)
-        return MlflowClient(self.tracking_uri)
+        return open_client(self.tracking_uri)
 
     # -- experiments --------------------------------------------------------------------------
     def _experiment_id(self, name: str, *, create: bool) -> str | None:

@@ -227,14 +227,14 @@ class _Tracker:
         from mlflow.exceptions import MlflowException
 
         from data_prep.errors import DataError
-        from study.lease import init_store
+        from study.lease import open_client
         from study.mlflow_layout import metrics_from_result
 
         spec = run.spec
         try:
-            # opened under the store's file lock: two `train` calls on one new SQLite
-            # store must not run MLflow's schema migrations at once (study.lease)
-            self.client = init_store(self.uri)
+            # checked in `check`; a SQLite store opened under its file lock: two `train`
+            # calls on one new store must not run MLflow's schema migrations at once
+            self.client = open_client(self.uri)
             target = Path(spec.target_path).stem
             mlrun = self.client.create_run(
                 self._experiment_id(), run_name=f"train {spec.mode} {target}",
