@@ -277,7 +277,8 @@ def _report_lines(report: dict[str, Any], target: float | None, name: str) -> li
             + ")"
         )
     else:
-        lines.append("memorisation        - (no split, or not a simulation this version redraws)")
+        lines.append("memorisation        - (not measured: --draws 0, a table without splits, or "
+                     "features this version cannot redraw)")
     return lines
 
 
