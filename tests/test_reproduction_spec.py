@@ -1,6 +1,6 @@
-"""The shipped study specs pass `kitchen-study run --dry-run`: `studies/reproduction.yaml` on the
-real annotations prepared as its header says (the full run is not part of `make test`:
-docs/reproduction.md), and its plan has the structure docs/reproduction.md reports."""
+"""The shipped study specs pass `kitchen-study run --dry-run`: `studies/reproduction.yaml` and its
+second-draw copy on the real annotations prepared as its header says (the full runs are not
+part of `make test`: docs/reproduction.md), with the plans docs/reproduction.md reports."""
 
 from __future__ import annotations
 
@@ -53,3 +53,23 @@ def test_reproduction_spec_dry_run(real_data, tmp_path, monkeypatch):
     assert ">breakfast.split2" not in res.output
     assert "estimate (not a measurement)" in res.output
     assert not (tmp_path / "mlflow.db").exists()  # a dry run writes nothing
+
+    # the second simulator draw (docs/reproduction.md): the same study on split 1 only, from
+    # tables simulated with seed 1; everything but the name, description and data is copied
+    draw1 = yaml.safe_load((ROOT / "studies" / "reproduction_draw1.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "studies" / "reproduction.yaml").read_text())
+    assert sorted(draw1) == sorted(shipped)
+    for key in set(shipped) - {"name", "description", "datasets"}:
+        assert draw1[key] == shipped[key], key
+    for name, d in draw1["datasets"].items():
+        assert d == {"path": f"../data/{name}_sim_seed1.parquet", "splits": [1]}
+        d["path"] = spec["datasets"][name]["path"]
+    draw1["tracking_uri"] = spec["tracking_uri"]
+    draw1_path = tmp_path / "reproduction_draw1.yaml"
+    draw1_path.write_text(yaml.safe_dump(draw1))
+    res = CliRunner().invoke(app, ["run", str(draw1_path), "--dry-run", "--num-cpus", "2"])
+    assert res.exit_code == 0, res.output
+    assert "20 pretrain, 45 finetune, 20 joint, 15 baseline" in res.output
+    assert "estimated trials: 100" in res.output
+    assert ".split2" not in res.output
+    assert not (tmp_path / "mlflow.db").exists()
