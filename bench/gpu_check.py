@@ -673,7 +673,7 @@ def step_projection(ctx: Ctx) -> None:
     r = ctx.result
     total = sum(task_frames(t) * t.trials for t in plan)
     # at 1 frame/s on one slot the chain's seconds are its frames
-    critical = round(estimate(plan, (), 1, lambda s: 1.0).chain_s)
+    critical = round(estimate(plan, (), 1, lambda s, d: 1.0).chain_s)
     t0 = next(iter(plan))
     per_iter = task_frames(t0) // int(t0.config.iterations)  # batch x the model's window
     r.update(spec=str(PAPER.relative_to(ROOT)), trials=plan.trial_count, frames=total,

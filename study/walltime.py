@@ -5,13 +5,19 @@ iterations x batch size x the model's window) divided by a throughput measured o
 at the plan's model shapes, spread over the trial slots that run in parallel, and never shorter than
 the longest chain of dependent tasks (a fine-tune waits for its pre-train).
 
-* Throughput: a few Adam steps of the model alone (random inputs, :func:`measure_throughput`)
-  with the threads a trial gets (``resources.cpu``) on the device it would use; one figure
-  per shape (the model's config, batch size, window), at the largest label space among the
-  tasks of that shape (an upper bound on the cost). Measured figures are cached in
-  ``$XDG_CACHE_HOME/kitchen-study/throughput.json`` (default ``~/.cache``), keyed by the
-  shape, threads, device, host and torch version, so the next dry run is instant; the
-  output says whether a figure was measured now or read from the cache, and when.
+* Throughput: Adam steps of the model alone (random inputs, :func:`measure_throughput`)
+  with the threads a trial gets (``resources.cpu``) on the device it would use: the median
+  step of :data:`MEASURE_STEPS` after :data:`WARMUP_STEPS` untimed ones (the first steps of
+  a fresh model run at a third of the steady rate on a CPU, and one stalled step would
+  skew a mean). One figure per shape (the model's config, batch size, window) *and* label
+  space (each task's own: its input and output width, the target's classes plus the
+  source's when a source is used), since the width moves a small model's cost by ~2x.
+  Measured figures are cached in ``$XDG_CACHE_HOME/kitchen-study/throughput.json``
+  (default ``~/.cache``), keyed by the shape, width, threads, device, host and torch
+  version, with the machine's load average when measured (a figure measured on a busy
+  machine is pessimistic: the line says so); entries measured by another method are
+  measured again. The output says whether a figure was measured now or read from the
+  cache, and when.
 * Slots: ``floor(CPUs / resources.cpu)`` with the CPUs of ``--num-cpus`` or of this machine
   (and ``floor(GPUs / resources.gpu)`` when trials take GPUs); a search runs at most
   ``max_concurrent`` trials at once.
@@ -28,6 +34,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -44,8 +51,15 @@ __all__ = [
     "task_frames",
 ]
 
-#: Steps timed per shape (after one untimed warm-up step).
-MEASURE_STEPS = 3
+#: Steps timed per shape and width; the figure is their median (module docstring).
+MEASURE_STEPS = 5
+
+#: Untimed steps first: a fresh model's first steps run at a fraction of the steady rate.
+WARMUP_STEPS = 2
+
+#: How a cached figure was measured; an entry with another (an older version's) is measured
+#: again rather than trusted.
+METHOD = f"median of {MEASURE_STEPS} steps after {WARMUP_STEPS} warm-up"
 
 
 #: The frames of a training sample assumed for a model trained on whole videos (MS-TCN without
@@ -113,7 +127,7 @@ class Estimate:
     compute_s: float  # every trial one after another
     slots: int
     chain_s: float  # the longest chain of dependent tasks
-    per_shape: dict[Shape, float] = field(default_factory=dict)  # frames/s used
+    per_shape: dict[tuple[Shape, int], float] = field(default_factory=dict)  # frames/s used
 
     @property
     def wall_s(self) -> float:
@@ -121,18 +135,19 @@ class Estimate:
 
 
 def estimate(plan: Any, skip: Collection[str], slots: int,
-             frames_per_s: Callable[[Shape], float]) -> Estimate:
-    """Pure: the plan's tasks not in ``skip`` at ``frames_per_s(shape)``, on ``slots``
-    parallel trial slots (see the module docstring)."""
+             frames_per_s: Callable[[Shape, int], float],
+             width: Callable[[Any], int] = lambda t: 1) -> Estimate:
+    """Pure: the plan's tasks not in ``skip`` at ``frames_per_s(shape, width(task))``, on
+    ``slots`` parallel trial slots (see the module docstring)."""
     todo = [t for t in plan if t.id not in skip]
-    per_shape: dict[Shape, float] = {}
+    per_shape: dict[tuple[Shape, int], float] = {}
     seconds: dict[str, float] = {}  # one trial of the task
     frames = compute = 0.0
     for t in todo:
-        shape = task_shape(t)
-        if shape not in per_shape:
-            per_shape[shape] = float(frames_per_s(shape))
-        seconds[t.id] = task_frames(t) / max(per_shape[shape], 1e-9)
+        key = (task_shape(t), int(width(t)))
+        if key not in per_shape:
+            per_shape[key] = float(frames_per_s(*key))
+        seconds[t.id] = task_frames(t) / max(per_shape[key], 1e-9)
         frames += task_frames(t) * t.trials
         compute += seconds[t.id] * t.trials
     # longest chain: a task starts when its dependencies (still to run) have ended; a
@@ -188,10 +203,10 @@ def _write_cache(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def measure_throughput(shape: Shape, dim: int, threads: int, device: str = "cpu",
-                       steps: int = MEASURE_STEPS) -> float:
+                       steps: int = MEASURE_STEPS, warmup: int = WARMUP_STEPS) -> float:
     """Training frames per second of the shape's model (from the registry: forward, its own
-    loss, backward, Adam) on random inputs of ``shape`` and ``dim`` classes: the mean over
-    ``steps`` timed steps after one warm-up step."""
+    loss, backward, Adam) on random inputs of ``shape`` and ``dim`` classes: at the median
+    of ``steps`` timed steps after ``warmup`` untimed ones."""
     import torch
 
     from trainables.temporal import kind_of
@@ -215,18 +230,22 @@ def measure_throughput(shape: Shape, dim: int, threads: int, device: str = "cpu"
             loss.backward()
             opt.step()
 
-        step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        for _ in range(steps):
+        def synced() -> None:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+
+        for _ in range(warmup):
             step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - t0
+        synced()
+        times = []
+        for _ in range(max(1, steps)):
+            t0 = time.perf_counter()
+            step()
+            synced()
+            times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)
-    return steps * shape.batch_size * shape.window / max(seconds, 1e-9)
+    return shape.batch_size * shape.window / max(statistics.median(times), 1e-9)
 
 
 def _fmt_time(s: float) -> str:
@@ -235,6 +254,47 @@ def _fmt_time(s: float) -> str:
     if s < 90 * 60:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.1f} h"
+
+
+def _throughput_lines(per_shape: Mapping[tuple[Shape, int], float],
+                      used: Mapping[tuple[Shape, int], Mapping[str, Any]],
+                      fresh: Collection[tuple[Shape, int]], threads: int,
+                      device: str) -> list[str]:
+    """One line per shape: its figure (or range over the label widths), measured now or
+    cached (the oldest date), and whether a figure was measured on a busy machine."""
+    shapes: dict[Shape, list[int]] = {}
+    for shape, dim in per_shape:
+        shapes.setdefault(shape, []).append(dim)
+    lines = []
+    for shape, dims in shapes.items():
+        keys = [(shape, d) for d in sorted(dims)]
+        vals = [per_shape[k] for k in keys]
+        rate = (f"{vals[0]:,.0f} frames/s" if len(vals) == 1 else
+                f"{min(vals):,.0f}-{max(vals):,.0f} frames/s")
+        width = (f"{dims[0]} classes" if len(dims) == 1 else
+                 f"{len(dims)} widths, {min(dims)}-{max(dims)} classes")
+        if all(k in fresh for k in keys):
+            when = "measured now"
+        else:
+            dates = sorted(str(used[k].get("measured_at", "?")) for k in keys if k not in fresh)
+            when = f"cached, measured {dates[0]}" + (" and now" if fresh else "")
+        busy = [used[k] for k in keys if _busy(used[k])]
+        note = ""
+        if busy:
+            worst = max(busy, key=lambda e: float(e["load_average"]))
+            note = (f"; {len(busy)} of {len(keys)} measured at load average "
+                    f"{float(worst['load_average']):.1f} on {worst['cpus']} CPUs: other work "
+                    "shared the machine, so the figure is low (delete the cache to measure "
+                    "again)")
+        lines.append(f"  throughput {rate} at {shape.text()}, {width}, {threads} thread(s) on "
+                     f"{device} ({when}, {METHOD}{note})")
+    return lines
+
+
+def _busy(entry: Mapping[str, Any]) -> bool:
+    """Measured while at least half the machine's CPUs were busy with other work."""
+    load, cpus = entry.get("load_average"), entry.get("cpus")
+    return isinstance(load, int | float) and isinstance(cpus, int) and load >= 0.5 * cpus
 
 
 def not_schedulable_here(cpu: float, gpu: float, cpus: int, gpus: int) -> str | None:
@@ -274,27 +334,27 @@ def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
         device = "cuda"
         slots = max(1, min(slots, int(gpus // res.gpu)))
     unschedulable = not_schedulable_here(res.cpu, res.gpu, cpus, gpus)
-    dims: dict[Shape, int] = {}
-    for t in todo:
-        s = task_shape(t)
-        dims[s] = max(dims.get(s, 1), _label_dim(t, loaded.cards))
     path = cache_path()
     cache = _read_cache(path)
-    where: dict[Shape, str] = {}
+    used: dict[tuple[Shape, int], dict[str, Any]] = {}  # the entry behind each figure
+    fresh: set[tuple[Shape, int]] = set()
 
-    def fps(shape: Shape) -> float:
-        key = _cache_key(shape, dims[shape], threads, device)
+    def fps(shape: Shape, dim: int) -> float:
+        key = _cache_key(shape, dim, threads, device)
         hit = cache.get(key)
-        if isinstance(hit, dict) and isinstance(hit.get("frames_per_s"), int | float):
-            where[shape] = f"cached, measured {hit.get('measured_at', '?')}"
-            return float(hit["frames_per_s"])
-        value = measure_throughput(shape, dims[shape], threads, device)
-        cache[key] = {"frames_per_s": value, "steps": MEASURE_STEPS,
-                      "measured_at": time.strftime("%Y-%m-%d %H:%M")}
-        where[shape] = "measured now"
-        return value
+        if not (isinstance(hit, dict) and hit.get("method") == METHOD
+                and isinstance(hit.get("frames_per_s"), int | float)):
+            # the machine's load before measuring: a busy machine measures low
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            hit = cache[key] = {
+                "frames_per_s": measure_throughput(shape, dim, threads, device),
+                "method": METHOD, "load_average": load, "cpus": os.cpu_count(),
+                "measured_at": time.strftime("%Y-%m-%d %H:%M")}
+            fresh.add((shape, dim))
+        used[(shape, dim)] = hit
+        return float(hit["frames_per_s"])
 
-    est = estimate(plan, skip, slots, fps)
+    est = estimate(plan, skip, slots, fps, lambda t: _label_dim(t, loaded.cards))
     try:
         _write_cache(path, cache)
         cached_note = f"cache {path}"
@@ -308,10 +368,7 @@ def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
         f"{WHOLE_VIDEO_FRAMES} frames for a model trained on whole videos; ASHA may stop "
         "search trials earlier)",
     ]
-    for shape, value in est.per_shape.items():
-        lines.append(f"  throughput {value:,.0f} frames/s at {shape.text()}, {dims[shape]} "
-                     f"classes, {threads} thread(s) on {device} ({where[shape]}, "
-                     f"{MEASURE_STEPS} steps)")
+    lines += _throughput_lines(est.per_shape, used, fresh, threads, device)
     lines.append(f"  {est.slots} trial(s) in parallel ({cpus} CPUs / {res.cpu:g} per trial); "
                  f"longest dependency chain {_fmt_time(est.chain_s)}; {cached_note}")
     lines.append("  not included: evaluations, batch sampling, Ray and trial start-up")
