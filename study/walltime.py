@@ -345,7 +345,10 @@ def estimate_lines(loaded: Any, plan: Any, skip: Collection[str] = (),
         if not (isinstance(hit, dict) and hit.get("method") == METHOD
                 and isinstance(hit.get("frames_per_s"), int | float)):
             # the machine's load before measuring: a busy machine measures low
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            try:
+                load: float | None = os.getloadavg()[0]
+            except (AttributeError, OSError):  # no load average on this platform
+                load = None
             hit = cache[key] = {
                 "frames_per_s": measure_throughput(shape, dim, threads, device),
                 "method": METHOD, "load_average": load, "cpus": os.cpu_count(),
