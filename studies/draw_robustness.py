@@ -22,14 +22,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from reproduction_verdicts import ci, fmt, verdict
+from reproduction_verdicts import checked_study, ci, fmt, verdict
 from scipy import stats
-
-from study import load_study
-from study.lease import check_store
-from study.spec import load_spec
-from study.store_checks import check_tracking_uri
-from study.uri import resolve_tracking_uri
 
 SPLIT = "split1"
 
@@ -50,10 +44,7 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 def cells(spec: str, uri: str | None) -> dict[tuple[str, str], np.ndarray]:
     """(claim, cell) -> per-seed values (seed order), split 1 only."""
-    uri = resolve_tracking_uri(uri, load_spec(spec).tracking_uri)
-    check_tracking_uri(uri)
-    check_store(uri)
-    s = load_study(spec, tracking_uri=uri)
+    s = checked_study(spec, uri)
     res, gains = s.results(), s.gains()
     out: dict[tuple[str, str], np.ndarray] = {}
     base = res[(res["kind"] == "baseline") & (res["target_split"] == SPLIT)]

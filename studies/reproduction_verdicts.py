@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,17 +69,22 @@ def by_seed(df: pd.DataFrame, col: str) -> pd.Series:
     return df.groupby("seed")[col].mean()
 
 
+def checked_study(spec: str, tracking_uri: str | None) -> Any:
+    """``load_study`` after the checks `kitchen-study report` makes first: a bad spec or an
+    unusable store is one line, and a silent tracking server is not waited on through
+    MLflow's retries."""
+    uri = resolve_tracking_uri(tracking_uri, load_spec(spec).tracking_uri)
+    check_tracking_uri(uri)
+    check_store(uri)
+    return load_study(spec, tracking_uri=uri)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args()
-    # the checks `kitchen-study report` makes first: a bad spec or an unusable store is one
-    # line, and a silent tracking server is not waited on through MLflow's retries
-    uri = resolve_tracking_uri(args.tracking_uri, load_spec(args.spec).tracking_uri)
-    check_tracking_uri(uri)
-    check_store(uri)
-    s = load_study(args.spec, tracking_uri=uri)
+    s = checked_study(args.spec, args.tracking_uri)
     res = s.results()
     base = res[res["kind"] == "baseline"]
     gains = s.gains()
